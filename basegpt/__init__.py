@@ -8,7 +8,7 @@ The public API, as in the original design:
 """
 
 from basegpt.corpus import builtin_corpus
-#X
+from basegpt.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 

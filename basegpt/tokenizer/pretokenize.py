@@ -121,17 +121,20 @@ class Splitter:
     def safe_cut(self, text: str) -> int:
         """An index where `text` may be cut without changing its chunks, or 0 if none.
 
-        For gpt2 and gpt4 a line break followed by a letter always ends one chunk and starts
-        the next (no alternative lets a chunk run from a line break into a letter, and no
-        alternative looks behind), so long files can be read block by block. For `none` and
-        custom patterns there is no such guarantee and the answer is always 0.
+        For gpt2 and gpt4, a letter followed by a space always ends a chunk: every
+        alternative that takes a letter stops at the first non-letter, and the next match
+        starts afresh at the space (no alternative looks behind). Cutting there gives the
+        same chunks as splitting the whole text, so long files can be read block by block.
+        (A cut at a line break would not do: gpt2's `\\s+(?!\\S)` gives back the last space
+        of a run before a letter, but keeps it at the end of the text.) For `none` and custom
+        patterns there is no such guarantee and the answer is always 0.
         """
         if self.name not in ("gpt2", "gpt4"):
             return 0
         i = len(text)
-        while (i := text.rfind("\n", 0, i)) >= 0:
-            if _LETTER.match(text, i + 1):
-                return i + 1
+        while (i := text.rfind(" ", 0, i)) > 0:
+            if _LETTER.match(text, i - 1):
+                return i
         return 0
 
 

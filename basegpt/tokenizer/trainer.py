@@ -1,0 +1,107 @@
+"""Tokenizer training as a pipeline: stream the corpus, count unique chunks, learn merges.
+
+Memory grows with the number of *unique* chunks, not with the corpus: texts are split and
+counted one document (or one block of a large file) at a time, and only the counts are kept.
+Large files are read in blocks that end where the split pattern is known to cut anyway
+(`Splitter.safe_cut`), so the counts equal those of reading each file whole.
+
+The merge loop runs in the C extension when it was compiled (`basegpt.tokenizer._bpe`) and in
+the pure-Python `bpe_fast.train_fast` otherwise; both give the same merges as
+`bpe_reference.train_reference`, which tests/test_tokenizer_train.py checks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from basegpt.tokenizer.bpe_fast import train_fast
+from basegpt.tokenizer.bpe_reference import Pair, train_reference
+from basegpt.tokenizer.pretokenize import Splitter
+
+try:  # the optional C extension; see setup.py
+    from basegpt.tokenizer import _bpe
+except ImportError:  # no compiler at install time: the pure-Python trainer does the same job
+    _bpe = None
+
+BACKENDS = ("auto", "c", "python", "reference")
+BLOCK_CHARS = 1 << 20
+"""Characters read at a time from a file while counting chunks."""
+
+Source = str | os.PathLike
+
+
+def iter_documents(sources: str | Source | Iterable[Source], splitter: Splitter,
+                   block_chars: int = BLOCK_CHARS) -> Iterator[str]:
+    """Yield the texts to split: strings as they are, files (Path objects) block by block.
+
+    A plain `str` is always text, never a path: pass `pathlib.Path` objects for files. A
+    block ends at `splitter.safe_cut`, so the chunks do not depend on the block size; with no
+    safe cut (pattern none or custom) a file is read whole.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    for source in sources:
+        if isinstance(source, str):
+            yield source
+        elif isinstance(source, os.PathLike):
+            yield from _file_blocks(Path(source), splitter, block_chars)
+        else:
+            raise TypeError(f"training input must be str (text) or a path, "
+                            f"got {type(source).__name__}")
+
+
+def _file_blocks(path: Path, splitter: Splitter, block_chars: int) -> Iterator[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file to train the tokenizer on")
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": keep \r\n as written
+        pending = ""
+        try:
+            while block := f.read(block_chars):
+                pending += block
+                cut = splitter.safe_cut(pending)
+                if cut:
+                    yield pending[:cut]
+                    pending = pending[cut:]
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not valid UTF-8 ({error.reason}); "
+                             "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+        if pending:
+            yield pending
+
+
+def count_chunks(texts: Iterable[str], splitter: Splitter) -> Counter:
+    """How often each chunk occurs: count_chunks(["a a a"], gpt4) -> {"a": 1, " a": 2}."""
+    counts: Counter = Counter()
+    for text in texts:
+        counts.update(splitter.split(text))
+    return counts
+
+
+def learn_merges(texts: Iterable[str], splitter: Splitter, n_merges: int,
+                 backend: str = "auto", progress: bool = True) -> list[Pair]:
+    """Learn up to `n_merges` merges from `texts` with the chosen backend.
+
+    backend: "auto" (C if compiled, else Python), "c", "python" (bpe_fast) or "reference"
+    (bpe_reference: slow, for checking and teaching).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown training backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "c" and _bpe is None:
+        raise ValueError("backend 'c' needs the compiled extension basegpt.tokenizer._bpe, "
+                         "which is not installed; reinstall with a C compiler or use 'python'")
+    if backend == "reference":
+        chunks = [chunk for text in texts for chunk in splitter.split(text)]
+        return train_reference(chunks, n_merges)
+    counts = count_chunks(texts, splitter)
+    words = [chunk.encode("utf-8") for chunk in counts]
+    with tqdm(total=n_merges, desc="BPE merges", unit="merge", disable=not progress) as bar:
+        def on_merge(done: int) -> None:
+            bar.update(done - bar.n)
+        if backend == "python" or _bpe is None:
+            return train_fast(words, counts.values(), n_merges, on_merge)
+        return _bpe.train(words, list(counts.values()), n_merges, on_merge)
