@@ -46,18 +46,24 @@ def builtin_corpus_files(root: str | os.PathLike | None = None) -> list[Path]:
 
 
 def builtin_corpus(max_bytes: int | None = DEFAULT_BUILTIN_BYTES,
-                   root: str | os.PathLike | None = None) -> Iterator[str]:
+                   root: str | os.PathLike | None = None, skip_bytes: int = 0) -> Iterator[str]:
     """Yield the built-in corpus one document (one stdlib file) at a time.
 
     The documents together hold at most `max_bytes` bytes of UTF-8 (None = no cap); the last
-    document is cut at the last line end that fits. Files are decoded as UTF-8 with invalid
-    bytes replaced, which keeps the corpus deterministic even if a file is not valid UTF-8.
+    document is cut at the last line end that fits. `skip_bytes` leaves out every file that
+    starts within the first `skip_bytes` bytes, so `builtin_corpus(skip_bytes=N)` is text held
+    out from `builtin_corpus(N)`. Files are decoded as UTF-8 with invalid bytes replaced,
+    which keeps the corpus deterministic even if a file is not valid UTF-8.
     """
     if max_bytes is not None and max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive or None, got {max_bytes}")
     remaining = max_bytes
+    offset = 0
     for path in builtin_corpus_files(root):
         data = path.read_bytes()
+        offset += len(data)
+        if offset - len(data) < skip_bytes:
+            continue
         if remaining is not None and len(data) > remaining:
             cut = data.rfind(b"\n", 0, remaining) + 1     # 0 when no line end fits
             if cut:

@@ -247,6 +247,13 @@ class Tokenizer:
                              f"{len(data)}: {error.reason}); use errors='replace' to get "
                              "U+FFFD instead") from None
 
+    def token_text(self, token_id: int) -> str:
+        """One token's bytes for display: valid UTF-8 as text, other bytes as \\xNN escapes,
+        control characters escaped: token_text(10) -> '\\n'."""
+        data = self.decode_bytes([token_id])
+        text = data.decode("utf-8", errors="backslashreplace")
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
     # ---------------------------------------------------------------- save / load
 
     @property
@@ -286,11 +293,11 @@ class Tokenizer:
             261  ' the'  <- [256 ' t'] [104 'he']
         """
         lines = []
-        for token_id, data in enumerate(self.vocab):
-            line = f"{token_id}\t{_show(data)}"
+        for token_id in range(len(self)):
+            line = f"{token_id}\t{_show(self, token_id)}"
             if 256 <= token_id < 256 + len(self.merges):
                 a, b = self.merges[token_id - 256]
-                line += f"\t<- [{a} {_show(self.vocab[a])}] [{b} {_show(self.vocab[b])}]"
+                line += f"\t<- [{a} {_show(self, a)}] [{b} {_show(self, b)}]"
             elif token_id in self.special_tokens.values():
                 line += "\t(special)"
             lines.append(line)
@@ -464,10 +471,5 @@ def _bad_id(ids: list, vocab_size: int) -> None:
     raise AssertionError("unreachable: _bad_id found no bad id")
 
 
-def _show(data: bytes) -> str:
-    """A token's bytes for people, quoted: text where it is valid UTF-8, escapes elsewhere.
-
-    b" the" shows as ' the'; a newline as '\\n'; a lone byte 0xE4 as '\\xe4'.
-    """
-    text = data.decode("utf-8", errors="backslashreplace")
-    return "'" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in text) + "'"
+def _show(tokenizer: Tokenizer, token_id: int) -> str:
+    return "'" + tokenizer.token_text(token_id) + "'"
