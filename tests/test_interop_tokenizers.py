@@ -1,0 +1,94 @@
+"""Exported tokenizers give exactly basegpt's ids in tiktoken and HF tokenizers."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from basegpt import Tokenizer
+from basegpt.corpus import builtin_corpus
+from basegpt.interop.tokenizers import (byte_to_unicode, hf_tokenizer_json, load_tiktoken,
+                                        save_hf_tokenizer, save_tiktoken, to_hf_tokenizer,
+                                        to_tiktoken)
+
+tiktoken = pytest.importorskip("tiktoken", reason="tiktoken is a test extra")
+tokenizers = pytest.importorskip("tokenizers", reason="tokenizers is a test extra")
+
+MULTILINGUAL = (
+    "Hello, world! Ça va? Grüße aus Köln. Привет, мир. 你好，世界。こんにちは。안녕하세요. "
+    "مرحبا بالعالم. שלום עולם. नमस्ते दुनिया. Ελληνικά. 😀👍🏽🇺🇳 e\u0301 ﬁ ½ ² Ⅻ "
+    "tabs\t\tand  spaces   \n\n\r\n  x = 12345678; y = 3.14159 # it's they'll WE'RE 'S\n"
+    "\x00\x07\x1b[0m \u2028 \u3000 \ufeff \x1c\x1d\x85 end ſ 'ſ K\n")
+unicode_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=100)
+
+
+@pytest.fixture(scope="module", params=["gpt4", "gpt2", "none"])
+def trio(request):
+    docs = list(builtin_corpus(150_000)) + [MULTILINGUAL * 4]
+    tok = Tokenizer(vocab_size=900, pattern=request.param).train(docs, progress=False)
+    return tok, to_tiktoken(tok), to_hf_tokenizer(tok)
+
+
+def _hf_ids(hf, text: str) -> list[int]:
+    return hf.encode(text, add_special_tokens=False).ids
+
+
+def test_same_ids_on_multilingual_and_code(trio):
+    tok, tt, hf = trio
+    text = MULTILINGUAL + "".join(builtin_corpus(30_000, skip_bytes=10_000_000))
+    ids = tok.encode(text)
+    assert tt.encode_ordinary(text) == ids, "tiktoken ids differ from basegpt's"
+    assert _hf_ids(hf, text) == ids, "HF tokenizers ids differ from basegpt's"
+    assert hf.decode(ids, skip_special_tokens=False) == text, "HF decodes back to the text"
+    assert tt.decode(ids) == text, "tiktoken decodes back to the text"
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=unicode_text)
+def test_same_ids_on_random_strings(trio, text):
+    tok, tt, hf = trio
+    ids = tok.encode(text)
+    assert tt.encode_ordinary(text) == ids, f"tiktoken differs on {text!r}"
+    assert _hf_ids(hf, text) == ids, f"HF differs on {text!r}"
+
+
+def test_special_tokens_map_to_the_same_ids(trio):
+    tok, tt, hf = trio
+    text = "a<|endoftext|>b<|pad|>"
+    ids = tok.encode(text, allowed_special="all")
+    assert ids[-1] == tok.pad_id and tok.eot_id in ids, ids
+    assert tt.encode(text, allowed_special="all") == ids, "tiktoken special ids"
+    assert _hf_ids(hf, text) == ids, "HF treats added special tokens as allowed"
+
+
+def test_rank_file_round_trip(trio, tmp_path):
+    tok, _, _ = trio
+    rank_path, meta_path = save_tiktoken(tok, tmp_path / "tok.tiktoken")
+    assert meta_path.name == "tok.tiktoken.json", meta_path
+    first = rank_path.read_text().splitlines()[97]
+    assert first == "YQ== 97", f"byte 'a' is base64 YQ== with rank 97, got {first!r}"
+    loaded = load_tiktoken(rank_path)
+    assert loaded.encode_ordinary(MULTILINGUAL) == tok.encode(MULTILINGUAL), "rank file ids"
+
+
+def test_hf_file_loads_with_tokenizers(trio, tmp_path):
+    tok, _, _ = trio
+    save_hf_tokenizer(tok, tmp_path / "tokenizer.json")
+    hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert hf.get_vocab_size() == len(tok), "vocab size includes special tokens"
+    assert _hf_ids(hf, MULTILINGUAL) == tok.encode(MULTILINGUAL), "file gives the same ids"
+
+
+def test_byte_to_unicode_is_gpt2s_mapping():
+    mapping = byte_to_unicode()
+    assert len(set(mapping.values())) == 256, "a bijection over the 256 bytes"
+    assert (mapping[ord("a")], mapping[32], mapping[10], mapping[0]) == ("a", "Ġ", "Ċ", "Ā"), \
+        "the characters GPT-2's vocab.json uses"
+
+
+def test_duplicate_byte_strings_cannot_be_exported():
+    tok = Tokenizer(vocab_size=300).train("aaa", progress=False)
+    tok._set([(97, 97), (256, 97), (97, 256)], {})       # 'aaa' spelled two ways
+    with pytest.raises(ValueError, match="both spell b'aaa'"):
+        hf_tokenizer_json(tok)
