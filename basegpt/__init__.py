@@ -13,3 +13,4 @@ from basegpt.tokenizer import Tokenizer
 __version__ = "0.1.0"
 
 __all__ = ["Tokenizer", "builtin_corpus", "__version__"]
+from basegpt.model import B2lM, ModelConfig; __all__ += ["B2lM", "ModelConfig"]  # noqa: E402,E702 (model, issue 4)

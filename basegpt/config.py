@@ -1,0 +1,267 @@
+"""Typed, frozen configs: one dataclass holds exactly what is needed to rebuild a model.
+
+`ModelConfig` is what a checkpoint stores (as JSON, through `to_dict` / `from_dict`), and what
+`B2lM(**kwargs)` builds from its keyword arguments. Every choice of the model is a field with a
+`Literal` type, validated in `__post_init__`, so a bad value fails when the config is made, with a
+message naming the field and the fix, never deep inside a forward pass.
+
+Layer-wise configuration: `blocks` is either empty (every block uses the model-wide fields) or one
+`BlockOverride` per block. An override sets only the per-block fields it names; `block_config(i)`
+merges it with the model-wide fields into the fully resolved `BlockConfig` that `Block` is built
+from. In JSON the overrides are a list of small dicts:
+
+    {"n_block": 3, "n_head": 4, "blocks": [{}, {"n_head": 2, "n_ff": 512}, {"activation": "gelu"}]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_args, get_type_hints
+
+NormPosition = Literal["post", "pre"]
+Norm = Literal["layernorm", "rmsnorm"]
+Positional = Literal["sinusoidal", "learned", "rope", "none"]
+Activation = Literal["relu", "gelu", "swiglu"]
+AttentionKernel = Literal["manual", "sdpa"]
+
+
+@dataclass(frozen=True)
+class BlockOverride:
+    """Per-block fields that one block may set differently from the model-wide config.
+
+    None means "use the model-wide value". Only these fields vary per block; the residual width
+    `n_embed`, norm placement and positional encoding are shared because every block reads and
+    writes the same residual stream.
+    """
+
+    n_head: int | None = None                      # H
+    n_kv_head: int | None = None                   # G
+    n_k: int | None = None                         # query/key head width D
+    n_v: int | None = None                         # value head width
+    n_ff: int | None = None                        # F
+    activation: Activation | None = None
+    norm: Norm | None = None
+    attention: AttentionKernel | None = None
+    attn_dropout: float | None = None
+    resid_dropout: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Only the fields this override sets: `{}` means "exactly like the model-wide config"."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "blocks[?]") -> BlockOverride:
+        _check_keys(d, cls, where)
+        return cls(**d)
+
+
+BLOCK_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(BlockOverride))
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """The fully resolved settings of one block (model-wide fields merged with its override)."""
+
+    n_embed: int
+    n_head: int
+    n_kv_head: int                                 # always set here: n_head when not grouped
+    n_k: int
+    n_v: int
+    n_ff: int
+    activation: Activation
+    norm: Norm
+    norm_position: NormPosition
+    norm_eps: float
+    attention: AttentionKernel
+    attn_dropout: float
+    resid_dropout: float
+    bias: bool
+
+    @property
+    def kv_groups(self) -> int:
+        """Query heads served by each key/value head (H // G); 1 = plain multi-head."""
+        return self.n_head // self.n_kv_head
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a B2lM. The defaults are the original design's model."""
+
+    vocab_size: int = 512                          # V, special tokens included
+    n_context: int = 256                           # longest sequence (prompt + generated) T
+    n_block: int = 4                               # number of residual blocks
+    n_embed: int = 128                             # C, the residual stream width
+    n_head: int = 4                                # H, query heads
+    n_kv_head: int | None = None                   # G; None = n_head (plain multi-head), 1 = multi-query
+    n_k: int = 32                                  # per-head query/key width D
+    n_v: int = 32                                  # per-head value width
+    n_ff: int = 256                                # F, feed-forward hidden width
+    norm_position: NormPosition = "post"           # "post" = original Transformer, "pre" = GPT-2
+    norm: Norm = "layernorm"
+    norm_eps: float = 1e-5                         # keeps the norm's division finite for x ~ 0
+    positional: Positional = "sinusoidal"
+    rope_base: float = 10000.0                     # RoPE's theta: wavelengths 2*pi .. 2*pi*base
+    activation: Activation = "relu"
+    attention: AttentionKernel = "sdpa"            # same numbers as "manual", faster
+    embed_dropout: float = 0.0                     # after token + position embedding
+    attn_dropout: float = 0.0                      # on the attention weights
+    resid_dropout: float = 0.0                     # on each sublayer's output, before the residual add
+    bias: bool = True                              # biases in Linear layers and LayerNorm
+    tie_weights: bool = False                      # LM head shares the token embedding matrix
+    init_std: float = 0.02                         # std of the normal init (GPT-2)
+    blocks: tuple[BlockOverride, ...] = field(default_factory=tuple)  # () or one per block
+
+    def __post_init__(self) -> None:
+        # Normalisation at construction (not mutation afterwards): JSON gives lists of dicts and
+        # ints where floats are meant; store tuples of BlockOverride and floats, so that a config
+        # and its JSON round trip compare equal.
+        blocks = self.blocks
+        if isinstance(blocks, list):
+            blocks = tuple(blocks)
+        if not isinstance(blocks, tuple):
+            raise ValueError(f"blocks={blocks!r}: must be a list of per-block overrides (dicts), "
+                             f"one per block, or empty")
+        blocks = tuple(BlockOverride.from_dict(b, f"blocks[{i}]") if isinstance(b, dict) else b
+                       for i, b in enumerate(blocks))
+        object.__setattr__(self, "blocks", blocks)
+        for f in fields(self):
+            if f.name in _FLOAT_FIELDS and _is_number(getattr(self, f.name)):
+                object.__setattr__(self, f.name, float(getattr(self, f.name)))
+        _validate(self)
+
+    # Derived values are properties: nothing is stored twice.
+    @property
+    def kv_groups(self) -> int:
+        """Query heads per key/value head of the model-wide setting (H // G)."""
+        return self.n_head // (self.n_kv_head or self.n_head)
+
+    def block_config(self, i: int) -> BlockConfig:
+        """The resolved settings of block i: model-wide fields, then block i's override on top."""
+        if not 0 <= i < self.n_block:
+            raise IndexError(f"block index {i} out of range for n_block={self.n_block}")
+        over = self.blocks[i].to_dict() if self.blocks else {}
+        merged = {name: getattr(self, name) for name in BLOCK_FIELDS} | over
+        # n_kv_head None means "plain multi-head", so it follows the block's own n_head.
+        merged["n_kv_head"] = merged["n_kv_head"] or merged["n_head"]
+        return BlockConfig(n_embed=self.n_embed, norm_position=self.norm_position,
+                           norm_eps=self.norm_eps, bias=self.bias, **merged)
+
+    @property
+    def block_configs(self) -> tuple[BlockConfig, ...]:
+        return tuple(self.block_config(i) for i in range(self.n_block))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; `ModelConfig.from_dict(json.loads(json.dumps(d)))` gives self back."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["blocks"] = [b.to_dict() for b in self.blocks]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from a dict (e.g. parsed JSON); an unknown key is a ValueError naming the nearest."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a model config must be a dict, got {type(d).__name__}")
+        _check_keys(d, cls, "ModelConfig")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed (validated again; unknown names suggest the nearest)."""
+        _check_keys(changes, type(self), "ModelConfig")
+        return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+_FLOAT_FIELDS = {"norm_eps", "rope_base", "embed_dropout", "attn_dropout", "resid_dropout", "init_std"}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_keys(d: dict[str, Any], cls: type, where: str) -> None:
+    valid = [f.name for f in fields(cls)]
+    for key in d:
+        if key not in valid:
+            near = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(valid)}"
+            raise ValueError(f"{where}: unknown key {key!r}; {hint}")
+
+
+def _validate(cfg: ModelConfig) -> None:
+    """Check every field of cfg, then each resolved block; raise ValueError naming the field."""
+    hints = get_type_hints(ModelConfig)
+    for name in ("vocab_size", "n_context", "n_block", "n_embed"):
+        _check_positive_int(name, getattr(cfg, name))
+    for name in ("norm_position", "norm", "positional", "activation", "attention"):
+        _check_choice(name, getattr(cfg, name), hints[name])
+    for name in ("bias", "tie_weights"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ValueError(f"{name}={getattr(cfg, name)!r}: must be true or false")
+    for name in ("norm_eps", "rope_base", "init_std"):
+        value = getattr(cfg, name)
+        if not _is_number(value) or not value > 0:
+            raise ValueError(f"{name}={value!r}: must be a positive number")
+    _check_dropout("embed_dropout", cfg.embed_dropout)
+
+    if cfg.blocks and len(cfg.blocks) != cfg.n_block:
+        raise ValueError(f"blocks has {len(cfg.blocks)} entries but n_block={cfg.n_block}: give one "
+                         f"override per block (use {{}} for a block that keeps the defaults), "
+                         f"or none at all")
+    for i, b in enumerate(cfg.blocks):
+        if not isinstance(b, BlockOverride):
+            raise ValueError(f"blocks[{i}]={b!r}: must be a dict of per-block fields "
+                             f"({', '.join(BLOCK_FIELDS)})")
+
+    # Every check below runs on the resolved block, and names the field where the user set it:
+    # `blocks[2].n_head` if block 2 overrides it, plain `n_head` if it comes from the model-wide value.
+    for i in range(cfg.n_block):
+        set_here = set(cfg.blocks[i].to_dict()) if cfg.blocks else set()
+
+        def name(f: str, i: int = i, set_here: set[str] = set_here) -> str:
+            return f"blocks[{i}].{f}" if f in set_here else f
+
+        over = cfg.blocks[i].to_dict() if cfg.blocks else {}
+        for f in ("n_head", "n_k", "n_v", "n_ff"):
+            _check_positive_int(name(f), over.get(f, getattr(cfg, f)))
+        kv = over.get("n_kv_head", cfg.n_kv_head)
+        if kv is not None:
+            _check_positive_int(name("n_kv_head"), kv)
+        for f in ("activation", "norm", "attention"):
+            _check_choice(name(f), over.get(f, getattr(cfg, f)), hints[f])
+        for f in ("attn_dropout", "resid_dropout"):
+            _check_dropout(name(f), over.get(f, getattr(cfg, f)))
+
+        b = cfg.block_config(i)
+        if b.n_head % b.n_kv_head != 0:
+            # Blame the field this block changed; with no override, the model-wide n_head.
+            culprit = "n_kv_head" if "n_kv_head" in set_here and "n_head" not in set_here else "n_head"
+            raise ValueError(f"{name(culprit)}={getattr(b, culprit)}: n_head={b.n_head} must be divisible by "
+                             f"n_kv_head={b.n_kv_head}, since each key/value head serves a whole "
+                             f"number of query heads; choose n_kv_head among the divisors of n_head")
+        if cfg.positional == "rope" and b.n_k % 2 != 0:
+            raise ValueError(f"{name('n_k')}={b.n_k}: positional='rope' rotates pairs of "
+                             f"query/key dimensions, so n_k must be even")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r}: must be a positive integer")
+
+
+def _check_choice(name: str, value: Any, literal: Any) -> None:
+    choices = [c for c in get_args(literal) if c is not None]
+    if not choices:                                # Optional[Literal[...]]: unwrap one level
+        choices = [c for a in get_args(literal) for c in get_args(a)]
+    if value not in choices:
+        near = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"{name}={value!r}: choose one of {', '.join(map(repr, choices))}{hint}")
+
+
+def _check_dropout(name: str, value: Any) -> None:
+    if not _is_number(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name}={value!r}: a dropout probability must be in [0, 1)")

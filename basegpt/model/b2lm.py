@@ -1,0 +1,211 @@
+"""B2lM: the decoder-only language model of the original design.
+
+    ids (B, T) -> token embedding (B, T, C) -> positions (embed hook) -> dropout
+               -> n_block residual blocks -> final norm (pre-norm only) -> LM head -> logits (B, T, V)
+
+Defaults are the original design: sinusoidal positions, post-norm LayerNorm blocks with a
+ReLU feed-forward, an untied linear head. Every component is chosen by `ModelConfig`
+(basegpt/config.py); this file only wires them together, builds a KV cache, counts parameters
+and FLOPs, and routes `model.train(loader)` to the trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from basegpt.config import ModelConfig
+from basegpt.model.block import build_block
+from basegpt.model.kv_cache import KVCache
+from basegpt.model.norms import build_norm
+from basegpt.model.positional import Learned, build_positional
+
+# Linear weights that write into the residual stream; GPT-2 scales their init (see _init_weights).
+RESIDUAL_PROJECTIONS = ("attn.out_proj.weight", "ff.down.weight")
+
+
+class B2lM(nn.Module):
+    """A GPT-style decoder-only transformer language model.
+
+        model = B2lM(vocab_size=500, n_embed=128, n_block=4, n_k=32, n_v=32, n_head=4, n_ff=256)
+        model = B2lM(ModelConfig(...))          # or B2lM(config=...), or a dict from JSON
+        logits = model(ids)                     # ids: (B, T) int64 -> logits: (B, T, V)
+
+    Keyword arguments are `ModelConfig` fields (given alongside a config, they override it).
+
+    Initialisation (GPT-2, Radford et al. 2019, section 2.3; as nanoGPT): every Linear and
+    Embedding weight ~ Normal(0, init_std = 0.02), biases 0, norm gains 1. The projections
+    that write into the residual stream (attention `out_proj`, feed-forward `down`) get
+    std = init_std / sqrt(2 * n_block): each block adds two such outputs to the stream, so its
+    variance at the last block stays ~ that of one layer instead of growing with depth.
+    The LM head has no bias (as GPT-2); with tie_weights it is the token embedding matrix.
+    """
+
+    def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = ModelConfig.from_dict(config)
+        if config is None:
+            config = ModelConfig.from_dict(kwargs)
+        elif kwargs:
+            config = config.replace(**kwargs)
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"config must be a ModelConfig or a dict, got {type(config).__name__}")
+        self.config = config
+        C, V = config.n_embed, config.vocab_size
+
+        self.tok_emb = nn.Embedding(V, C)
+        self.positional = build_positional(config)
+        self.embed_dropout = nn.Dropout(config.embed_dropout)
+        self.blocks = nn.ModuleList(build_block(config.block_config(i), i) for i in range(config.n_block))
+        # Pre-norm blocks leave the residual stream unnormalised; the head needs a normalised input.
+        self.final_norm = (build_norm(config.norm, C, eps=config.norm_eps, bias=config.bias)
+                           if config.norm_position == "pre" else nn.Identity())
+        self.lm_head = nn.Linear(C, V, bias=False)
+        self._init_weights()
+        if config.tie_weights:
+            # Press & Wolf (2017): one matrix maps ids to vectors and vectors back to id scores.
+            self.lm_head.weight = self.tok_emb.weight
+
+    def _init_weights(self) -> None:
+        std = self.config.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+        for name, p in self.named_parameters():
+            if name.endswith(RESIDUAL_PROJECTIONS):
+                nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * self.config.n_block))
+
+    # ------------------------------------------------------------------------------------------
+    # forward
+
+    def forward(self, ids: torch.Tensor, kv_cache: KVCache | None = None,
+                logits_for: Literal["all", "last"] = "all", return_attention: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """ids: (B, T) int64 token ids -> logits (B, T, V), or (B, 1, V) with logits_for="last".
+
+        kv_cache: continue after the cache's stored positions (positions start at its length)
+        and store this call's keys/values in it. logits_for="last" applies the head to the last
+        position only: when decoding, the other positions' logits are never used, and the head
+        (C x V) is often the largest matrix. return_attention=True also returns every layer's
+        attention weights, a list of n_block tensors (B, H_layer, T, S) (computed with the manual
+        kernel, which is the only one that forms them).
+        """
+        if ids.dim() != 2:
+            raise ValueError(f"ids must have shape (batch, time), got {tuple(ids.shape)}")
+        if logits_for not in ("all", "last"):
+            raise ValueError(f"logits_for={logits_for!r}: choose 'all' or 'last'")
+        B, T = ids.shape
+        start = 0
+        if kv_cache is not None:
+            if B != kv_cache.batch_size or kv_cache.n_layer != len(self.blocks):
+                raise ValueError(f"KV cache was made for batch_size={kv_cache.batch_size} and "
+                                 f"{kv_cache.n_layer} layers, but ids has batch {B} and the model "
+                                 f"{len(self.blocks)} blocks; make one with model.new_kv_cache({B}, ...)")
+            kv_cache.check_room(T)
+            start = kv_cache.length
+        if start + T > self.config.n_context:
+            raise ValueError(f"positions {start}..{start + T - 1} go past n_context="
+                             f"{self.config.n_context}; shorten the input (keep the last "
+                             f"{self.config.n_context} tokens) or build the model with a larger n_context")
+
+        pos = torch.arange(start, start + T, device=ids.device)   # (T,) absolute positions
+        x = self.tok_emb(ids)                                       # (B, T, C)
+        x = self.embed_dropout(self.positional.embed(x, pos))       # (B, T, C)
+        # mask None = causal, queries are the last T of the S = start + T keys (attention.py).
+        # TODO(left-padded batches): per-row positions (B, T) and a (B, 1, T, S) padding+causal
+        # mask would be made here, once, from the cache's per-row offsets.
+        mask = None
+        attention = []
+        for block in self.blocks:
+            x, weights = block(x, pos, self.positional, kv_cache, mask, return_attention)
+            attention.append(weights)
+        if kv_cache is not None:
+            kv_cache.advance(T)                                     # once, after every layer wrote
+        if logits_for == "last":
+            x = x[:, -1:, :]                                        # (B, 1, C)
+        logits = self.lm_head(self.final_norm(x))                  # (B, T or 1, V)
+        return (logits, attention) if return_attention else logits
+
+    def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for `batch_size` sequences of up to `max_len` (default n_context)
+        positions, on the model's device and dtype, with each layer's own head shapes."""
+        max_len = self.config.n_context if max_len is None else max_len
+        if max_len > self.config.n_context:
+            raise ValueError(f"max_len={max_len} exceeds n_context={self.config.n_context}, the "
+                             f"longest sequence this model handles; use max_len <= n_context")
+        shapes = [(b.n_kv_head, b.n_k, b.n_v) for b in self.config.block_configs]
+        w = self.tok_emb.weight
+        return KVCache(shapes, batch_size, max_len, device=w.device, dtype=w.dtype)
+
+    # ------------------------------------------------------------------------------------------
+    # training mode or training run
+
+    def train(self, mode: Any = True, epochs: int | None = None, **kwargs: Any) -> Any:
+        """`model.train()` / `model.train(False)`: switch training mode (PyTorch's meaning),
+        returns the model. `model.train(loader_or_dataset, epochs=N, **kw)`: train it, with
+        `basegpt.train.fit(model, data, epochs=N, **kw)`.
+
+        The trainer is imported here, not at the top: the model never depends on the training
+        code (STYLE.md, imports point one way).
+        """
+        if isinstance(mode, bool):
+            if epochs is not None or kwargs:
+                raise TypeError("model.train(True/False) switches the training mode and takes no "
+                                "other arguments; to train, pass data: model.train(loader, epochs=N)")
+            return super().train(mode)
+        try:
+            from basegpt.train import fit
+        except ModuleNotFoundError as e:
+            if e.name not in ("basegpt.train",):
+                raise                                   # a real missing dependency inside train.py
+            raise NotImplementedError("model.train(data, ...) needs the training loop "
+                                      "(basegpt.train.fit), which is not installed yet; call "
+                                      "model.train() or model.train(False) to switch modes") from e
+        if epochs is not None:
+            kwargs["epochs"] = epochs
+        return fit(self, mode, **kwargs)
+
+    # ------------------------------------------------------------------------------------------
+    # accounting
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Number of distinct parameters (a tied head counts once).
+
+        exclude_embeddings=True leaves out the lookup tables (token embedding and learned
+        positions), as scaling-law papers count N (Kaplan et al., 2020): a lookup costs no
+        FLOPs. With tie_weights the head is that same matrix, so it is left out too.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.tok_emb.weight.numel()
+            if isinstance(self.positional, Learned):
+                n -= self.positional.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token (forward + backward), for MFU. PaLM (Chowdhery et al., 2022),
+        appendix B: 6N + 12 * L * H * Q * T, here written per block to allow n_k != n_v and
+        layer-wise heads:
+
+            6 * N  +  sum over blocks of 6 * H_l * (D_l + Dv_l) * T
+
+        N = num_parameters(exclude_embeddings=True), plus V*C when the head is tied (the head's
+        matmul runs either way): each weight does one multiply-add (2 FLOPs) per token forward and
+        two backward (input and weight gradients), hence 6. The attention term: per token and
+        head, q.k against T keys (2*D*T FLOPs) and weights @ v (2*Dv*T), times 3 for the backward.
+        T = seq_len (default n_context); causal masking is not subtracted (PaLM's convention).
+        """
+        T = self.config.n_context if seq_len is None else seq_len
+        n = self.num_parameters(exclude_embeddings=True)
+        if self.config.tie_weights:
+            n += self.config.vocab_size * self.config.n_embed
+        attn = sum(6 * b.n_head * (b.n_k + b.n_v) * T for b in self.config.block_configs)
+        return 6 * n + attn

@@ -1,0 +1,192 @@
+"""B2lM as a whole: the seed's call, construction, train() dispatch, layer-wise configs,
+initialisation, weight tying, and the parameter / FLOP accounting against hand-computed numbers."""
+
+from __future__ import annotations
+
+import math
+import sys
+import types
+
+import pytest
+import torch
+
+from basegpt.config import ModelConfig
+from basegpt.model import B2lM, LayerNorm, MLP, PostNormBlock, PreNormBlock
+from basegpt.model.feedforward import relu
+from basegpt.model.positional import Sinusoidal
+
+
+class _Tokenizer:
+    """Stands in for the trained tokenizer of the seed snippet: only len() is used."""
+
+    def __len__(self) -> int:
+        return 500
+
+
+def test_the_seed_constructor_call_works_verbatim():
+    tokenizer = _Tokenizer()
+    model = B2lM(vocab_size=len(tokenizer), n_embed=128, n_block=4,
+                 n_k=32, n_v=32, n_head=4, n_ff=256)
+    ids = torch.randint(0, 500, (32, 64))                # the seed's batch_size=32, n_context=64
+    logits = model(ids)
+    assert logits.shape == (32, 64, 500), f"logits shape {tuple(logits.shape)}"
+    # The original design: sinusoidal positions, post-LN LayerNorm blocks, Linear -> ReLU -> Linear.
+    assert isinstance(model.positional, Sinusoidal), f"positional {type(model.positional).__name__}"
+    assert len(model.blocks) == 4 and all(type(b) is PostNormBlock for b in model.blocks), "post-LN blocks"
+    block = model.blocks[0]
+    assert isinstance(block.attn_norm, LayerNorm) and isinstance(block.ff, MLP), "LayerNorm + MLP"
+    assert block.ff.activation is relu and block.ff.up.out_features == 256, "ReLU MLP of width n_ff"
+    assert block.attn.qkv_proj.out_features == 3 * 4 * 32, "Q, K, V each n_head * n_k wide"
+    assert isinstance(model.final_norm, torch.nn.Identity), "post-norm needs no final norm"
+
+
+def test_exported_from_the_package():
+    import basegpt
+
+    assert basegpt.B2lM is B2lM and basegpt.ModelConfig is ModelConfig, "public API exports"
+
+
+def test_construction_from_config_dict_and_overrides():
+    cfg = ModelConfig(vocab_size=50, n_embed=16, n_block=1, n_head=2, n_k=8, n_v=8, n_ff=32)
+    assert B2lM(cfg).config == cfg and B2lM(config=cfg).config == cfg, "config argument"
+    assert B2lM(cfg.to_dict()).config == cfg, "dict (e.g. from JSON) argument"
+    assert B2lM(cfg, n_ff=64).config == cfg.replace(n_ff=64), "keyword arguments override a config"
+    with pytest.raises(ValueError, match="did you mean 'n_embed'"):
+        B2lM(vocab_size=50, n_embd=16)
+
+
+def test_train_with_bool_or_nothing_keeps_pytorch_meaning():
+    model = B2lM(ModelConfig(vocab_size=20, n_embed=16, n_block=1, n_head=2, n_k=8, n_v=8, n_ff=16))
+    assert model.train() is model and model.training, "train() switches training mode on"
+    assert model.train(False) is model and not model.training, "train(False) switches it off"
+    assert all(not m.training for m in model.modules()), "train(False) reaches every submodule"
+    assert model.train(mode=True).training, "train(mode=True) as in PyTorch"
+    assert model.eval() is model and not model.training, "eval() switches it off"
+    with pytest.raises(TypeError, match="takes no other arguments"):
+        model.train(True, epochs=3)
+
+
+def test_train_with_data_calls_the_trainer(monkeypatch):
+    calls = []
+    fake = types.ModuleType("basegpt.train")
+    fake.fit = lambda model, data, **kw: calls.append((model, data, kw)) or "history"
+    monkeypatch.setitem(sys.modules, "basegpt.train", fake)
+    model = B2lM(ModelConfig(vocab_size=20, n_embed=16, n_block=1, n_head=2, n_k=8, n_v=8, n_ff=16))
+    loader = [(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))]
+    assert model.train(loader, epochs=10, lr=1e-3) == "history", "train(data) must return fit's result"
+    assert calls == [(model, loader, {"epochs": 10, "lr": 1e-3})], f"fit called with {calls}"
+
+
+def test_train_with_data_and_no_trainer_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "basegpt.train", None)   # import of basegpt.train fails
+    model = B2lM(ModelConfig(vocab_size=20, n_embed=16, n_block=1, n_head=2, n_k=8, n_v=8, n_ff=16))
+    with pytest.raises(NotImplementedError, match="training loop"):
+        model.train([1, 2, 3], epochs=1)
+
+
+# -- accounting, by hand ----------------------------------------------------------------------
+# vocab 10, C=8, 2 blocks, H=2, n_k=4, n_v=3, F=16, n_context=6, learned positions, biases:
+#   token embedding 10*8 = 80, positions 6*8 = 48, head 8*10 = 80 (no bias)
+#   block: qkv 8*(2*4 + 2*4 + 2*3) + 22 = 198, out 6*8 + 8 = 56,
+#          ff 8*16 + 16 + 16*8 + 8 = 280, two LayerNorms 2*(8 + 8) = 32      -> 566
+#   total 80 + 48 + 2*566 + 80 = 1340; without the two embeddings 1212
+#   FLOPs/token at T=6: 6*1212 + 2 blocks * 6*H*(n_k + n_v)*T = 7272 + 2*6*2*7*6 = 8280
+SMALL = ModelConfig(vocab_size=10, n_embed=8, n_block=2, n_head=2, n_k=4, n_v=3, n_ff=16,
+                    n_context=6, positional="learned")
+
+
+def test_num_parameters_and_flops_by_hand():
+    model = B2lM(SMALL)
+    assert model.num_parameters() == 1340, f"num_parameters() = {model.num_parameters()}"
+    assert model.num_parameters(exclude_embeddings=True) == 1212, "without embeddings"
+    assert model.flops_per_token() == 8280, f"flops_per_token() = {model.flops_per_token()}"
+    assert model.flops_per_token(seq_len=3) == 6 * 1212 + 2 * 6 * 2 * 7 * 3, "attention term scales with T"
+
+
+def test_tied_weights_count_once_and_cost_the_same_flops():
+    model = B2lM(SMALL.replace(tie_weights=True))
+    assert model.lm_head.weight is model.tok_emb.weight, "head and embedding must be one tensor"
+    assert model.num_parameters() == 1340 - 80, f"tied: {model.num_parameters()}"
+    assert model.num_parameters(exclude_embeddings=True) == 1212 - 80, "tied, without embeddings"
+    assert model.flops_per_token() == 8280, "the head matmul runs whether or not it is tied"
+    with torch.no_grad():
+        model.tok_emb.weight[3, 0] = 7.0
+    assert model.lm_head.weight[3, 0].item() == 7.0, "tied weights must stay shared"
+
+
+def test_no_bias_removes_every_bias():
+    model = B2lM(SMALL.replace(bias=False))
+    biases = [n for n, _ in model.named_parameters() if n.endswith("bias")]
+    assert biases == [], f"bias=False left {biases}"
+    # 1340 - per block (22 + 8 + 16 + 8 + 2*8 LayerNorm biases = 70) * 2
+    assert model.num_parameters() == 1340 - 2 * 70, f"no-bias count {model.num_parameters()}"
+
+
+def test_layerwise_config_changes_exactly_the_blocks_it_names():
+    cfg = SMALL.replace(n_block=3, blocks=[{}, {"n_head": 4, "n_ff": 32}, {"activation": "swiglu"}])
+    model = B2lM(cfg)
+    counts = [sum(p.numel() for p in b.parameters()) for b in model.blocks]
+    # block 1: qkv 8*(16+16+12) + 44 = 396, out 12*8 + 8 = 104, ff 8*32+32 + 32*8+8 = 552, norms 32
+    # block 2: swiglu gate+up 2*(8*16 + 16) = 288 and down 136, attention 198 + 56, norms 32
+    assert counts == [566, 1084, 710], f"per-block parameter counts {counts}"
+    assert model.blocks[1].attn.n_head == 4 and model.blocks[0].attn.n_head == 2, "heads per block"
+
+
+def test_pre_norm_adds_a_final_norm_and_rmsnorm_has_no_bias():
+    model = B2lM(SMALL.replace(norm_position="pre", norm="rmsnorm"))
+    assert all(type(b) is PreNormBlock for b in model.blocks), "pre-norm blocks"
+    assert not isinstance(model.final_norm, torch.nn.Identity), "pre-norm needs a final norm"
+    # RMSNorm: gain only, so 2 norms * 8 fewer per block, and a final gain of 8.
+    assert model.num_parameters() == 1340 - 2 * 16 + 8, f"count {model.num_parameters()}"
+
+
+def test_initialisation_follows_gpt2():
+    torch.manual_seed(0)
+    model = B2lM(ModelConfig(vocab_size=512, n_embed=256, n_block=4, n_head=4, n_k=64, n_v=64, n_ff=512))
+    scaled = 0.02 / math.sqrt(2 * 4)
+    checks = {
+        "tok_emb.weight": 0.02, "lm_head.weight": 0.02, "blocks.0.attn.qkv_proj.weight": 0.02,
+        "blocks.0.ff.up.weight": 0.02, "blocks.0.attn.out_proj.weight": scaled, "blocks.3.ff.down.weight": scaled,
+    }
+    params = dict(model.named_parameters())
+    for name, std in checks.items():
+        got = params[name].std().item()
+        assert abs(got - std) / std < 0.03, f"{name}: std {got:.5f}, expected {std:.5f}"
+    assert params["blocks.0.attn.qkv_proj.bias"].abs().max() == 0, "biases start at zero"
+    assert (params["blocks.0.ff_norm.weight"] == 1).all(), "norm gains start at one"
+
+
+def test_dropout_is_active_in_training_and_off_in_eval():
+    cfg = SMALL.replace(embed_dropout=0.5, attn_dropout=0.5, resid_dropout=0.5)
+    model = B2lM(cfg)
+    ids = torch.randint(0, 10, (2, 6))
+    model.train()
+    assert not torch.allclose(model(ids), model(ids)), "dropout should make training passes differ"
+    model.eval()
+    torch.testing.assert_close(model(ids), model(ids))
+
+
+def test_bad_ids_shape_is_a_value_error():
+    with pytest.raises(ValueError, match=r"shape \(batch, time\)"):
+        B2lM(SMALL)(torch.zeros(6, dtype=torch.long))
+
+
+@pytest.mark.parametrize("placement", ["post", "pre"])
+def test_blocks_compute_their_residual_equations(placement):
+    """post: x = n1(x + attn(x)); x = n2(x + ff(x)).  pre: x = x + attn(n1(x)); x = x + ff(n2(x))."""
+    torch.manual_seed(0)
+    model = B2lM(SMALL.replace(norm_position=placement))
+    block = model.blocks[0]
+    x = torch.randn(2, 5, 8)
+    pos = torch.arange(5)
+
+    def attn(h: torch.Tensor) -> torch.Tensor:
+        return block.attn(h, pos, model.positional)[0]
+
+    if placement == "post":
+        h = block.attn_norm(x + attn(x))
+        expected = block.ff_norm(h + block.ff(h))
+    else:
+        h = x + attn(block.attn_norm(x))
+        expected = h + block.ff(block.ff_norm(h))
+    torch.testing.assert_close(block(x, pos, model.positional)[0], expected)

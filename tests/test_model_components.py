@@ -1,0 +1,158 @@
+"""Norms, activations and positional encodings against their formulas and their defining properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from basegpt.config import ModelConfig
+from basegpt.model.feedforward import ACTIVATIONS, FEEDFORWARDS, MLP, SwiGLU, gelu_tanh
+from basegpt.model.norms import NORMS, LayerNorm, RMSNorm, build_norm
+from basegpt.model.positional import POSITIONALS, Learned, Rotary, Sinusoidal, sinusoid_table
+
+
+def test_layernorm_matches_torch():
+    torch.manual_seed(0)
+    ln = LayerNorm(16, eps=1e-5)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    x = torch.randn(3, 5, 16) * 4 + 2
+    expected = F.layer_norm(x, (16,), ln.weight, ln.bias, eps=1e-5)
+    torch.testing.assert_close(ln(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_layernorm_without_bias_has_no_bias_parameter():
+    ln = LayerNorm(8, bias=False)
+    assert [n for n, _ in ln.named_parameters()] == ["weight"], "bias=False must drop the bias"
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(ln(x), F.layer_norm(x, (8,), ln.weight, None), rtol=1e-5, atol=1e-5)
+
+
+def test_rmsnorm_matches_its_formula_and_normalises_scale():
+    torch.manual_seed(0)
+    norm = RMSNorm(16, eps=1e-6)
+    x = torch.randn(2, 7, 16) * 3
+    expected = x / torch.sqrt((x ** 2).mean(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(norm(x), expected)
+    rms = norm(x).pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=1e-4)
+    assert [n for n, _ in norm.named_parameters()] == ["weight"], "RMSNorm has a gain only"
+
+
+def test_build_norm_rejects_unknown_names():
+    assert set(NORMS) == {"layernorm", "rmsnorm"}, f"unexpected norms {set(NORMS)}"
+    with pytest.raises(ValueError, match="choose one of: layernorm, rmsnorm"):
+        build_norm("batchnorm", 4)
+
+
+def test_gelu_is_the_tanh_approximation():
+    x = torch.linspace(-6, 6, 1001)
+    torch.testing.assert_close(gelu_tanh(x), F.gelu(x, approximate="tanh"))
+    # and it is an approximation: exact GELU differs, though by less than 1e-3
+    diff = (gelu_tanh(x) - F.gelu(x)).abs().max().item()
+    assert 0 < diff < 1e-3, f"tanh-GELU vs exact GELU max diff {diff}"
+
+
+def test_relu_and_silu_activations():
+    x = torch.linspace(-3, 3, 61)
+    torch.testing.assert_close(ACTIVATIONS["relu"](x), torch.relu(x))
+    torch.testing.assert_close(ACTIVATIONS["silu"](x), F.silu(x))
+
+
+def test_swiglu_formula_and_parameter_count():
+    torch.manual_seed(0)
+    ff = FEEDFORWARDS["swiglu"](8, 12, bias=False)
+    assert isinstance(ff, SwiGLU), f"swiglu built {type(ff).__name__}"
+    x = torch.randn(2, 3, 8)
+    expected = (F.silu(x @ ff.gate.weight.T) * (x @ ff.up.weight.T)) @ ff.down.weight.T
+    torch.testing.assert_close(ff(x), expected)
+    n = sum(p.numel() for p in ff.parameters())
+    assert n == 3 * 8 * 12, f"SwiGLU has three C x F matrices, got {n} parameters"
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu"])
+def test_mlp_variants(name):
+    torch.manual_seed(0)
+    ff = FEEDFORWARDS[name](8, 12, bias=True)
+    assert isinstance(ff, MLP), f"{name} built {type(ff).__name__}"
+    x = torch.randn(2, 3, 8)
+    act = torch.relu if name == "relu" else (lambda h: F.gelu(h, approximate="tanh"))
+    torch.testing.assert_close(ff(x), ff.down(act(ff.up(x))))
+
+
+def test_sinusoid_table_matches_the_formula():
+    P, C = 50, 16
+    table = sinusoid_table(P, C)
+    for p in (0, 1, 7, 49):
+        for i in range(C // 2):
+            angle = p / 10000 ** (2 * i / C)
+            assert math.isclose(table[p, 2 * i].item(), math.sin(angle), abs_tol=1e-6), f"sin at p={p}, i={i}"
+            assert math.isclose(table[p, 2 * i + 1].item(), math.cos(angle), abs_tol=1e-6), f"cos at p={p}, i={i}"
+    odd = sinusoid_table(P, 7)                      # an odd width ends with a sine column
+    assert odd.shape == (P, 7), f"odd table shape {tuple(odd.shape)}"
+    assert math.isclose(odd[9, 6].item(), math.sin(9 / 10000 ** (6 / 7)), abs_tol=1e-6), "last odd column"
+
+
+def test_sinusoidal_embed_adds_the_table_at_the_given_positions():
+    pe = Sinusoidal(ModelConfig(n_embed=8, n_context=32))
+    x = torch.zeros(2, 3, 8)
+    pos = torch.tensor([5, 6, 7])
+    torch.testing.assert_close(pe.embed(x, pos), sinusoid_table(32, 8)[5:8].expand(2, 3, 8))
+    assert not list(pe.state_dict()), "the fixed table is derived from the config, not saved"
+
+
+def test_learned_positions_are_parameters_indexed_by_position():
+    pe = Learned(ModelConfig(n_embed=8, n_context=32))
+    x = torch.zeros(1, 2, 8)
+    torch.testing.assert_close(pe.embed(x, torch.tensor([3, 9])), pe.weight[[3, 9]].unsqueeze(0))
+    assert pe.weight.shape == (32, 8), f"table shape {tuple(pe.weight.shape)}"
+
+
+def test_rope_scores_depend_only_on_relative_offset():
+    torch.manual_seed(0)
+    rope = Rotary(ModelConfig(n_embed=32, n_k=16, n_context=64))
+    q = torch.randn(1, 1, 1, 16)
+    k = torch.randn(1, 1, 1, 16)
+
+    def score(m: int, n: int) -> float:
+        qr, _ = rope.rotate(q, q, torch.tensor([m]))
+        _, kr = rope.rotate(k, k, torch.tensor([n]))
+        return (qr * kr).sum().item()
+
+    for offset in (0, 1, 5, 20):
+        scores = [score(m, m + offset) for m in (0, 3, 17, 40)]
+        assert max(scores) - min(scores) < 1e-4, f"offset {offset}: scores vary with position: {scores}"
+    assert abs(score(0, 1) - score(0, 9)) > 1e-3, "scores should change with the offset"
+
+
+def test_rope_preserves_norms_and_is_identity_at_position_zero():
+    rope = Rotary(ModelConfig(n_embed=32, n_k=8, n_context=16))
+    q = torch.randn(2, 3, 4, 8)
+    qr, kr = rope.rotate(q, q, torch.arange(4))
+    torch.testing.assert_close(qr.norm(dim=-1), q.norm(dim=-1))
+    torch.testing.assert_close(qr[:, :, 0], q[:, :, 0])
+
+
+def test_rope_keeps_one_table_per_head_width():
+    cfg = ModelConfig(n_embed=32, n_k=8, n_block=2, positional="rope", blocks=[{}, {"n_k": 4}])
+    rope = POSITIONALS["rope"](cfg)
+    assert set(rope.tables) == {"4", "8"}, f"tables for widths {set(rope.tables)}"
+    q = torch.randn(1, 1, 3, 4)
+    qr, _ = rope.rotate(q, q, torch.arange(3))
+    assert qr.shape == q.shape, f"rotated shape {tuple(qr.shape)}"
+
+
+def test_per_row_positions_broadcast_like_shared_positions():
+    """Per-row (B, T) positions (the hook for left-padded batches) equal shared (T,) positions."""
+    cfg = ModelConfig(n_embed=16, n_k=8, n_context=16)
+    q = torch.randn(2, 3, 5, 8)
+    rows = torch.arange(5).expand(2, 5)
+    rope = Rotary(cfg)
+    torch.testing.assert_close(rope.rotate(q, q, rows)[0], rope.rotate(q, q, torch.arange(5))[0])
+    pe = Sinusoidal(cfg)
+    x = torch.randn(2, 5, 16)
+    torch.testing.assert_close(pe.embed(x, rows), pe.embed(x, torch.arange(5)))
