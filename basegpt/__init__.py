@@ -2,15 +2,39 @@
 
 The public API, as in the original design:
 
-    from basegpt import Tokenizer
+    from basegpt import Tokenizer, SlidingWindowDataset, B2lM
     tokenizer = Tokenizer(vocab_size=500)
     tokenizer.trainTokenizer(text)
+
+The tokenizer needs no torch, so `import basegpt` and `from basegpt import Tokenizer` do not
+import it: names that need torch (the model, the datasets) are imported on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from basegpt.corpus import builtin_corpus
 from basegpt.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
-__all__ = ["Tokenizer", "builtin_corpus", "__version__"]
-from basegpt.model import B2lM, ModelConfig; __all__ += ["B2lM", "ModelConfig"]  # noqa: E402,E702 (model, issue 4)
+# name -> module that defines it; imported when the name is first looked up (PEP 562).
+_LAZY = {
+    "B2lM": "basegpt.model",
+    "ModelConfig": "basegpt.config",
+    "SlidingWindowDataset": "basegpt.data",
+}
+
+__all__ = ["Tokenizer", "builtin_corpus", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'basegpt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

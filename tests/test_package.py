@@ -1,0 +1,56 @@
+"""The package as a user meets it: imports, entry points, the built-in corpus."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from basegpt.corpus import (builtin_corpus, builtin_corpus_files, expand_paths, read_text_file,
+                            stdlib_root)
+
+
+def test_tokenizer_import_does_not_import_torch():
+    code = "import sys, basegpt; from basegpt import Tokenizer; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", "the tokenizer must not need torch"
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "basegpt", "--help"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "tokenizer" in out.stdout, out.stderr
+
+
+def test_builtin_corpus_is_deterministic_and_capped():
+    first = list(builtin_corpus(200_000))
+    again = list(builtin_corpus(200_000))
+    assert first == again, "same Python, same corpus"
+    size = sum(len(d.encode()) for d in first)
+    assert 190_000 < size <= 200_000, f"cap respected, last file cut at a line end: {size}"
+    assert first[-1].endswith("\n"), "the last document is cut at a line boundary"
+    files = builtin_corpus_files()
+    assert files == sorted(files), "files in sorted path order"
+    parts = {part for f in files for part in f.relative_to(stdlib_root()).parts[:-1]}
+    assert not parts & {"test", "tests", "idle_test", "site-packages"}, "test dirs excluded"
+
+
+def test_skip_bytes_gives_disjoint_held_out_text():
+    train = list(builtin_corpus(300_000))
+    held_out = list(builtin_corpus(100_000, skip_bytes=300_000))
+    assert held_out and not set(held_out) & set(train), "held-out files are not training files"
+
+
+def test_expand_paths_and_read_errors(tmp_path: Path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "b.txt").write_text("b")
+    (tmp_path / "a.txt").write_text("a")
+    assert expand_paths([tmp_path / "d", str(tmp_path / "*.txt")]) == \
+        [tmp_path / "d" / "b.txt", tmp_path / "a.txt"], "folders recurse, globs expand"
+    with pytest.raises(FileNotFoundError, match="no such file, folder or glob match"):
+        expand_paths([tmp_path / "missing"])
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe")
+    with pytest.raises(ValueError, match="bad.txt is not valid UTF-8"):
+        read_text_file(tmp_path / "bad.txt")
