@@ -189,6 +189,57 @@ def _run_tokenizer_stats(args: argparse.Namespace) -> None:
         print(f"{title}: {shown}")
 
 
+# ------------------------------------------------------------------------ prepare
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    from basegpt.data.datasets import DATASETS, DEFAULT_DATASET
+    from basegpt.data.pipeline import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION
+    p = sub.add_parser(
+        "prepare", help="tokenize a corpus into token shards for training",
+        description="Tokenize files, folders, globs or a named dataset into token shards "
+                    "(train_*.bin, val_*.bin) plus meta.json and tokenizer.json in --out. "
+                    "With no INPUT, uses --data (default: the built-in corpus).",
+        epilog="examples:\n  basegpt prepare --tokenizer tok.json --out data/stdlib\n"
+               "  basegpt prepare --data shakespeare --tokenizer tok.json --out data/shakespeare\n"
+               "  basegpt prepare 'books/**/*.txt' --tokenizer tok.json --out data/books",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="UTF-8 text files, folders (recursive) or glob patterns; one file = "
+                        "one document")
+    p.add_argument("--data", choices=sorted(DATASETS),
+                   help=f"named dataset to use when no INPUT is given (default {DEFAULT_DATASET})")
+    p.add_argument("--tokenizer", type=Path, default=Path("tokenizer.json"))
+    p.add_argument("--out", type=Path, required=True, help="output folder for the shards")
+    p.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                   help="share of documents held out for validation (default %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="encoding processes (default: CPU cores, one per 32 MB of text)")
+    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS,
+                   help="most tokens per shard file (default %(default)s)")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_BUILTIN_BYTES,
+                   help="byte budget of the built-in corpus (default %(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where named datasets are downloaded (default $BASEGPT_CACHE, "
+                        "$XDG_CACHE_HOME/basegpt or ~/.cache/basegpt)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_prepare)
+
+
+def _run_prepare(args: argparse.Namespace) -> None:
+    from basegpt.data.pipeline import prepare
+    meta = prepare(args.inputs or None, args.tokenizer, args.out, data=args.data,
+                   val_fraction=args.val_fraction, workers=args.workers,
+                   shard_tokens=args.shard_tokens, max_bytes=args.max_bytes,
+                   cache_dir=args.cache_dir, progress=not args.quiet)
+    n_shards = sum(len(shards) for shards in meta["shards"].values())
+    print(f"prepared {', '.join(meta['inputs'])}: {meta['bytes'] / 1e6:.1f} MB -> "
+          f"{meta['tokens']['train']:,} train tokens ({meta['documents']['train']} documents) "
+          f"+ {meta['tokens']['val']:,} val tokens ({meta['documents']['val']} documents), "
+          f"{meta['dtype']}, {n_shards} shards, in {meta['seconds']:.1f} s "
+          f"({meta['bytes'] / 1e6 / max(meta['seconds'], 1e-9):.1f} MB/s, "
+          f"{meta['workers']} workers) -> {args.out}")
+
+
 # ------------------------------------------------------------------------ main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
     _add_tokenizer(sub)
     _add_corpus(sub)
+    _add_prepare(sub)
     return parser
 
 
