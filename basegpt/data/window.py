@@ -89,6 +89,7 @@ class SlidingWindowDataset(Dataset):
         if not all(isinstance(t, str) for t in texts):
             bad = next(t for t in texts if not isinstance(t, str))
             raise TypeError(f"texts must all be str, got a {type(bad).__name__}")
+        self.tokenizer = tokenizer        # training uses it for bits per byte and run dirs
         self.n_context = n_context
         self.stride = stride if stride is not None else n_context
         self.join_texts = join_texts

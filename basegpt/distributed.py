@@ -1,0 +1,76 @@
+"""Data-parallel training under torchrun, and the same interface when there is one process.
+
+`torchrun --nproc_per_node=N -m basegpt train ...` starts N copies of the program with RANK,
+LOCAL_RANK and WORLD_SIZE set. Each process holds a full model replica and a different slice
+of every global batch (BatchStream shards the sampler's order by rank);
+DistributedDataParallel averages the gradients across processes during backward, so every
+replica takes the same optimizer step. NCCL on GPUs, gloo on CPUs. Only rank 0 writes files.
+
+With gradient accumulation, only the last micro-batch of a step needs to synchronise:
+`no_sync` skips the all-reduce for the others (the gradients accumulate locally and the last
+all-reduce averages the sums).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass
+class Dist:
+    """The process's place in the job; world = 1 and rank = 0 without torchrun."""
+
+    enabled: bool = False
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+    device: torch.device | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def no_sync(self, model: torch.nn.Module, last: bool) -> Any:
+        """Skip the gradient all-reduce on every micro-batch but the step's last."""
+        if self.enabled and not last:
+            return model.no_sync()
+        return contextlib.nullcontext()
+
+    def sum(self, value: float | int) -> float | int:
+        """Sum a number over all processes (identity with one process)."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64,
+                         device=self.device if self.device is not None and self.device.type == "cuda" else "cpu")
+        torch_dist.all_reduce(t)
+        return type(value)(t.item())
+
+
+def setup() -> Dist:
+    """Join the torchrun job if this process is part of one (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend=backend)
+    return Dist(enabled=True, rank=rank, local_rank=local_rank, world=world, device=device)

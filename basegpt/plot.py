@@ -1,0 +1,58 @@
+"""Loss curves: loss.png for one run, or several runs overlaid for comparison.
+
+Three panels from each run's metrics.jsonl: loss against optimizer steps (train, and
+validation where evaluated), validation loss against tokens seen (the fair axis when runs
+use different batch sizes), and the learning rate schedule. matplotlib is imported here only,
+with the non-interactive Agg backend, so plotting works on machines without a display.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
+              labels: Sequence[str] | None = None) -> Path:
+    """Draw the runs' curves into `out` (a .png), atomically. Returns the path."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError("plots need matplotlib: pip install matplotlib") from error
+    from basegpt.train import read_metrics
+
+    runs = [Path(r) for r in run_dirs]
+    labels = list(labels) if labels else [r.name for r in runs]
+    fig, (ax_step, ax_tokens, ax_lr) = plt.subplots(1, 3, figsize=(15, 4.2))
+    for run, label in zip(runs, labels):
+        records = read_metrics(run)
+        if not records:
+            raise ValueError(f"{run} has no metrics.jsonl records to plot; is it a run directory?")
+        steps = [r["step"] for r in records]
+        line, = ax_step.plot(steps, [r["train_loss"] for r in records], alpha=0.5,
+                             label=f"{label} train")
+        evals = [r for r in records if "val_loss" in r]
+        if evals:
+            ax_step.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-",
+                         color=line.get_color(), label=f"{label} val")
+            ax_tokens.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-",
+                           color=line.get_color(), label=label)
+        ax_lr.plot(steps, [r["lr"] for r in records], color=line.get_color(), label=label)
+    ax_step.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
+    ax_tokens.set(xlabel="tokens seen", ylabel="validation loss", title="validation loss")
+    ax_lr.set(xlabel="step", ylabel="learning rate", title="schedule")
+    for ax in (ax_step, ax_tokens, ax_lr):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out
