@@ -5,9 +5,11 @@ counted one document (or one block of a large file) at a time, and only the coun
 Large files are read in blocks that end where the split pattern is known to cut anyway
 (`Splitter.safe_cut`), so the counts equal those of reading each file whole.
 
-The merge loop runs in the C extension when it was compiled (`basegpt.tokenizer._bpe`) and in
-the pure-Python `bpe_fast.train_fast` otherwise; both give the same merges as
-`bpe_reference.train_reference`, which tests/test_tokenizer_train.py checks.
+When the C extension was compiled (`basegpt.tokenizer._bpe`), both steps run in C: splitting
+and counting for the built-in patterns (custom regexes are counted in Python), and the merge
+loop. Otherwise `count_chunks` and the pure-Python `bpe_fast.train_fast` do the same job. All
+give the same merges as `bpe_reference.train_reference` (tests/test_tokenizer_train.py and
+tests/test_tokenizer_c.py check it).
 """
 
 from __future__ import annotations
@@ -97,11 +99,23 @@ def learn_merges(texts: Iterable[str], splitter: Splitter, n_merges: int,
     if backend == "reference":
         chunks = [chunk for text in texts for chunk in splitter.split(text)]
         return train_reference(chunks, n_merges)
-    counts = count_chunks(texts, splitter)
-    words = [chunk.encode("utf-8") for chunk in counts]
+    use_c = backend in ("auto", "c") and _bpe is not None
+    words, counts = _unique_words(texts, splitter, use_c)
     with tqdm(total=n_merges, desc="BPE merges", unit="merge", disable=not progress) as bar:
         def on_merge(done: int) -> None:
             bar.update(done - bar.n)
-        if backend == "python" or _bpe is None:
-            return train_fast(words, counts.values(), n_merges, on_merge)
-        return _bpe.train(words, list(counts.values()), n_merges, on_merge)
+        train = _bpe.train if use_c else train_fast
+        return train(words, counts, n_merges, on_merge)
+
+
+def _unique_words(texts: Iterable[str], splitter: Splitter,
+                  use_c: bool) -> tuple[list[bytes], list[int]]:
+    """The unique chunks as UTF-8 and how often each occurs: the merge loop's input."""
+    if use_c and splitter.name in _bpe.PATTERNS:
+        # Split and count in C: a Python object is made per unique chunk, not per chunk.
+        counter = _bpe.ChunkCounter(splitter.name)
+        for text in texts:
+            counter.add(text)
+        return counter.words_counts()
+    counts = count_chunks(texts, splitter)
+    return [chunk.encode("utf-8") for chunk in counts], list(counts.values())
