@@ -7,6 +7,7 @@ order. Skipped as a whole where the extension was not built (no compiler, BASEGP
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -268,3 +269,21 @@ def test_encoder_rejects_bad_merges():
         _bpe.Encoder([], r"\w+")
     assert _bpe.Encoder([]).encode("hé") == list("hé".encode()), "no merges: the bytes"
 
+
+# ------------------------------------------------------------------------------- Tokenizer hook
+
+@pytest.mark.parametrize("pattern", ("gpt4", "gpt2", "none"))
+def test_tokenizer_uses_c_encoder_with_python_ids(trained, pattern):
+    from basegpt import Tokenizer
+    docs, _ = trained
+    tok = Tokenizer(vocab_size=600, pattern=pattern).train(docs, progress=False)
+    python_tok = Tokenizer.from_dict(json.loads(tok.to_json()))
+    python_tok.use_c_encoder = False
+    text = "".join(builtin_corpus(350_000))[250_000:] + "".join(EDGE_CASES) + "<|endoftext|>x"
+    for allowed in ((), "all"):
+        c_ids = tok.encode(text, allowed_special=allowed)
+        assert c_ids == python_tok.encode(text, allowed_special=allowed), \
+            f"C and Python encode differ under {pattern} (allowed_special={allowed!r})"
+    assert tok._c_encoder is not None, "the C Encoder did the work"
+    assert python_tok._c_encoder is None, "use_c_encoder=False keeps the Python path"
+    assert tok.decode(c_ids) == text, "round trip through the C path"

@@ -202,6 +202,9 @@ class Tokenizer:
     def _encode_ordinary(self, text: str) -> list[int]:
         """Encode text with no special tokens: split, then merge each chunk (cached)."""
         _check_utf8(text)
+        encoder = self._c_encoder_if_usable()
+        if encoder is not None:
+            return encoder.encode(text)    # the same ids, computed in C (see below)
         ids: list[int] = []
         cache = self._cache
         for chunk in self.splitter.split(text):
@@ -219,6 +222,21 @@ class Tokenizer:
         if len(data) <= _SHORT_CHUNK:
             return encode_chunk_simple(data, self.ranks)
         return encode_chunk_heap(data, self.ranks)
+
+    # ---------------------------------------------------------------- C encode hook
+
+    use_c_encoder: bool = True
+    """Encode with the C extension (`_bpe.Encoder`: split, cache and merge in C) when it is
+    compiled and the pattern is built in. False, on the class or on one tokenizer, forces the
+    Python path; both give the same ids (tests/test_tokenizer_c.py)."""
+
+    def _c_encoder_if_usable(self):
+        """The C Encoder for the current merges, or None where the Python path must run."""
+        if not self.use_c_encoder or _bpe is None or self.splitter.name not in _bpe.PATTERNS:
+            return None
+        if self._c_encoder is None:    # built on first use; _set() drops it when merges change
+            self._c_encoder = _bpe.Encoder(self.merges, self.splitter.name, _CACHE_LIMIT)
+        return self._c_encoder
 
     # ---------------------------------------------------------------- decode
 
