@@ -30,7 +30,10 @@ def trio(request):
     return tok, to_tiktoken(tok), to_hf_tokenizer(tok)
 
 
-def _hf_ids(hf, text: str) -> list[int]:
+def _hf_ids(hf, text: str, allow_special: bool = False) -> list[int]:
+    # HF matches added tokens in any text unless told otherwise; basegpt's safe default
+    # (special-token text is ordinary text) is HF's encode_special_tokens=True.
+    hf.encode_special_tokens = not allow_special
     return hf.encode(text, add_special_tokens=False).ids
 
 
@@ -59,7 +62,8 @@ def test_special_tokens_map_to_the_same_ids(trio):
     ids = tok.encode(text, allowed_special="all")
     assert ids[-1] == tok.pad_id and tok.eot_id in ids, ids
     assert tt.encode(text, allowed_special="all") == ids, "tiktoken special ids"
-    assert _hf_ids(hf, text) == ids, "HF treats added special tokens as allowed"
+    assert _hf_ids(hf, text, allow_special=True) == ids, "HF special ids"
+    assert _hf_ids(hf, text) == tok.encode(text), "and HF's safe mode equals basegpt's default"
 
 
 def test_rank_file_round_trip(trio, tmp_path):
