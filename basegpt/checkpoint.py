@@ -129,11 +129,13 @@ def save_run(run_dir: str | os.PathLike, model: torch.nn.Module, tokenizer: Toke
 
 
 def save_config(run_dir: Path, model_config: ModelConfig, tokenizer: Tokenizer,
-                train_config: dict[str, Any] | None = None) -> None:
-    """Write config.json: the model config, the training config and the tokenizer hash."""
+                train_config: dict[str, Any] | None = None,
+                extra: dict[str, Any] | None = None) -> None:
+    """Write config.json: the model config, the training config, the tokenizer hash, and
+    any `extra` entries (e.g. the spec `basegpt train` ran)."""
     config = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
               "model": model_config.to_dict(), "train": train_config or {},
-              "tokenizer_hash": tokenizer.hash}
+              "tokenizer_hash": tokenizer.hash, **(extra or {})}
     atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 

@@ -9,6 +9,7 @@ A traceback therefore always means a bug in basegpt.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -240,6 +241,168 @@ def _run_prepare(args: argparse.Namespace) -> None:
           f"{meta['workers']} workers) -> {args.out}")
 
 
+# ------------------------------------------------------------------------ train, plot, config
+
+def _flag_type(annotation: str):
+    """The argparse type for a dataclass field's annotation (they are strings here)."""
+    if "bool" in annotation:
+        return None
+    if "int" in annotation and "float" not in annotation:
+        return int
+    if "float" in annotation:
+        return float
+    return str
+
+
+_FLAG_NAMES = {"data.source": "--data"}   # `--data shakespeare` reads better than --source
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, section: str,
+                skip: tuple[str, ...] = ()) -> None:
+    """One --flag per dataclass field; the dataclass stays the only home of defaults."""
+    import dataclasses
+    group = parser.add_argument_group(f"{section} settings (override preset and --config)")
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.name in ("blocks", "inputs"):
+            continue
+        dest = f"{section}.{f.name}"
+        flag = _FLAG_NAMES.get(dest, "--" + f.name.replace("_", "-"))
+        default = f.default if f.default is not dataclasses.MISSING else "see preset"
+        kind = _flag_type(str(f.type))
+        if kind is None:
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=f"(default {default})")
+        else:
+            group.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS,
+                               metavar=f.name.upper(), help=f"(default {default})")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict]:
+    out: dict[str, dict] = {"model": {}, "train": {}, "data": {}}
+    for dest, value in vars(args).items():
+        if "." in dest:
+            section, name = dest.split(".", 1)
+            out[section][name] = value
+    if getattr(args, "inputs", None):
+        out["data"]["inputs"] = list(args.inputs)
+    return out
+
+
+def _add_spec_flags(p: argparse.ArgumentParser) -> None:
+    from basegpt.config import ModelConfig
+    from basegpt.recipe import DataConfig, preset_names
+    from basegpt.train import TrainConfig
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="text files, folders or globs to train on (default: data.source)")
+    p.add_argument("--preset", choices=preset_names(), default=None,
+                   help="named settings to start from (default laptop)")
+    p.add_argument("--config", type=Path, help="a JSON or TOML file with model/train/data "
+                                               "sections; overrides the preset")
+    _add_fields(p, DataConfig, "data")
+    _add_fields(p, ModelConfig, "model", skip=("vocab_size",))
+    _add_fields(p, TrainConfig, "train")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model (no arguments: the main job on the built-in corpus)",
+        description="Train a tokenizer (cached), prepare the data (cached), train a model "
+                    "into a run directory, and print a sample. Settings: --preset, then "
+                    "--config FILE, then flags.",
+        epilog="examples:\n  basegpt train                                  # the main job\n"
+               "  basegpt train --preset seed --max-minutes 2 --out runs/seed\n"
+               "  basegpt train --data shakespeare --n-block 6 --out runs/shakes\n"
+               "  basegpt train --resume runs/laptop --max-minutes 5   # continue a run\n"
+               "  torchrun --nproc_per_node=2 -m basegpt train --out runs/ddp",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory (default runs/PRESET)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue this run from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+    _add_spec_flags(p)
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from basegpt.recipe import DEFAULT_PRESET, resolve_spec, train_run
+    overrides = _overrides(args)
+    if args.resume is not None:
+        if args.preset or args.config or overrides["model"] or overrides["data"]:
+            raise ValueError("--resume continues a run with its own model and data settings; "
+                             "only training flags (e.g. --max-minutes, --max-steps) may change")
+        out, spec = args.resume, {"train": overrides["train"]}
+    else:
+        spec = resolve_spec(args.preset, args.config, overrides)
+        out = args.out or Path("runs") / (args.preset or DEFAULT_PRESET)
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    result, model, tokenizer = train_run(spec, out, resume=args.resume is not None,
+                                         overwrite=args.overwrite, progress=not args.quiet,
+                                         log=log)
+    from basegpt import distributed
+    if not distributed.setup().is_main:
+        return 0
+    last = result.evals[-1] if result.evals else {}
+    scores = ", ".join(f"{k} {last[k]:.4f}" for k in ("val_loss", "val_ppl", "val_bpb") if k in last)
+    print(f"trained {result.steps} steps ({result.tokens:,} tokens, {result.seconds:.0f} s, "
+          f"stopped by {result.stopped_by}){': ' + scores if scores else ''} -> {out}")
+    if result.stopped_by == "signal":
+        return 130
+    from basegpt.generate import generate
+    prompt = "def " if "stdlib" in json.dumps(spec) or not args.inputs else "The "
+    sample = generate(model, tokenizer, prompt, max_new_tokens=120, temperature=0.8, top_k=40,
+                      seed=0)
+    print(f"\nsample (prompt {prompt!r}):\n{prompt}{sample}\n")
+    print("next:\n"
+          f"  basegpt generate {out} --prompt 'def '\n"
+          f"  basegpt train --resume {out} --max-minutes 5\n"
+          f"  basegpt plot {out}")
+    return 0
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw loss curves of one or more runs into a PNG",
+                       epilog="examples:\n  basegpt plot runs/laptop\n"
+                              "  basegpt plot runs/a runs/b --out compare.png",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None,
+                   help="PNG to write (default RUN_DIR/loss.png for one run, else compare.png)")
+    p.set_defaults(run=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> None:
+    from basegpt.plot import plot_runs
+    for run in args.runs:
+        if not run.is_dir():
+            raise FileNotFoundError(f"{run}: no such run directory")
+    out = args.out or (args.runs[0] / "loss.png" if len(args.runs) == 1 else Path("compare.png"))
+    print(f"wrote {plot_runs(args.runs, out)}")
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="show the merged settings of a preset, file and flags",
+                       epilog="examples:\n  basegpt config show\n"
+                              "  basegpt config show --preset seed --lr 0.003",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND",
+                            parser_class=_Parser)
+    show = csub.add_parser("show", help="print the merged model/train/data settings as JSON")
+    _add_spec_flags(show)
+    show.set_defaults(run=_run_config_show)
+
+
+def _run_config_show(args: argparse.Namespace) -> None:
+    import dataclasses
+    from basegpt.recipe import check_spec, resolve_spec
+    spec = resolve_spec(args.preset, args.config, _overrides(args))
+    model, train, data = check_spec(spec)
+    full = {"model": {k: v for k, v in model.to_dict().items() if k != "vocab_size"},
+            "train": train.to_dict(), "data": dataclasses.asdict(data)}
+    print(json.dumps(full, indent=2))
+
+
 # ------------------------------------------------------------------------ main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer(sub)
     _add_corpus(sub)
     _add_prepare(sub)
+    _add_train(sub)
+    _add_plot(sub)
+    _add_config(sub)
     return parser
 
 
@@ -257,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        code = args.run(args)
     except USER_ERRORS as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"basegpt: error: {message}", file=sys.stderr)
@@ -265,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("basegpt: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

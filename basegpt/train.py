@@ -405,7 +405,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         config: TrainConfig | dict[str, Any] | None = None, *, tokenizer: Tokenizer | None = None,
         run_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None,
-        on_step: Callable[[dict[str, Any]], None] | None = None, **overrides: Any) -> TrainResult:
+        on_step: Callable[[dict[str, Any]], None] | None = None,
+        extra_config: dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
     """Train `model` on `train_data`; see the module docstring for what one step does.
 
     Args:
@@ -421,6 +422,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         progress: show a tqdm bar and log messages (to stderr).
         log: where messages go instead (e.g. a list's append).
         on_step: called after every step with that step's metrics record.
+        extra_config: more to record in run_dir/config.json (basegpt train stores its spec).
     """
     config = _as_config(config, overrides)
     from basegpt import distributed
@@ -459,7 +461,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
                              "tokenizer=... (or train on a dataset that has one)")
         run_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(run_dir / "tokenizer.json")
-        save_config(run_dir, raw.config, tokenizer, config.to_dict())
+        save_config(run_dir, raw.config, tokenizer, config.to_dict(), extra_config)
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
 
     train_model = dist.wrap(_maybe_compile(raw, config, device, log))

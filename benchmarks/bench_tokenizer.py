@@ -106,7 +106,7 @@ def job_encode(name: str, args: argparse.Namespace) -> dict:
     if name == "basegpt":
         encode = tok.encode
     elif name == "basegpt-python":
-        tok._c_encoder = False                       # force the pure-Python path
+        tok.use_c_encoder = False                    # force the pure-Python path
         encode = tok.encode
     elif name == "tiktoken":
         from basegpt.interop.tokenizers import to_tiktoken
