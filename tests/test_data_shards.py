@@ -201,6 +201,7 @@ def test_prepare_bad_inputs(byte_tok, tmp_path):
     with pytest.raises(ValueError, match=r"latin1.txt is not valid UTF-8 \(byte 11: the file "
                                          "ends inside a character"):
         prepare([bad], byte_tok, tmp_path / "o", workers=1, progress=False)
+    assert not list((tmp_path / "o").glob(".*.tmp")), "a failed run leaves no temporary files"
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="corpus is empty"):
         prepare([tmp_path / "empty.txt"], byte_tok, tmp_path / "o", workers=1, progress=False)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -109,13 +110,16 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
         workers = max(1, min(os.cpu_count() or 1, total_bytes // BYTES_PER_WORKER))
 
     start = time.perf_counter()
-    writers = {split: ShardWriter(out_dir, SHARD_NAME.format(split=split), dtype, shard_tokens)
-               for split in SPLITS}
     n_documents = dict.fromkeys(SPLITS, 0)
     eot = np.array([tokenizer.eot_id], dtype=dtype)
     tasks = _tasks(documents, val_docs, tail_fraction, tokenizer.splitter, block_chars)
-    with tqdm(total=total_bytes, desc="prepare", unit="B", unit_scale=True,
-              disable=not progress) as bar:
+    # The writers as context managers: an error (a bad file, Ctrl-C) deletes the shard
+    # being written instead of leaving a temporary file behind.
+    with contextlib.ExitStack() as stack:
+        writers = {split: stack.enter_context(ShardWriter(
+            out_dir, SHARD_NAME.format(split=split), dtype, shard_tokens)) for split in SPLITS}
+        bar = stack.enter_context(tqdm(total=total_bytes, desc="prepare", unit="B",
+                                       unit_scale=True, disable=not progress))
         for (split, text, n_bytes), tokens in _encode_in_order(tasks, tokenizer, workers):
             if text is _EOT:
                 writers[split].write(eot)
@@ -123,8 +127,6 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
             else:
                 writers[split].write(tokens)
                 bar.update(n_bytes)
-    for writer in writers.values():
-        writer.close()
     if not any(n_documents.values()):
         raise ValueError(f"the corpus is empty: {len(documents)} document(s) with no text in "
                          f"{', '.join(described)}; give files that contain text")
