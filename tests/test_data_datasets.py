@@ -9,7 +9,6 @@ import json
 import shutil
 import socket
 import threading
-import urllib.request
 from pathlib import Path
 
 import pytest
