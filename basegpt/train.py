@@ -447,12 +447,13 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     run_dir = Path(run_dir) if run_dir is not None else None
     result = TrainResult(run_dir=run_dir)
-    start_step, best, elapsed_before = 0, math.inf, 0.0
+    start_step, best, elapsed_before, saved_train_seconds = 0, math.inf, 0.0, 0.0
     if resume:
         if run_dir is None:
             raise ValueError("resume=True needs run_dir (the run to continue)")
         saved = _resume(run_dir, raw, optimizer, scaler, stream)
         start_step, best, elapsed_before = saved["step"], saved["best_val"], saved["seconds"]
+        saved_train_seconds = saved.get("train_seconds", 0.0)
         result.tokens = saved["tokens"]
         log(f"resumed {run_dir} at step {start_step}")
     elif run_dir is not None and dist.is_main:
@@ -482,14 +483,15 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
                disable=not (progress and dist.is_main), dynamic_ncols=True)
     clock = time.perf_counter()
     step = start_step
-    last_log_time, last_log_tokens = clock, result.tokens
+    train_seconds = saved_train_seconds      # time in training steps only (no evals, saves)
     try:
         while True:
             reason = _stop_reason(config, step, total_steps, stream, elapsed_before + time.perf_counter() - clock, stop)
             if reason:
                 result.stopped_by = reason
                 break
-            elapsed = elapsed_before + time.perf_counter() - clock
+            step_start = time.perf_counter()
+            elapsed = elapsed_before + step_start - clock
             frac = _progress(config, step, total_steps, elapsed)
             lr = learning_rate(config, step, frac)
             for group in optimizer.param_groups:
@@ -531,12 +533,13 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             result.train_loss.append((step, step_loss))
             bar.update(1)
             now = time.perf_counter()
-            tok_s = (result.tokens - last_log_tokens) / max(now - last_log_time, 1e-9)
-            last_log_time, last_log_tokens = now, result.tokens
+            train_seconds += now - step_start
+            tok_s = tokens_per_step / max(now - step_start, 1e-9)     # this step, no evals
             postfix = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
             record = {"step": step, "tokens": result.tokens, "epoch": round(stream.epoch, 4),
                       "train_loss": step_loss, "lr": lr, "grad_norm": grad_norm.item(),
-                      "tokens_per_s": tok_s, "seconds": elapsed_before + now - clock}
+                      "tokens_per_s": tok_s, "seconds": elapsed_before + now - clock,
+                      "train_seconds": train_seconds}
             if peak:
                 record["mfu"] = flops_per_token * tok_s / peak
                 postfix["mfu"] = f"{record['mfu']:.1%}"
@@ -558,7 +561,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             if run_dir is not None and dist.is_main and (
                     at_end or (config.checkpoint_every and step % config.checkpoint_every == 0)):
                 _save_checkpoint(run_dir, raw, optimizer, scaler, stream, config, step,
-                                 result.tokens, best, elapsed_before + now - clock, is_best)
+                                 result.tokens, best, elapsed_before + now - clock, is_best,
+                                 train_seconds)
                 if "val_loss" in record:
                     _plot(run_dir, log)
             if on_step is not None:
@@ -571,7 +575,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     result.seconds = elapsed_before + time.perf_counter() - clock
     if result.stopped_by == "signal" and run_dir is not None and dist.is_main:
         _save_checkpoint(run_dir, raw, optimizer, scaler, stream, config, step, result.tokens,
-                         best, result.seconds, False)
+                         best, result.seconds, False, train_seconds)
         log(f"interrupted at step {step}; saved. Continue with: basegpt train --resume {run_dir}")
     model.eval()
     return result
@@ -739,11 +743,12 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def _save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
                      scaler: torch.amp.GradScaler, stream: Any, config: TrainConfig, step: int,
-                     tokens: int, best: float, seconds: float, is_best: bool) -> None:
+                     tokens: int, best: float, seconds: float, is_best: bool,
+                     train_seconds: float) -> None:
     """checkpoints/step_N/ (kept: the latest K), then the same files at the top of run_dir
     (what generate and resume read), then best/ when validation improved."""
     progress = {"step": step, "tokens": tokens, "best_val": best if math.isfinite(best) else None,
-                "seconds": seconds, "data": stream.state_dict()}
+                "seconds": seconds, "train_seconds": train_seconds, "data": stream.state_dict()}
     folder = run_dir / "checkpoints" / f"step_{step:08d}"
     folder.mkdir(parents=True, exist_ok=True)
     weights = model_tensors(model)
