@@ -25,6 +25,7 @@ Norm = Literal["layernorm", "rmsnorm"]
 Positional = Literal["sinusoidal", "learned", "rope", "none"]
 Activation = Literal["relu", "gelu", "swiglu"]
 AttentionKernel = Literal["manual", "sdpa"]
+NormKernel = Literal["manual", "fused"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class BlockConfig:
     norm: Norm
     norm_position: NormPosition
     norm_eps: float
+    norm_kernel: NormKernel
     attention: AttentionKernel
     attn_dropout: float
     resid_dropout: float
@@ -101,6 +103,7 @@ class ModelConfig:
     norm_position: NormPosition = "post"           # "post" = original Transformer, "pre" = GPT-2
     norm: Norm = "layernorm"
     norm_eps: float = 1e-5                         # keeps the norm's division finite for x ~ 0
+    norm_kernel: NormKernel = "fused"              # same numbers as "manual" (the formula), faster
     positional: Positional = "sinusoidal"
     rope_base: float = 10000.0                     # RoPE's theta: wavelengths 2*pi .. 2*pi*base
     activation: Activation = "relu"
@@ -146,7 +149,8 @@ class ModelConfig:
         # n_kv_head None means "plain multi-head", so it follows the block's own n_head.
         merged["n_kv_head"] = merged["n_kv_head"] or merged["n_head"]
         return BlockConfig(n_embed=self.n_embed, norm_position=self.norm_position,
-                           norm_eps=self.norm_eps, bias=self.bias, **merged)
+                           norm_eps=self.norm_eps, norm_kernel=self.norm_kernel, bias=self.bias,
+                           **merged)
 
     @property
     def block_configs(self) -> tuple[BlockConfig, ...]:
@@ -196,7 +200,7 @@ def _validate(cfg: ModelConfig) -> None:
     hints = get_type_hints(ModelConfig)
     for name in ("vocab_size", "n_context", "n_block", "n_embed"):
         _check_positive_int(name, getattr(cfg, name))
-    for name in ("norm_position", "norm", "positional", "activation", "attention"):
+    for name in ("norm_position", "norm", "norm_kernel", "positional", "activation", "attention"):
         _check_choice(name, getattr(cfg, name), hints[name])
     for name in ("bias", "tie_weights"):
         if not isinstance(getattr(cfg, name), bool):

@@ -16,7 +16,7 @@ from basegpt.model.positional import POSITIONALS, Learned, Rotary, Sinusoidal, s
 
 def test_layernorm_matches_torch():
     torch.manual_seed(0)
-    ln = LayerNorm(16, eps=1e-5)
+    ln = LayerNorm(16, eps=1e-5, kernel="manual")
     with torch.no_grad():
         ln.weight.normal_()
         ln.bias.normal_()
@@ -26,7 +26,7 @@ def test_layernorm_matches_torch():
 
 
 def test_layernorm_without_bias_has_no_bias_parameter():
-    ln = LayerNorm(8, bias=False)
+    ln = LayerNorm(8, bias=False, kernel="manual")
     assert [n for n, _ in ln.named_parameters()] == ["weight"], "bias=False must drop the bias"
     x = torch.randn(4, 8)
     torch.testing.assert_close(ln(x), F.layer_norm(x, (8,), ln.weight, None), rtol=1e-5, atol=1e-5)
@@ -34,13 +34,33 @@ def test_layernorm_without_bias_has_no_bias_parameter():
 
 def test_rmsnorm_matches_its_formula_and_normalises_scale():
     torch.manual_seed(0)
-    norm = RMSNorm(16, eps=1e-6)
+    norm = RMSNorm(16, eps=1e-6, kernel="manual")
     x = torch.randn(2, 7, 16) * 3
     expected = x / torch.sqrt((x ** 2).mean(-1, keepdim=True) + 1e-6)
     torch.testing.assert_close(norm(x), expected)
     rms = norm(x).pow(2).mean(-1).sqrt()
     torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=1e-4)
     assert [n for n, _ in norm.named_parameters()] == ["weight"], "RMSNorm has a gain only"
+
+
+@pytest.mark.parametrize("name", sorted(NORMS))
+def test_manual_and_fused_norm_kernels_agree_with_gradients(name):
+    torch.manual_seed(0)
+    manual, fused = build_norm(name, 16, kernel="manual"), build_norm(name, 16, kernel="fused")
+    with torch.no_grad():
+        for p in manual.parameters():
+            p.normal_()
+    fused.load_state_dict(manual.state_dict())
+    x = torch.randn(3, 5, 16, requires_grad=True) * 2 + 1
+    outs = [norm(x) for norm in (manual, fused)]
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    w = torch.randn(16)
+    g_manual = torch.autograd.grad((outs[0] * w).sum(), [x, *manual.parameters()])
+    g_fused = torch.autograd.grad((outs[1] * w).sum(), [x, *fused.parameters()])
+    for a, b in zip(g_manual, g_fused):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="choose one of: manual, fused"):
+        build_norm(name, 4, kernel="cuda")
 
 
 def test_build_norm_rejects_unknown_names():

@@ -10,6 +10,7 @@ import pytest
 
 from basegpt.config import BLOCK_FIELDS, BlockOverride, ModelConfig
 from basegpt.model import ATTENTION_KERNELS, BLOCKS, FEEDFORWARDS, NORMS, POSITIONALS
+from basegpt.model.norms import NORM_KERNELS
 
 
 def test_defaults_are_the_original_design():
@@ -21,7 +22,7 @@ def test_defaults_are_the_original_design():
 
 @pytest.mark.parametrize("field, registry", [
     ("norm", NORMS), ("positional", POSITIONALS), ("activation", FEEDFORWARDS),
-    ("attention", ATTENTION_KERNELS), ("norm_position", BLOCKS),
+    ("attention", ATTENTION_KERNELS), ("norm_position", BLOCKS), ("norm_kernel", NORM_KERNELS),
 ])
 def test_literal_choices_match_the_component_dicts(field, registry):
     choices = set(get_args(get_type_hints(ModelConfig)[field]))
@@ -41,7 +42,7 @@ def test_config_is_frozen():
 @pytest.mark.parametrize("cfg", [
     ModelConfig(),
     ModelConfig(vocab_size=1000, n_context=128, n_block=3, n_head=8, n_kv_head=2, n_k=16, n_v=24,
-                norm_position="pre", norm="rmsnorm", positional="rope", activation="swiglu",
+                norm_position="pre", norm="rmsnorm", norm_kernel="manual", positional="rope", activation="swiglu",
                 attention="manual", embed_dropout=0.1, attn_dropout=0.05, resid_dropout=0.2,
                 bias=False, tie_weights=True, rope_base=500000.0, norm_eps=1e-6, init_std=0.01,
                 blocks=({}, {"n_head": 4, "n_kv_head": 1, "n_ff": 512}, {"activation": "gelu", "norm": "layernorm",
@@ -93,6 +94,7 @@ def test_plain_multi_head_follows_a_block_s_own_n_head():
     ({"bias": "yes"}, "bias='yes': must be true or false"),
     ({"n_block": 3, "blocks": [{}, {}]}, "blocks has 2 entries but n_block=3"),
     ({"norm_eps": 0}, "norm_eps=0.0: must be a positive number"),
+    ({"norm_kernel": "triton"}, "norm_kernel='triton': choose one of 'manual', 'fused'"),
 ])
 def test_bad_configs_raise_value_errors_naming_the_field(kwargs, expected):
     with pytest.raises(ValueError) as info:

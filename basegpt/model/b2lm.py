@@ -62,7 +62,8 @@ class B2lM(nn.Module):
         self.embed_dropout = nn.Dropout(config.embed_dropout)
         self.blocks = nn.ModuleList(build_block(config.block_config(i), i) for i in range(config.n_block))
         # Pre-norm blocks leave the residual stream unnormalised; the head needs a normalised input.
-        self.final_norm = (build_norm(config.norm, C, eps=config.norm_eps, bias=config.bias)
+        self.final_norm = (build_norm(config.norm, C, eps=config.norm_eps, bias=config.bias,
+                                      kernel=config.norm_kernel)
                            if config.norm_position == "pre" else nn.Identity())
         self.lm_head = nn.Linear(C, V, bias=False)
         self._init_weights()

@@ -39,8 +39,9 @@ class PostNormBlock(nn.Module):
         super().__init__()
         self.attn = CausalSelfAttention(config, layer_idx)
         self.ff = build_feedforward(config.activation, config.n_embed, config.n_ff, bias=config.bias)
-        self.attn_norm = build_norm(config.norm, config.n_embed, eps=config.norm_eps, bias=config.bias)
-        self.ff_norm = build_norm(config.norm, config.n_embed, eps=config.norm_eps, bias=config.bias)
+        norm_kw = dict(eps=config.norm_eps, bias=config.bias, kernel=config.norm_kernel)
+        self.attn_norm = build_norm(config.norm, config.n_embed, **norm_kw)
+        self.ff_norm = build_norm(config.norm, config.n_embed, **norm_kw)
         self.resid_dropout = nn.Dropout(config.resid_dropout)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, positional: NoPositional,
