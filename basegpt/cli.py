@@ -403,6 +403,147 @@ def _run_config_show(args: argparse.Namespace) -> None:
     print(json.dumps(full, indent=2))
 
 
+# ------------------------------------------------------------------------ generate
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate", help="write text with a trained run's model (streams to the terminal)",
+        description="Continue a prompt with a run's model. The prompt is printed, then the new "
+                    "text as it is generated (in --interactive mode only the new text). With no --prompt / --prompt-file the model starts "
+                    "a new document (from the end-of-text token). Past the model's context "
+                    "the window slides (see basegpt/generate.py).",
+        epilog="examples:\n  basegpt generate runs/laptop --prompt 'def fib(n):' --temperature 0.8\n"
+               "  basegpt generate runs/laptop --prompt-file start.txt --top-p 0.9 --stop '\\n\\n'\n"
+               "  basegpt generate runs/laptop --num-samples 3 --seed 0 --max-new-tokens 100\n"
+               "  basegpt generate runs/laptop --interactive        (one prompt per line, Ctrl-D ends)",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--prompt", help="text to continue")
+    p.add_argument("--prompt-file", type=Path, help="continue the text of this UTF-8 file")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="default %(default)s")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="0 = greedy, 1 = the model's distribution (default %(default)s)")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
+    p.add_argument("--top-p", type=float, help="nucleus: the most likely tokens with mass >= p")
+    p.add_argument("--min-p", type=float, help="drop tokens below min_p x the top probability")
+    p.add_argument("--repetition-penalty", type=float,
+                   help="> 1 makes tokens already in the text less likely (CTRL)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop at this text (repeatable; '\\n' and '\\t' are unescaped)")
+    p.add_argument("--seed", type=int, help="same seed, same text (sample i uses seed + i)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default 1)")
+    p.add_argument("--no-stream", action="store_true", help="print each sample when complete")
+    p.add_argument("--interactive", action="store_true",
+                   help="read prompts from stdin, one per line, until EOF (Ctrl-D)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.set_defaults(run=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> None:
+    from basegpt.checkpoint import load_run
+    from basegpt.generate import generate, stream
+    if args.prompt is not None and args.prompt_file is not None:
+        raise ValueError("give --prompt or --prompt-file, not both")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples={args.num_samples}: must be >= 1")
+    prompt = args.prompt or ""
+    if args.prompt_file is not None:
+        from basegpt.corpus import read_text_file
+        prompt = read_text_file(args.prompt_file)
+    run = load_run(args.run_dir, device=args.device)
+    stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
+    options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                   repetition_penalty=args.repetition_penalty, stop=stops or None)
+
+    def samples(text: str, echo: bool) -> None:
+        for i in range(args.num_samples):
+            seed = None if args.seed is None else args.seed + i
+            if args.num_samples > 1:
+                print(f"=== sample {i + 1} of {args.num_samples} ===")
+            if echo:
+                print(text, end="", flush=True)
+            if args.no_stream:
+                print(generate(run.model, run.tokenizer, text, seed=seed, **options), end="")
+            else:
+                for piece in stream(run.model, run.tokenizer, text, seed=seed, **options):
+                    print(piece, end="", flush=True)
+            print(flush=True)
+
+    if not args.interactive:
+        samples(prompt, echo=True)
+        return
+    _log(f"loaded {args.run_dir}: type a prompt and press Enter; Ctrl-D to leave")
+    for line in sys.stdin:
+        line = line.rstrip("\n")
+        if line:
+            samples(line, echo=False)
+
+
+# ------------------------------------------------------------------------ export, import
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a run to Hugging Face GPT-2 or tiktoken format",
+        description="Write a run's model and tokenizer in another ecosystem's format. "
+                    "--format hf: a directory that transformers loads offline "
+                    "(GPT2LMHeadModel / AutoTokenizer .from_pretrained), for GPT-2-compatible "
+                    "models (e.g. the gpt2-small preset). --format tiktoken: the tokenizer "
+                    "as a .tiktoken rank file plus a JSON with its pattern and special tokens.",
+        epilog="examples:\n  basegpt export runs/gpt2 --format hf hf/gpt2\n"
+               "  basegpt export runs/gpt2 --format tiktoken hf/gpt2.tiktoken",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("out", type=Path, metavar="OUT",
+                   help="output directory (hf), or .tiktoken file or directory (tiktoken)")
+    p.add_argument("--format", required=True, choices=["hf", "tiktoken"])
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from basegpt.interop.hf_gpt2 import export_hf, export_tiktoken
+    if args.format == "hf":
+        out = export_hf(args.run_dir, args.out)
+        print(f"wrote {out}/: config.json, model.safetensors, tokenizer.json, "
+              f"tokenizer_config.json (load with GPT2LMHeadModel.from_pretrained({str(out)!r}))")
+    else:
+        ranks, meta = export_tiktoken(args.run_dir, args.out)
+        print(f"wrote {ranks} and {meta} (load with "
+              f"basegpt.interop.tokenizers.load_tiktoken({str(ranks)!r}))")
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="build a run directory from a Hugging Face GPT-2 directory",
+                       description="Import a model and tokenizer from another format into a "
+                                   "basegpt run directory. Local files only; never downloads.")
+    isub = p.add_subparsers(dest="import_format", required=True, metavar="FORMAT",
+                            parser_class=_Parser)
+    h = isub.add_parser(
+        "hf", help="a local GPT-2-format directory (config.json, model.safetensors, "
+                   "tokenizer.json or vocab.json + merges.txt)",
+        epilog="example:\n  basegpt import hf hf/gpt2 runs/gpt2\n  basegpt generate runs/gpt2",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    h.add_argument("hf_dir", type=Path, metavar="HF_DIR")
+    h.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    h.add_argument("--allow-pickle", action="store_true",
+                   help="also read a legacy pytorch_model.bin (a pickle; torch.load with "
+                        "weights_only=True). Only for files you trust")
+    h.add_argument("--overwrite", action="store_true", help="replace a run already in RUN_DIR")
+    h.set_defaults(run=_run_import_hf)
+
+
+def _run_import_hf(args: argparse.Namespace) -> None:
+    from basegpt.interop.hf_gpt2 import PICKLE_RISK, import_hf
+    result = import_hf(args.hf_dir, args.run_dir, allow_pickle=args.allow_pickle,
+                       overwrite=args.overwrite)
+    if result.pickled:
+        _log(f"warning: read {result.weights} because of --allow-pickle; {PICKLE_RISK}. "
+             "Prefer model.safetensors: `basegpt export RUN_DIR --format hf OUT` writes one.")
+    ids = ("the same as HF's" if result.id_map.is_identity else
+           "renumbered into basegpt's layout (the map to HF's ids is kept in config.json)")
+    print(f"imported {args.hf_dir} ({result.weights.name}) -> {result.run_dir}; token ids {ids}")
+
+
 # ------------------------------------------------------------------------ main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -412,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 parser_class=_Parser)
     _add_tokenizer(sub)
     _add_corpus(sub)
+    _add_generate(sub)
     _add_prepare(sub)
     _add_train(sub)
     _add_plot(sub)

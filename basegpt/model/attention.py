@@ -49,6 +49,26 @@ def causal_mask(T: int, S: int, device: torch.device | None = None) -> torch.Ten
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
 
 
+def left_padding_mask(pad_lengths: torch.Tensor, T: int, S: int) -> torch.Tensor:
+    """Bool (B, 1, T, S) for left-padded rows: row b's first pad_lengths[b] positions are
+    padding, which no real query may attend to; otherwise causal, as `causal_mask`.
+
+        left_padding_mask(tensor([0, 2]), T=3, S=3)[1, 0] -> [[T, F, F],    query 0 is padding
+                                                             [F, T, F],    query 1 is padding
+                                                             [F, F, T]]    the real token
+
+    A padding query attends to itself only: with no key at all its softmax row would be
+    0/0 = NaN, and NaN outputs would reach the real rows' values through 0 * NaN = NaN.
+    """
+    device = pad_lengths.device
+    q_pos = torch.arange(S - T, S, device=device).unsqueeze(1)    # (T, 1) absolute query positions
+    k_pos = torch.arange(S, device=device).unsqueeze(0)           # (1, S)
+    real_key = k_pos >= pad_lengths.unsqueeze(1)                  # (B, S) the key is not padding
+    mask = (k_pos <= q_pos) & real_key.unsqueeze(1)               # (B, T, S) causal, no padding
+    mask = mask | (k_pos == q_pos)                                # (B, T, S) plus the diagonal
+    return mask.unsqueeze(1)                                      # (B, 1, T, S): same for all heads
+
+
 def attention_manual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                      dropout_p: float = 0.0, return_weights: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:

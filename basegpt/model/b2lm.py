@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from basegpt.config import ModelConfig
+from basegpt.model.attention import left_padding_mask
 from basegpt.model.block import build_block
 from basegpt.model.kv_cache import KVCache
 from basegpt.model.norms import build_norm
@@ -88,7 +89,8 @@ class B2lM(nn.Module):
     # forward
 
     def forward(self, ids: torch.Tensor, kv_cache: KVCache | None = None,
-                logits_for: Literal["all", "last"] = "all", return_attention: bool = False
+                logits_for: Literal["all", "last"] = "all", return_attention: bool = False,
+                pad_lengths: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """ids: (B, T) int64 token ids -> logits (B, T, V), or (B, 1, V) with logits_for="last".
 
@@ -98,6 +100,12 @@ class B2lM(nn.Module):
         (C x V) is often the largest matrix. return_attention=True also returns every layer's
         attention weights, a list of n_block tensors (B, H_layer, T, S) (computed with the manual
         kernel, which is the only one that forms them).
+
+        pad_lengths: (B,) int64, for batches of left-padded sequences of different lengths:
+        row b's first pad_lengths[b] positions (counted from the start of the cache) are padding.
+        Its real tokens then get positions 0, 1, ... as if the row were alone, and no real query
+        attends to a padding key, so each row's logits equal those of the row run by itself.
+        The caller owns the padding and passes it with every forward (the cache stores none).
         """
         if ids.dim() != 2:
             raise ValueError(f"ids must have shape (batch, time), got {tuple(ids.shape)}")
@@ -118,12 +126,17 @@ class B2lM(nn.Module):
                              f"{self.config.n_context} tokens) or build the model with a larger n_context")
 
         pos = torch.arange(start, start + T, device=ids.device)   # (T,) absolute positions
+        # mask None = causal, queries are the last T of the S = start + T keys (attention.py).
+        mask = None
+        if pad_lengths is not None:
+            if pad_lengths.shape != (B,):
+                raise ValueError(f"pad_lengths must have shape (batch,) = ({B},), got "
+                                 f"{tuple(pad_lengths.shape)}; give one padding count per row")
+            # Made once per forward, shared by every layer: per-row positions and the mask.
+            pos = (pos.unsqueeze(0) - pad_lengths.unsqueeze(1)).clamp(min=0)   # (B, T)
+            mask = left_padding_mask(pad_lengths, T, start + T)                # (B, 1, T, S)
         x = self.tok_emb(ids)                                       # (B, T, C)
         x = self.embed_dropout(self.positional.embed(x, pos))       # (B, T, C)
-        # mask None = causal, queries are the last T of the S = start + T keys (attention.py).
-        # TODO(left-padded batches): per-row positions (B, T) and a (B, 1, T, S) padding+causal
-        # mask would be made here, once, from the cache's per-row offsets.
-        mask = None
         attention = []
         for block in self.blocks:
             x, weights = block(x, pos, self.positional, kv_cache, mask, return_attention)

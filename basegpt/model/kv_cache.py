@@ -23,7 +23,8 @@ import torch
 class KVCache:
     """Preallocated per-layer keys and values for `batch_size` sequences of up to `max_len`.
 
-    `length` is the number of positions stored so far (the same for every row).
+    `length` is the number of positions stored so far (the same for every row; left padding
+    counts as positions, see B2lM.forward's pad_lengths).
     """
 
     def __init__(self, layer_shapes: list[tuple[int, int, int]], batch_size: int, max_len: int,
@@ -36,9 +37,9 @@ class KVCache:
                      for G, D, _ in layer_shapes]           # each (B, G, max_len, D)
         self.values = [torch.zeros(batch_size, G, max_len, Dv, device=device, dtype=dtype)
                        for G, _, Dv in layer_shapes]        # each (B, G, max_len, Dv)
-        # TODO(batched generation with left padding): a per-row start offset (B,) and a padding
-        # mask would live here; the model would turn them into per-row positions and an explicit
-        # attention mask. Unknown until generate() needs it: which of the two the caller owns.
+        # Left-padded batches keep the same `length` for every row: the caller (generate.py)
+        # owns the per-row padding counts and passes them to each forward as `pad_lengths`,
+        # which the model turns into per-row positions and a padding mask.
 
     @property
     def n_layer(self) -> int:

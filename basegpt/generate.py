@@ -1,0 +1,561 @@
+"""Text generation: the decoding loop on the KV cache, streaming, stop conditions, scoring.
+
+    from basegpt.generate import generate, stream, score
+    text = generate(model, tokenizer, "Once upon a time", max_new_tokens=100, temperature=0.8,
+                    top_p=0.95, stop=["\\n\\n"], seed=0)
+    for piece in stream(model, tokenizer, "Once upon a time", max_new_tokens=100):
+        print(piece, end="", flush=True)
+
+The loop (`_Decoder`): encode the prompt, run it through the model once ("prefill"), which
+fills a KV cache with every layer's keys and values, then each step feeds only the newest token
+(T = 1) with `logits_for="last"`, picks the next token from the logits (basegpt/sampling.py:
+temperature, top-k, top-p, min-p, repetition penalty; greedy at temperature 0) and appends it.
+`use_cache=False` is the reference path: every step reruns the whole context; tests hold the two
+to the same tokens. generate() owns the cache (STYLE.md section 6): the model keeps no state.
+
+Several prompts of different lengths run as one batch: rows are left-padded to the longest, and
+the model gets per-row padding counts (`pad_lengths`), from which it makes per-row positions and
+an attention mask that hides the padding; each row gets the tokens it would get alone.
+
+Context policy. A model attends to at most n_context positions. By default the window slides:
+when the next forward would need more than n_context positions, the context is cut to its last
+`sliding_keep(n_context)` = 3/4 * n_context tokens and the cache is refilled from them (one
+prefill), after which single-token steps continue; so generation runs past n_context, at the
+price of one prefill every n_context / 4 tokens, and every token is predicted from at least
+3/4 * n_context tokens of context (positions restart at 0 in each window, which is what the
+model saw in training). A prompt longer than n_context is cut the same way. The reference path
+(use_cache=False) uses exactly the same windows. `strict_context=True` instead raises a
+ValueError when prompt + max_new_tokens exceeds n_context.
+
+Stops: the end-of-text token (unless stop_at_eot=False), stop token ids, and stop strings, which
+are matched on the decoded text, so a stop string spanning several tokens is found, and the text
+is cut exactly before it. Streaming yields text only when it is complete UTF-8 (never half a
+multi-byte character) and holds back any tail that could be the start of a stop string; the
+concatenation of the pieces equals the non-streaming text.
+
+An empty prompt starts from the end-of-text token (the token that begins every document after
+the first in training), so "" means "a new document"; a tokenizer without one rejects "".
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from basegpt.sampling import SamplingSettings, choose
+from basegpt.tokenizer import Tokenizer
+
+FinishReason = Literal["length", "eot", "stop"]
+
+
+def sliding_keep(n_context: int) -> int:
+    """Tokens kept when the context window slides: 3/4 of n_context (at least 1). Keeping more
+    gives each token more context but refills the cache more often (every n_context - keep)."""
+    return max(1, n_context * 3 // 4)
+
+
+@dataclass
+class Generation:
+    """One generated continuation.
+
+    ids: the new token ids (the prompt is not included), up to and including the token that
+    stopped generation (an end-of-text or stop id, or the token completing a stop string).
+    text: the new text, without the stop token or stop string (None from `generate_ids`).
+    logprobs: log p(ids[i] | everything before) under the model's own distribution (log-softmax
+    of the raw logits, before penalty, temperature and filters), if asked for; else None.
+    finish_reason: "length" (max_new_tokens reached), "eot" or "stop".
+    """
+
+    ids: list[int]
+    text: str | None
+    logprobs: list[float] | None
+    finish_reason: FinishReason
+
+    def __str__(self) -> str:
+        return self.text if self.text is not None else str(self.ids)
+
+
+@dataclass
+class Score:
+    """The model's log-probabilities of a given text (see `score`).
+
+    ids: the text's token ids; logprobs[i] = log p(ids[i] | ids[:i], preceded by end-of-text);
+    nll = -mean(logprobs) (nats per token); perplexity = exp(nll).
+    """
+
+    ids: list[int]
+    logprobs: list[float]
+
+    @property
+    def nll(self) -> float:
+        return -sum(self.logprobs) / len(self.logprobs)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nll)
+
+
+# --------------------------------------------------------------------------- text tracking
+
+class _TextTracker:
+    """Turns one row's generated token ids into text incrementally: decodes complete UTF-8
+    only, finds stop strings (also across token boundaries) and holds back a tail that could
+    still become one, so that what `take()` hands out is final."""
+
+    def __init__(self, tokenizer: Tokenizer, stop_strings: Sequence[str]) -> None:
+        self.vocab = tokenizer.vocab                      # id -> bytes
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.stop_strings = tuple(stop_strings)
+        self.longest_stop = max((len(s) for s in stop_strings), default=0)
+        self.text = ""                                    # complete characters decoded so far
+        self.stop_at: int | None = None                   # where the first stop string begins
+        self.given = 0                                    # characters handed out by take()
+
+    def push(self, token_id: int) -> bool:
+        """Add one token's bytes; True if this completed a stop string."""
+        return self._add(self.decoder.decode(self.vocab[token_id]))
+
+    def finish(self) -> None:
+        """No more tokens: a multi-byte character left incomplete becomes U+FFFD (as decode)."""
+        if self.stop_at is None:
+            self._add(self.decoder.decode(b"", final=True))
+
+    def _add(self, new: str) -> bool:
+        if not new:
+            return False
+        # A stop string ending in `new` starts at most longest_stop - 1 characters before it.
+        search_from = max(0, len(self.text) - self.longest_stop + 1)
+        self.text += new
+        hits = [i for s in self.stop_strings if (i := self.text.find(s, search_from)) >= 0]
+        if hits:
+            self.stop_at = min(hits)
+            return True
+        return False
+
+    @property
+    def final_text(self) -> str:
+        return self.text if self.stop_at is None else self.text[:self.stop_at]
+
+    def take(self, done: bool = False) -> str:
+        """The text that is now certain and was not handed out yet."""
+        if self.stop_at is not None:
+            end = self.stop_at
+        elif done:
+            end = len(self.text)
+        else:
+            end = len(self.text) - self._held_back()
+        piece = self.text[self.given:end]
+        self.given = max(self.given, end)
+        return piece
+
+    def _held_back(self) -> int:
+        """Length of the longest tail of the text that is a proper prefix of a stop string."""
+        for n in range(min(self.longest_stop - 1, len(self.text) - self.given), 0, -1):
+            tail = self.text[-n:]
+            if any(s.startswith(tail) for s in self.stop_strings):
+                return n
+        return 0
+
+
+# --------------------------------------------------------------------------- the decoding loop
+
+class _Decoder:
+    """The state of one generation call, advanced one token per `step()` for every row.
+
+    seq (B, P + max_new_tokens) holds the left-padded prompts and the tokens generated so far;
+    seq[:, window_start:length] is the context the model sees.
+    """
+
+    @torch.inference_mode()
+    def __init__(self, model: torch.nn.Module, prompts: list[list[int]], *, max_new_tokens: int,
+                 settings: SamplingSettings, stop_ids: frozenset[int], eot_id: int | None,
+                 seed: int | None, use_cache: bool, strict_context: bool, want_logprobs: bool,
+                 trackers: list[_TextTracker] | None = None) -> None:
+        self.model, self.settings, self.use_cache = model, settings, use_cache
+        self.stop_ids, self.eot_id, self.want_logprobs = stop_ids, eot_id, want_logprobs
+        self.trackers = trackers
+        config = model.config
+        self.n_context, V = config.n_context, config.vocab_size
+        device = model.tok_emb.weight.device
+        B, P = len(prompts), max(len(p) for p in prompts)
+        if strict_context and P + max_new_tokens > self.n_context:
+            raise ValueError(f"prompt of {P} tokens + max_new_tokens={max_new_tokens} is "
+                             f"{P + max_new_tokens} positions but n_context is {self.n_context}; "
+                             f"keep prompt + new tokens <= {self.n_context}, or pass "
+                             "strict_context=False to slide the window")
+        self.seq = torch.zeros(B, P + max_new_tokens, dtype=torch.long, device=device)
+        for b, p in enumerate(prompts):
+            self.seq[b, P - len(p):P] = torch.tensor(p, dtype=torch.long)
+        self.pad = [P - len(p) for p in prompts]           # left padding of each row in seq
+        self.length, self.window_start, self.remaining = P, 0, max_new_tokens
+        self.cache = (model.new_kv_cache(B, min(self.n_context, P + max_new_tokens))
+                      if use_cache else None)
+        self.cache_fresh = False                          # does the cache hold seq[:, ws:length-1]?
+        self.pad_lengths: torch.Tensor | None = None
+        self._set_window(self.window_start)
+        self.seen = None
+        if settings.repetition_penalty != 1.0:
+            self.seen = torch.zeros(B, V, dtype=torch.bool, device=device)   # (B, V)
+            for b, p in enumerate(prompts):
+                self.seen[b, p] = True
+        self.generator = None
+        if not settings.greedy:
+            self.generator = torch.Generator(device=device)
+            if seed is None:
+                self.generator.seed()                     # fresh entropy; global RNG untouched
+            else:
+                self.generator.manual_seed(seed)
+        self.ids: list[list[int]] = [[] for _ in range(B)]
+        self.logprobs: list[list[float]] | None = [[] for _ in range(B)] if want_logprobs else None
+        self.finish: list[FinishReason | None] = [None] * B
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0 or all(f is not None for f in self.finish)
+
+    def _set_window(self, start: int) -> None:
+        """Make seq[:, start:length] the context; padding before `start` is gone."""
+        self.window_start = start
+        pad = [max(0, p - start) for p in self.pad]
+        self.pad_lengths = (torch.tensor(pad, device=self.seq.device) if any(pad) else None)
+
+    @torch.inference_mode()
+    def step(self) -> list[int]:
+        """Generate one token for every row; returns the indices of rows that took it."""
+        model, ws, L = self.model, self.window_start, self.length
+        if L - ws > self.n_context:                       # the window would overflow: slide
+            ws = L - sliding_keep(self.n_context)
+            self._set_window(ws)
+            self.cache_fresh = False
+        if self.cache is None:                            # reference path: the whole window
+            logits = model(self.seq[:, ws:L], logits_for="last", pad_lengths=self.pad_lengths)
+        elif not self.cache_fresh:                        # prefill (again, after a slide)
+            self.cache.reset()
+            logits = model(self.seq[:, ws:L], kv_cache=self.cache, logits_for="last",
+                           pad_lengths=self.pad_lengths)
+            self.cache_fresh = True
+        else:                                             # one new token on the cache
+            logits = model(self.seq[:, L - 1:L], kv_cache=self.cache, logits_for="last",
+                           pad_lengths=self.pad_lengths)
+        logits = logits[:, -1]                                            # (B, V)
+        next_ids = choose(logits, self.settings, self.generator, self.seen)   # (B,)
+        self.seq[:, L] = next_ids
+        self.length, self.remaining = L + 1, self.remaining - 1
+        if self.seen is not None:
+            self.seen.scatter_(1, next_ids.unsqueeze(1), True)
+        chosen = next_ids.tolist()                        # the one device sync per step
+        if self.logprobs is not None:
+            lp = torch.log_softmax(logits.float(), dim=-1).gather(1, next_ids.unsqueeze(1))
+            lps = lp.squeeze(1).tolist()
+        took = []
+        for b, token in enumerate(chosen):
+            if self.finish[b] is not None:
+                continue                                  # finished rows ride along, ignored
+            took.append(b)
+            self.ids[b].append(token)
+            if self.logprobs is not None:
+                self.logprobs[b].append(lps[b])
+            if token == self.eot_id:
+                self.finish[b] = "eot"
+            elif token in self.stop_ids:
+                self.finish[b] = "stop"
+            elif self.trackers is not None and self.trackers[b].push(token):
+                self.finish[b] = "stop"
+        if self.remaining == 0:
+            self.finish = [f or "length" for f in self.finish]
+        return took
+
+    def results(self) -> list[Generation]:
+        out = []
+        for b, ids in enumerate(self.ids):
+            text = None
+            if self.trackers is not None:
+                self.trackers[b].finish()
+                text = self.trackers[b].final_text
+            out.append(Generation(ids=ids, text=text, finish_reason=self.finish[b] or "length",
+                                  logprobs=None if self.logprobs is None else self.logprobs[b]))
+        return out
+
+
+class _EvalMode:
+    """Run in eval mode (no dropout) and put the model back as it was afterwards."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self) -> None:
+        if self.was_training:
+            self.model.train(False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.was_training:
+            self.model.train(True)
+
+
+# --------------------------------------------------------------------------- validation
+
+def _check_model(model: torch.nn.Module) -> None:
+    if not all(hasattr(model, a) for a in ("config", "new_kv_cache", "tok_emb")):
+        raise TypeError(f"model must be a basegpt B2lM, got {type(model).__name__}; unwrap "
+                        "torch.compile / DDP wrappers with basegpt.checkpoint.unwrap(model)")
+
+
+def _check_rows(prompt_ids: torch.Tensor | Sequence[Sequence[int]], vocab_size: int) -> list[list[int]]:
+    """(B, T) tensor or list of lists -> list of non-empty lists of ids in [0, vocab_size)."""
+    if isinstance(prompt_ids, torch.Tensor):
+        if prompt_ids.dim() != 2:
+            raise ValueError(f"prompt_ids must be (batch, time), got shape {tuple(prompt_ids.shape)}; "
+                             "for one prompt use ids.unsqueeze(0) or [ids]")
+        rows = prompt_ids.tolist()
+    else:
+        rows = [list(r) if not isinstance(r, torch.Tensor) else r.tolist() for r in prompt_ids]
+        if rows and not all(isinstance(r, list) for r in rows):
+            raise ValueError("prompt_ids must be a list of lists of token ids; for one prompt "
+                             "pass [ids]")
+    if not rows:
+        raise ValueError("prompt_ids has no rows; give at least one prompt")
+    for b, row in enumerate(rows):
+        if not row:
+            raise ValueError(f"prompt row {b} is empty; the model needs at least one token to "
+                             "condition on: start it with the end-of-text token "
+                             "(tokenizer.eot_id)")
+        bad = [t for t in row if isinstance(t, bool) or not isinstance(t, int)
+               or not 0 <= t < vocab_size]
+        if bad:
+            raise ValueError(f"prompt row {b} has token id {bad[0]!r} out of range; valid ids "
+                             f"are 0..{vocab_size - 1}")
+    return rows
+
+
+def _split_stop(stop: int | str | Iterable[int | str] | None, vocab_size: int
+                ) -> tuple[frozenset[int], list[str]]:
+    """stop argument -> (stop token ids, stop strings)."""
+    if stop is None:
+        return frozenset(), []
+    items = [stop] if isinstance(stop, (int, str)) else list(stop)
+    ids, strings = set(), []
+    for s in items:
+        if isinstance(s, str):
+            if not s:
+                raise ValueError("an empty stop string would stop before the first token; "
+                                 "remove it")
+            strings.append(s)
+        elif isinstance(s, int) and not isinstance(s, bool):
+            if not 0 <= s < vocab_size:
+                raise ValueError(f"stop token id {s} is out of range; valid ids are "
+                                 f"0..{vocab_size - 1}")
+            ids.add(s)
+        else:
+            raise TypeError(f"stop must hold token ids (int) and/or strings, got "
+                            f"{type(s).__name__} {s!r}")
+    return frozenset(ids), strings
+
+
+def _check_count(max_new_tokens: int) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 0")
+
+
+def _encode_prompt(tokenizer: Tokenizer, prompt: str, model: torch.nn.Module) -> list[int]:
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str (or a list of str), got {type(prompt).__name__}; "
+                        "for token ids use generate_ids")
+    if len(tokenizer) != model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size "
+                         f"is {model.config.vocab_size}; use the tokenizer the model was "
+                         "trained with")
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        ids = [tokenizer.eot_id]      # "" = a new document (ValueError if there is no eot token)
+    return ids
+
+
+def _eot(tokenizer: Tokenizer) -> int | None:
+    return tokenizer.special_tokens.get("<|endoftext|>")
+
+
+# --------------------------------------------------------------------------- public API
+
+def generate_ids(model: torch.nn.Module, prompt_ids: torch.Tensor | Sequence[Sequence[int]], *,
+                 max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, min_p: float | None = None,
+                 repetition_penalty: float | None = None, stop: int | Iterable[int] | None = None,
+                 eot_id: int | None = None, seed: int | None = None, use_cache: bool = True,
+                 strict_context: bool = False, return_logprobs: bool = False) -> list[Generation]:
+    """Continue each row of `prompt_ids` ((B, T) int64 tensor, or a list of B lists of ids of
+    any lengths): one `Generation` per row, with `.ids` (and `.logprobs` if asked).
+
+    Token-level: stop holds token ids only, and eot_id (if given) stops a row like a stop id
+    but is reported as finish_reason "eot". Rows of different lengths run as one left-padded
+    batch; with greedy decoding each row gets the same tokens as run alone (exactly, as long as
+    no window slides: a padded row's window slides with the batch, not at its own length).
+    Other arguments as `generate`.
+    """
+    _check_model(model)
+    _check_count(max_new_tokens)
+    V = model.config.vocab_size
+    settings = SamplingSettings.of(temperature, top_k, top_p, min_p, repetition_penalty)
+    rows = _check_rows(prompt_ids, V)
+    stop_ids, strings = _split_stop(stop, V)
+    if strings:
+        raise ValueError(f"stop strings {strings} need a tokenizer: use generate(model, "
+                         "tokenizer, ...) or give stop token ids")
+    if eot_id is not None and not 0 <= eot_id < V:
+        raise ValueError(f"eot_id={eot_id} is out of range; valid ids are 0..{V - 1}")
+    with _EvalMode(model):
+        decoder = _Decoder(model, rows, max_new_tokens=max_new_tokens, settings=settings,
+                           stop_ids=stop_ids, eot_id=eot_id, seed=seed, use_cache=use_cache,
+                           strict_context=strict_context, want_logprobs=return_logprobs)
+        while not decoder.done:
+            decoder.step()
+    return decoder.results()
+
+
+def _text_decoder(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[str], *,
+                  max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
+                  min_p: float | None, repetition_penalty: float | None,
+                  stop: int | str | Iterable[int | str] | None, seed: int | None,
+                  stop_at_eot: bool, use_cache: bool, strict_context: bool,
+                  return_logprobs: bool) -> _Decoder:
+    _check_model(model)
+    _check_count(max_new_tokens)
+    settings = SamplingSettings.of(temperature, top_k, top_p, min_p, repetition_penalty)
+    rows = [_encode_prompt(tokenizer, p, model) for p in prompts]
+    stop_ids, strings = _split_stop(stop, model.config.vocab_size)
+    return _Decoder(model, rows, max_new_tokens=max_new_tokens, settings=settings,
+                    stop_ids=stop_ids, eot_id=_eot(tokenizer) if stop_at_eot else None,
+                    seed=seed, use_cache=use_cache, strict_context=strict_context,
+                    want_logprobs=return_logprobs,
+                    trackers=[_TextTracker(tokenizer, strings) for _ in rows])
+
+
+def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
+             max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, min_p: float | None = None,
+             repetition_penalty: float | None = None,
+             stop: int | str | Iterable[int | str] | None = None, seed: int | None = None,
+             stop_at_eot: bool = True, use_cache: bool = True, strict_context: bool = False,
+             return_logprobs: bool = False) -> str | Generation | list[str] | list[Generation]:
+    """The text that `model` writes after `prompt` (the prompt itself is not included).
+
+    A list of prompts runs as one batch and gives a list. With return_logprobs=True each result
+    is a `Generation` (.text, .ids, .logprobs, .finish_reason) instead of a str.
+
+    max_new_tokens: at most this many new tokens.
+    temperature: 0 = greedy (argmax); 1 = the model's distribution; higher = flatter.
+    top_k, top_p, min_p, repetition_penalty: see basegpt/sampling.py (None = off).
+    stop: token ids and/or strings; generation ends at the first, and the text is cut before it.
+    seed: the same seed gives the same text (torch's global RNG is not used); None = random.
+    stop_at_eot: end at the end-of-text token (not part of the text).
+    use_cache: False reruns the whole context each step (the reference path; slow).
+    strict_context: raise ValueError when prompt + max_new_tokens > n_context, instead of
+    sliding the window (module docstring).
+    An empty prompt starts from the end-of-text token. The model runs in eval mode (restored).
+    """
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise ValueError("no prompts given; pass a str or a non-empty list of str")
+    with _EvalMode(model):
+        decoder = _text_decoder(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                                temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                repetition_penalty=repetition_penalty, stop=stop, seed=seed,
+                                stop_at_eot=stop_at_eot, use_cache=use_cache,
+                                strict_context=strict_context, return_logprobs=return_logprobs)
+        while not decoder.done:
+            decoder.step()
+    results = decoder.results()
+    out = results if return_logprobs else [r.text for r in results]
+    return out[0] if isinstance(prompt, str) else out
+
+
+def stream(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, *,
+           max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None, min_p: float | None = None,
+           repetition_penalty: float | None = None,
+           stop: int | str | Iterable[int | str] | None = None, seed: int | None = None,
+           stop_at_eot: bool = True, use_cache: bool = True,
+           strict_context: bool = False) -> Iterator[str]:
+    """`generate` for one prompt, as an iterator of text pieces, each yielded as soon as it is
+    certain: complete UTF-8 characters only, and never a tail that could begin a stop string.
+    "".join(stream(...)) == generate(...) with the same arguments.
+
+    Arguments are checked when stream() is called, not at the first next().
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"stream takes one prompt (str), got {type(prompt).__name__}; "
+                        "for several prompts use generate")
+    with _EvalMode(model):
+        decoder = _text_decoder(model, tokenizer, [prompt], max_new_tokens=max_new_tokens,
+                                temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                repetition_penalty=repetition_penalty, stop=stop, seed=seed,
+                                stop_at_eot=stop_at_eot, use_cache=use_cache,
+                                strict_context=strict_context, return_logprobs=False)
+    return _stream_pieces(model, decoder)
+
+
+def _stream_pieces(model: torch.nn.Module, decoder: _Decoder) -> Iterator[str]:
+    tracker = decoder.trackers[0]
+    # Eval mode is held while the iterator runs; grad mode is not (inference_mode wraps each
+    # step only), so the caller's code between pieces runs in its own autograd state.
+    with _EvalMode(model):
+        while not decoder.done:
+            decoder.step()
+            piece = tracker.take()
+            if piece:
+                yield piece
+    tracker.finish()
+    piece = tracker.take(done=True)
+    if piece:
+        yield piece
+
+
+@torch.inference_mode()
+def score_ids(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor) -> list[float]:
+    """log p(ids[t] | ids[:t]) for t = 1 .. len(ids) - 1 (the first id is only context).
+
+    A sequence of up to n_context + 1 ids takes one forward. A longer one is scored in
+    windows of n_context inputs, each scoring the next n_context // 2 targets, so every token is
+    predicted from at least n_context - n_context // 2 tokens of context (or all before it).
+    """
+    _check_model(model)
+    row = _check_rows([ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)],
+                      model.config.vocab_size)[0]
+    if len(row) < 2:
+        raise ValueError(f"need at least 2 ids to score (the first is only context), got {len(row)}")
+    n_context = model.config.n_context
+    step = max(1, n_context // 2)
+    seq = torch.tensor(row, dtype=torch.long, device=model.tok_emb.weight.device)
+    out: list[float] = []
+    with _EvalMode(model):
+        first = 1                                             # the next target to score
+        while first < len(row):
+            end = min(len(row), first + step) if len(row) > n_context else len(row)
+            start = max(0, end - 1 - n_context)               # inputs seq[start:end-1]
+            logits = model(seq[start:end - 1].unsqueeze(0))[0]            # (T, V)
+            logp = torch.log_softmax(logits.float(), dim=-1)             # (T, V)
+            targets = seq[first:end]                                      # (n,)
+            rows = logp[first - 1 - start:end - 1 - start]                # (n, V) predicts targets
+            out += rows.gather(1, targets.unsqueeze(1)).squeeze(1).tolist()
+            first = end
+    return out
+
+
+def score(model: torch.nn.Module, tokenizer: Tokenizer, text: str) -> Score:
+    """Per-token log-probabilities and perplexity of `text` under `model`.
+
+    The text is encoded and preceded by the end-of-text token, so its first token is scored too
+    (as the first token of a document). perplexity = exp(-mean over tokens of log p).
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError("score needs a non-empty str")
+    ids = _encode_prompt(tokenizer, text, model)
+    return Score(ids=ids, logprobs=score_ids(model, [tokenizer.eot_id] + ids))
+
+
+__all__ = ["Generation", "Score", "generate", "generate_ids", "score", "score_ids",
+           "sliding_keep", "stream"]

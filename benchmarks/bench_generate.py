@@ -1,0 +1,143 @@
+"""Generation benchmark: decode tokens/s with and without the KV cache, against Hugging Face.
+
+For each model size and each number of new tokens N (batch 1, greedy, a 16-token prompt):
+
+    basegpt, KV cache      generate_ids(model, prompt, max_new_tokens=N, temperature=0)
+    basegpt, no cache      the same with use_cache=False (every step reruns the whole context)
+    HF transformers        GPT2LMHeadModel(GPT2Config of the same size, random init).generate(
+                               do_sample=False, max_new_tokens=N, min_new_tokens=N)
+
+tokens/s = N / wall time of the whole call (prefill included; the prompt is short). Each figure
+is the best of --repeats runs after one warm-up run (the no-cache path at N >= 256 runs once:
+it is slow, and its spread is small). Both models are float32, eval mode, random weights, on the
+same device in the same process, with the same torch thread count (--threads; default 1: at
+batch 1 the matrices are small, and on a shared machine one thread gives stable figures). Sizes:
+
+    seed:   4 blocks x 128 wide, 4 heads (n_k = n_v = 32), n_ff 256,  vocab 4096, n_context 1024
+    larger: 6 blocks x 256 wide, 8 heads (n_k = n_v = 32), n_ff 1024, vocab 4096, n_context 1024
+
+GPT-2 blocks are pre-norm with GELU and learned positions; the basegpt models use the same
+(pre-norm, GELU, learned positions, weight tying like GPT-2) so both do the same arithmetic.
+
+    python benchmarks/bench_generate.py                  # the full table, CPU (about 5 minutes)
+    python benchmarks/bench_generate.py --quick          # N = 64 only
+    python benchmarks/bench_generate.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from basegpt.config import ModelConfig  # noqa: E402
+from basegpt.generate import generate_ids  # noqa: E402
+from basegpt.model import B2lM  # noqa: E402
+
+VOCAB, N_CONTEXT, PROMPT_LEN = 4096, 1024, 16
+SIZES = {
+    "seed 4x128": dict(n_block=4, n_embed=128, n_head=4, n_ff=256),
+    "larger 6x256": dict(n_block=6, n_embed=256, n_head=8, n_ff=1024),
+}
+
+
+def basegpt_model(size: dict, device: str) -> B2lM:
+    cfg = ModelConfig(vocab_size=VOCAB, n_context=N_CONTEXT, n_k=32, n_v=32, norm_position="pre",
+                      activation="gelu", positional="learned", tie_weights=True, **size)
+    return B2lM(cfg).to(device).eval()
+
+
+def hf_model(size: dict, device: str):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=N_CONTEXT, n_embd=size["n_embed"],
+                     n_layer=size["n_block"], n_head=size["n_head"], n_inner=size["n_ff"],
+                     bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    return GPT2LMHeadModel(cfg).to(device).eval()
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def best_time(fn, repeats: int, device: str) -> float:
+    fn()                                                    # warm-up: allocator, kernels
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def run(args: argparse.Namespace) -> list[tuple]:
+    torch.manual_seed(0)
+    rows = []
+    for name, size in SIZES.items():
+        ours, theirs = basegpt_model(size, args.device), hf_model(size, args.device)
+        prompt = torch.randint(1, VOCAB, (1, PROMPT_LEN), device=args.device)
+        for n in args.new_tokens:
+            def cached():
+                out = generate_ids(ours, prompt, max_new_tokens=n, temperature=0)
+                assert len(out[0].ids) == n, "no early stop: no eot given"
+
+            def uncached():
+                generate_ids(ours, prompt, max_new_tokens=n, temperature=0, use_cache=False)
+
+            def hf():
+                with torch.inference_mode():
+                    out = theirs.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                          do_sample=False, max_new_tokens=n, min_new_tokens=n)
+                assert out.shape[1] == PROMPT_LEN + n, "HF generated fewer tokens"
+
+            t_cache = best_time(cached, args.repeats, args.device)
+            t_none = best_time(uncached, args.repeats if n < 256 else 1, args.device)
+            t_hf = best_time(hf, args.repeats, args.device)
+            row = (name, n, n / t_cache, n / t_none, n / t_hf)
+            rows.append(row)
+            print(f"{name:14s} N={n:4d}  cache {row[2]:8.0f} tok/s  no cache {row[3]:7.0f}  "
+                  f"HF {row[4]:7.0f}", file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256, 512])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="N = 64 only")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.new_tokens = [64]
+    import transformers
+    rows = run(args)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = "?"
+    print(f"\nPython {platform.python_version()}, torch {torch.__version__}, transformers "
+          f"{transformers.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"commit {commit}\n")
+    print("| model | new tokens | basegpt KV cache (tok/s) | basegpt no cache (tok/s) | "
+          "cache speed-up | HF generate (tok/s) | basegpt / HF |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, n, cache, none, hf in rows:
+        print(f"| {name} | {n} | {cache:,.0f} | {none:,.0f} | {cache / none:.1f}x | {hf:,.0f} | "
+              f"{cache / hf:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

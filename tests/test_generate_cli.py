@@ -1,0 +1,91 @@
+"""`basegpt generate RUN_DIR ...`: on a run directory written by checkpoint.save_run, the CLI
+prints what the library generates (streamed or not), one prompt per line in --interactive mode,
+and a missing or incompatible run directory is a one-line error with exit code 2."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+
+from basegpt import Tokenizer
+from basegpt.checkpoint import load_run, save_run
+from basegpt.cli import main
+from basegpt.config import ModelConfig
+from basegpt.generate import generate
+from basegpt.model import B2lM
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tokenizer = Tokenizer(vocab_size=300)
+    torch.manual_seed(0)
+    model = B2lM(ModelConfig(vocab_size=len(tokenizer), n_context=64, n_block=2, n_embed=32,
+                             n_head=4, n_k=8, n_v=8, n_ff=64))
+    return save_run(tmp_path_factory.mktemp("run"), model, tokenizer)
+
+
+def library(run_dir, prompt, **kw):
+    run = load_run(run_dir)
+    return generate(run.model, run.tokenizer, prompt, **kw)
+
+
+def test_generate_prints_the_prompt_and_the_streamed_text(run_dir, capsys):
+    code = main(["generate", str(run_dir), "--prompt", "Hi", "--max-new-tokens", "20",
+                 "--seed", "3", "--top-k", "40"])
+    out = capsys.readouterr().out
+    assert code == 0, "exit code 0"
+    expected = "Hi" + library(run_dir, "Hi", max_new_tokens=20, seed=3, top_k=40) + "\n"
+    assert out == expected, f"stdout {out!r} vs {expected!r}"
+    assert main(["generate", str(run_dir), "--prompt", "Hi", "--max-new-tokens", "20", "--seed",
+                 "3", "--top-k", "40", "--no-stream"]) == 0
+    assert capsys.readouterr().out == expected, "--no-stream prints the same text"
+
+
+def test_num_samples_use_consecutive_seeds_and_stop_strings_work(run_dir, capsys, tmp_path):
+    prompt_file = tmp_path / "p.txt"
+    prompt_file.write_text("ab", encoding="utf-8")
+    assert main(["generate", str(run_dir), "--prompt-file", str(prompt_file), "--num-samples", "2",
+                 "--seed", "5", "--max-new-tokens", "15", "--temperature", "0.9",
+                 "--stop", "\\n"]) == 0
+    out = capsys.readouterr().out
+    texts = [library(run_dir, "ab", max_new_tokens=15, temperature=0.9, seed=s, stop=["\n"])
+             for s in (5, 6)]
+    expected = "".join(f"=== sample {i + 1} of 2 ===\nab{t}\n" for i, t in enumerate(texts))
+    assert out == expected, f"stdout {out!r}"
+
+
+def test_interactive_reads_prompts_until_eof(run_dir, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("one\n\ntwo\n"))
+    assert main(["generate", str(run_dir), "--interactive", "--temperature", "0",
+                 "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    expected = "".join(library(run_dir, p, max_new_tokens=6, temperature=0) + "\n"
+                       for p in ("one", "two"))
+    assert out == expected, f"one continuation per non-empty line: {out!r}"
+
+
+def test_missing_or_incompatible_run_directory_exits_2(run_dir, capsys, tmp_path):
+    assert main(["generate", str(tmp_path / "nope"), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("basegpt: error:") and err.count("\n") == 1, f"one line: {err!r}"
+    assert "no such run directory" in err, err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("model.safetensors", "tokenizer.json"):
+        (broken / name).write_bytes((run_dir / name).read_bytes())
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"]["n_embed"] = 48                                   # weights no longer fit
+    (broken / "config.json").write_text(json.dumps(config))
+    assert main(["generate", str(broken), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "shape" in err, f"incompatible weights: {err!r}"
+
+
+def test_bad_sampling_flags_exit_2_with_the_valid_range(run_dir, capsys):
+    assert main(["generate", str(run_dir), "--prompt", "x", "--top-p", "1.5"]) == 2
+    assert "top_p=1.5: must be in (0, 1]" in capsys.readouterr().err, "names the range"
+    assert main(["generate", str(run_dir), "--prompt", "x", "--prompt-file", "f"]) == 2
+    assert "not both" in capsys.readouterr().err
