@@ -1,7 +1,12 @@
 """Conversions between basegpt and other ecosystems' formats.
 
 The only place where tiktoken, tokenizers and transformers may be used, and only inside the
-functions that need them, so `import basegpt` never imports them.
+functions that need them, so `import basegpt` never imports them. (Import from HF needs none
+of them: it reads JSON and safetensors directly.)
 
-    tokenizers.py   Tokenizer -> tiktoken Encoding / rank file, HF tokenizers tokenizer.json
+    tokenizers.py   Tokenizer -> tiktoken Encoding / rank file, HF tokenizers tokenizer.json;
+                    HF byte-level BPE (tokenizer.json, vocab.json + merges.txt) -> Tokenizer
+    hf_gpt2.py      run directory <-> Hugging Face GPT-2 directory (config.json,
+                    model.safetensors, tokenizer files), with the id map between the two
+                    numberings; `basegpt export` / `basegpt import hf`
 """

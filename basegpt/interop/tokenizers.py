@@ -1,4 +1,5 @@
-"""Export a basegpt Tokenizer to tiktoken and to Hugging Face `tokenizers`, ids unchanged.
+"""Export a basegpt Tokenizer to tiktoken and to Hugging Face `tokenizers`, ids unchanged;
+import an HF byte-level BPE tokenizer (tokenizer.json, or GPT-2's vocab.json + merges.txt).
 
 Both peers implement byte-level BPE too, so the export is a change of notation:
 
@@ -10,6 +11,9 @@ Both peers implement byte-level BPE too, so the export is a change of notation:
 The split pattern is exported as its explicit code-point ranges (`pretokenize.render(...,
 "rust")`), so all three engines cut text into the same chunks. tiktoken and tokenizers are
 imported inside the functions that need them; basegpt's core never imports them.
+
+Import reads the JSON directly (no library needed) and maps each HF merge to a basegpt merge;
+HF ids may be in any order, so it also returns the id map (see `from_hf_tokenizer_json`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 
 from basegpt._io import atomic_write_text
 from basegpt.tokenizer import Tokenizer
-from basegpt.tokenizer.pretokenize import render
+from basegpt.tokenizer.pretokenize import BUILTIN_PATTERNS, render
 
 _WHOLE_TEXT = r"[\s\S]+"
 """Pattern 'none' for peers: every document is one chunk."""
@@ -162,3 +166,164 @@ def to_hf_tokenizer(tokenizer: Tokenizer):
     from tokenizers import Tokenizer as HFTokenizer  # optional dependency
 
     return HFTokenizer.from_str(json.dumps(hf_tokenizer_json(tokenizer)))
+
+
+# ------------------------------------------------------------------------ HF tokenizers -> basegpt
+
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+"""GPT-2's split pattern as GPT-2 and HF tokenizers write it (the ByteLevel pre-tokenizer's
+built-in regex); basegpt's "gpt2" pattern is the same regex spelled with explicit ranges."""
+
+_BPE_DEFAULTS = {"dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                 "end_of_word_suffix": None, "byte_fallback": False, "ignore_merges": False}
+"""BPE model options under which HF's BPE computes what basegpt's does; "" counts as None."""
+
+
+def split_pattern_of(pre_tokenizer: dict | None) -> str:
+    """The basegpt pattern name ("gpt2", "gpt4", "none") of an HF byte-level pre-tokenizer.
+
+    Two forms are understood: GPT-2's own, `ByteLevel(use_regex=True)` (its built-in regex is
+    GPT-2's pattern), and `Sequence[Split(regex), ByteLevel(use_regex=False)]` as basegpt
+    exports it, where the regex must be one of basegpt's built-in patterns or GPT2_REGEX.
+    Anything else is a ValueError: basegpt could not promise the same chunks.
+    """
+    def byte_level(step: dict, use_regex: bool) -> None:
+        if step.get("add_prefix_space", False):
+            raise ValueError("the ByteLevel pre-tokenizer has add_prefix_space=true (a space is "
+                             "added before every text); basegpt adds none, so ids would differ")
+        if step.get("use_regex", True) != use_regex:
+            raise ValueError(f"unsupported ByteLevel pre-tokenizer {step}")
+
+    if not isinstance(pre_tokenizer, dict):
+        raise ValueError("tokenizer.json has no byte-level pre-tokenizer; basegpt imports "
+                         "byte-level BPE tokenizers (GPT-2 style) only")
+    if pre_tokenizer.get("type") == "ByteLevel":
+        byte_level(pre_tokenizer, pre_tokenizer.get("use_regex", True))
+        return "gpt2" if pre_tokenizer.get("use_regex", True) else "none"
+    steps = pre_tokenizer.get("pretokenizers", [])
+    if (pre_tokenizer.get("type") != "Sequence" or len(steps) != 2
+            or steps[0].get("type") != "Split" or steps[1].get("type") != "ByteLevel"):
+        raise ValueError(f"unsupported pre-tokenizer {json.dumps(pre_tokenizer)[:200]}; basegpt "
+                         "imports ByteLevel, or Split(regex) followed by ByteLevel(use_regex=false)")
+    byte_level(steps[1], use_regex=False)
+    split = steps[0]
+    if split.get("behavior") != "Isolated" or split.get("invert", False):
+        raise ValueError(f"unsupported Split pre-tokenizer (behavior {split.get('behavior')!r}, "
+                         f"invert {split.get('invert')!r}); basegpt needs Isolated, not inverted")
+    regex = split.get("pattern", {}).get("Regex")
+    known = {render(t, "rust"): name for name, t in BUILTIN_PATTERNS.items() if t}
+    known |= {GPT2_REGEX: "gpt2", _WHOLE_TEXT: "none"}
+    if regex not in known:
+        raise ValueError(f"the split regex {str(regex)[:80]!r}... is not one of basegpt's "
+                         f"patterns ({', '.join(p for p in BUILTIN_PATTERNS if p != 'none')}, "
+                         "GPT-2's); basegpt cannot promise the same chunks for it")
+    return known[regex]
+
+
+def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None
+                           ) -> tuple[Tokenizer, list[int]]:
+    """A basegpt Tokenizer from the content of an HF byte-level BPE tokenizer.json, and the id
+    map: `hf_ids[i]` is the HF id of basegpt token i (see hf_gpt2.py for why ids are mapped).
+
+    basegpt numbers tokens by construction (bytes 0..255, merge i -> 256 + i, then special
+    tokens); the HF ids of the same tokens may be in any order ("!" is id 0 in GPT-2). Each HF
+    merge (a, b) becomes a basegpt merge of the ids of a's and b's bytes, in the same order,
+    so both apply the same merges in the same priority. Added tokens become special tokens,
+    ordered by HF id. `n_vocab` (the model's vocabulary) may exceed the tokenizer's: every HF
+    id below it that no token uses gets a placeholder special token "<|unused_ID|>", so that
+    len(tokenizer) == n_vocab and the map is a permutation of range(n_vocab).
+    """
+    model = data.get("model") or {}
+    if model.get("type") != "BPE":
+        raise ValueError(f"tokenizer model is {model.get('type')!r}; basegpt imports BPE only")
+    for key, want in _BPE_DEFAULTS.items():
+        value = model.get(key) or (False if want is False else None)    # "" and absent = off
+        if value != want:
+            raise ValueError(f"BPE option {key}={model.get(key)!r} is not supported (basegpt "
+                             f"needs {want!r}); ids would differ")
+    if data.get("normalizer") is not None:
+        raise ValueError(f"tokenizer has a normalizer ({data['normalizer'].get('type')}); "
+                         "basegpt encodes the text unchanged, so ids would differ")
+    pattern = split_pattern_of(data.get("pre_tokenizer"))
+    vocab: dict[str, int] = model.get("vocab") or {}
+    merges = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges") or []]
+    added = sorted(data.get("added_tokens") or [], key=lambda t: t["id"])
+
+    unspell = {c: b for b, c in byte_to_unicode().items()}
+    spell = byte_to_unicode()
+
+    def to_bytes(token: str) -> bytes:
+        try:
+            return bytes(unspell[c] for c in token)
+        except KeyError:
+            raise ValueError(f"token {token!r} is not written in GPT-2's byte-level "
+                             "alphabet; not a byte-level BPE tokenizer") from None
+
+    missing = [b for b in range(256) if spell[b] not in vocab]
+    if missing:
+        raise ValueError(f"the vocabulary lacks {len(missing)} of the 256 byte tokens (e.g. "
+                         f"byte {missing[0]} {spell[missing[0]]!r}); basegpt needs every byte")
+    hf_ids = [vocab[spell[b]] for b in range(256)]
+    known: dict[bytes, int] = {bytes([b]): b for b in range(256)}
+    pairs: list[tuple[int, int]] = []
+    for i, merge in enumerate(merges):
+        if len(merge) != 2:
+            raise ValueError(f"merge {i} {merge!r} is not a pair of tokens")
+        a, b = (to_bytes(t) for t in merge)
+        if a not in known or b not in known:
+            raise ValueError(f"merge {i} {merge!r} uses a token no earlier merge made")
+        if a + b in known:
+            raise ValueError(f"merge {i} {merge!r} makes {merge[0] + merge[1]!r}, which an "
+                             "earlier merge made already; basegpt needs one merge per token")
+        if merge[0] + merge[1] not in vocab:
+            raise ValueError(f"merge {i} {merge!r} makes {merge[0] + merge[1]!r}, which is "
+                             "not in the vocabulary")
+        pairs.append((known[a], known[b]))
+        known[a + b] = 256 + i
+        hf_ids.append(vocab[merge[0] + merge[1]])
+
+    specials: dict[str, int] = {}
+    used = set(hf_ids)
+    for token in added:
+        if token["id"] in used:
+            raise ValueError(f"added token {token['content']!r} has id {token['id']}, which "
+                             "is also a byte or merge token; basegpt cannot import that")
+        if not token.get("special", False):
+            raise ValueError(f"added token {token['content']!r} is not special: HF finds it in "
+                             "any text, basegpt's special tokens only when allowed")
+        specials[token["content"]] = token["id"]
+        used.add(token["id"])
+    stray = {t: i for t, i in vocab.items() if i not in used}
+    if stray:
+        token, token_id = next(iter(stray.items()))
+        raise ValueError(f"{len(stray)} vocabulary entries (e.g. {token!r}, id {token_id}) are "
+                         "neither bytes, merge results nor added tokens")
+    n_vocab = max(used) + 1 if n_vocab is None else n_vocab
+    if max(used) >= n_vocab:
+        raise ValueError(f"the tokenizer uses id {max(used)} but the model has only "
+                         f"{n_vocab} rows (vocab_size)")
+    for hf_id in range(n_vocab):
+        if hf_id not in used:
+            specials[f"<|unused_{hf_id}|>"] = hf_id
+    names = sorted(specials, key=specials.get)
+    tokenizer = Tokenizer(vocab_size=256 + len(pairs) + len(names), pattern=pattern,
+                          special_tokens=names)
+    tokenizer._set(pairs, {})
+    tokenizer.register_special_tokens({name: 256 + len(pairs) + k for k, name in enumerate(names)})
+    hf_ids += [specials[name] for name in names]
+    return tokenizer, hf_ids
+
+
+def hf_json_from_vocab_merges(vocab: dict[str, int], merges_text: str,
+                              special_tokens: list[str], add_prefix_space: bool = False) -> dict:
+    """The tokenizer.json content equivalent to GPT-2's original files, vocab.json and
+    merges.txt (a "#version" line, then one "a b" merge per line), for from_hf_tokenizer_json.
+    `special_tokens` are the vocab entries that are special (e.g. "<|endoftext|>")."""
+    merges = [line.split(" ") for line in merges_text.splitlines()
+              if line and not line.startswith("#version")]
+    added = [{"id": vocab[name], "content": name, "special": True}
+             for name in special_tokens if name in vocab]
+    return {"model": {"type": "BPE", "vocab": vocab, "merges": merges},
+            "normalizer": None, "added_tokens": added,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": add_prefix_space,
+                              "use_regex": True}}

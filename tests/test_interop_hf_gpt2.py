@@ -1,0 +1,345 @@
+"""Hugging Face GPT-2 interop: export and import give the same ids, logits and greedy tokens.
+
+Every HF model here is a random-init GPT2LMHeadModel built by transformers in the test and
+saved with save_pretrained; every HF tokenizer is trained with `tokenizers` in the test.
+Nothing is downloaded (HF_HUB_OFFLINE=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+transformers = pytest.importorskip("transformers", reason="transformers is a test extra")
+tokenizers = pytest.importorskip("tokenizers", reason="tokenizers is a test extra")
+tiktoken = pytest.importorskip("tiktoken", reason="tiktoken is a test extra")
+
+from basegpt import B2lM, Tokenizer  # noqa: E402
+from basegpt.checkpoint import load_run, save_run  # noqa: E402
+from basegpt.cli import main  # noqa: E402
+from basegpt.config import ModelConfig  # noqa: E402
+from basegpt.corpus import builtin_corpus  # noqa: E402
+from basegpt.interop.hf_gpt2 import (IdMap, export_hf, export_tiktoken, hf_incompatibilities,  # noqa: E402
+                                     import_hf, read_hf_tokenizer)
+from basegpt.interop.tokenizers import load_tiktoken  # noqa: E402
+
+TEXT = ("Hello, world! Ça va? Grüße aus Köln. Привет, мир. 你好，世界。こんにちは。안녕하세요. "
+        "مرحبا بالعالم. नमस्ते दुनिया. Ελληνικά. 😀👍🏽 e\u0301 ﬁ ½ Ⅻ\n"
+        "def add(a, b):\n    return a + b  # it's they'll\n\tx = 12345678; y = 3.14\r\n  end ſ K\n")
+unicode_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
+
+# (HF config fields, basegpt tokenizer pattern for the export direction). Vocabularies are
+# ~420 tokens, so every n_positions is smaller than the vocabulary.
+SHAPES = {
+    "tied-4heads": (dict(n_embd=32, n_layer=2, n_head=4, n_positions=96,
+                         tie_word_embeddings=True), "gpt4"),
+    "untied-3heads": (dict(n_embd=48, n_layer=2, n_head=3, n_positions=80, n_inner=64,
+                           tie_word_embeddings=False), "gpt2"),
+    "untied-8heads": (dict(n_embd=64, n_layer=3, n_head=8, n_positions=72,
+                           layer_norm_epsilon=1e-6, tie_word_embeddings=False), "gpt4"),
+}
+INIT_STD = 0.1     # wider than GPT-2's 0.02: well-separated logits, so greedy never meets a near-tie
+ATOL = RTOL = 1e-5
+
+
+def _docs() -> list[str]:
+    return list(builtin_corpus(40_000)) + [TEXT * 3]
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(tmp_path_factory):
+    """A byte-level BPE trained by `tokenizers`: special tokens first, then its own byte order,
+    so its ids are NOT basegpt's layout. Saved as transformers saves it."""
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(_docs(), vocab_size=420, show_progress=False,
+                            special_tokens=["<|endoftext|>", "<|pad|>"])
+    path = tmp_path_factory.mktemp("hftok")
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer,
+                                                eos_token="<|endoftext|>",
+                                                bos_token="<|endoftext|>", pad_token="<|pad|>")
+    fast.save_pretrained(path)
+    return path
+
+
+def _hf_ids(hf_tok, text: str) -> list[int]:
+    # basegpt encodes special-token text as ordinary text; HF's equivalent switch:
+    backend = hf_tok.backend_tokenizer
+    backend.encode_special_tokens = True
+    return backend.encode(text, add_special_tokens=False).ids
+
+
+def _greedy(model: B2lM, ids: list[int], n: int) -> list[int]:
+    """Cached greedy decoding, written out so this test depends only on the model."""
+    cache = model.new_kv_cache(1, len(ids) + n)
+    x, out = torch.tensor([ids]), []
+    with torch.no_grad():
+        for _ in range(n):
+            next_id = int(model(x, kv_cache=cache, logits_for="last")[0, -1].argmax())
+            out.append(next_id)
+            x = torch.tensor([[next_id]])
+    return out
+
+
+def _hf_greedy(hf_model, ids: list[int], n: int) -> list[int]:
+    hf_model.generation_config.eos_token_id = None      # basegpt's loop above never stops early
+    out = hf_model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n,
+                            do_sample=False, pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+def _check_same_model(model: B2lM, tok: Tokenizer, hf_model, hf_tok, id_map: IdMap) -> None:
+    """The three checks: ids on text, logits on random ids and on text, greedy 50 tokens."""
+    ids = tok.encode(TEXT)
+    hf_ids = _hf_ids(hf_tok, TEXT)
+    assert id_map.to_hf(ids) == hf_ids, "basegpt's ids (mapped) equal the HF tokenizer's"
+    cols = torch.tensor(id_map.hf)                     # HF column of each basegpt id
+    T = model.config.n_context
+    g = torch.Generator().manual_seed(0)
+    random_hf = torch.randint(0, model.config.vocab_size, (2, T), generator=g)
+    random_ours = torch.tensor([id_map.from_hf(row) for row in random_hf.tolist()])
+    text_hf = torch.tensor([hf_ids[:T]])
+    with torch.no_grad():
+        for ours_in, hf_in in ((random_ours, random_hf), (torch.tensor([ids[:T]]), text_hf)):
+            ours = model(ours_in)                                   # (B, T, V)
+            theirs = hf_model(hf_in).logits[..., cols]              # (B, T, V) in basegpt order
+            torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=RTOL)
+    prompt = ids[:12]
+    assert id_map.to_hf(_greedy(model, prompt, 50)) == _hf_greedy(hf_model, id_map.to_hf(prompt), 50), \
+        "greedy decoding gives the same 50 tokens"
+
+
+def _hf_model(fields: dict, vocab_size: int, seed: int):
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(vocab_size=vocab_size, initializer_range=INIT_STD,
+                                     bos_token_id=0, eos_token_id=0, pad_token_id=1, **fields)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+# ------------------------------------------------------------------------ import
+
+@pytest.fixture(scope="module", params=sorted(SHAPES))
+def imported(request, hf_tokenizer, tmp_path_factory):
+    """(HF dir, HF model, HF tokenizer, run dir, import result) for one shape."""
+    fields, _ = SHAPES[request.param]
+    hf_dir = tmp_path_factory.mktemp(f"hf-{request.param}")
+    for f in hf_tokenizer.iterdir():
+        shutil.copy(f, hf_dir)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    hf_model = _hf_model(fields, len(hf_tok), seed=sorted(SHAPES).index(request.param))
+    hf_model.save_pretrained(hf_dir)
+    run_dir = tmp_path_factory.mktemp(f"run-{request.param}") / "run"
+    result = import_hf(hf_dir, run_dir)
+    return hf_dir, hf_model, hf_tok, run_dir, result
+
+
+def test_import_gives_hf_ids_logits_and_greedy_tokens(imported):
+    hf_dir, hf_model, hf_tok, run_dir, result = imported
+    assert not result.id_map.is_identity, "a `tokenizers` vocabulary is not in basegpt's layout"
+    run = load_run(run_dir)
+    assert len(run.tokenizer) == hf_model.config.vocab_size == len(hf_tok)
+    _check_same_model(run.model, run.tokenizer, hf_model, hf_tok, result.id_map)
+
+
+def test_export_of_import_reproduces_every_tensor_bit_for_bit(imported, tmp_path):
+    hf_dir, hf_model, hf_tok, run_dir, _ = imported
+    export_hf(run_dir, tmp_path)
+    original, again = load_file(hf_dir / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    assert sorted(original) == sorted(again), "the same tensor names"
+    for name, tensor in original.items():
+        assert torch.equal(tensor, again[name]), f"{name} differs"
+    src, out = (json.loads((d / "tokenizer.json").read_text()) for d in (hf_dir, tmp_path))
+
+    def ids(data: dict) -> dict[str, int]:     # `tokenizers` also lists added tokens in the vocab
+        return data["model"]["vocab"] | {t["content"]: t["id"] for t in data["added_tokens"]}
+
+    assert ids(out) == ids(src), "the same HF id for every token"
+    assert out["model"]["merges"] == src["model"]["merges"], "the same merges"
+    src_config, out_config = (json.loads((d / "config.json").read_text()) for d in (hf_dir, tmp_path))
+    for key in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "tie_word_embeddings",
+                "layer_norm_epsilon"):
+        assert out_config[key] == src_config[key], key
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=unicode_text)
+def test_imported_tokenizer_gives_hf_ids_on_random_strings(imported, text):
+    _, _, hf_tok, run_dir, result = imported
+    tok = Tokenizer.load(run_dir / "tokenizer.json")
+    assert result.id_map.to_hf(tok.encode(text)) == _hf_ids(hf_tok, text), f"differs on {text!r}"
+
+
+def test_vocab_json_and_merges_txt_give_the_same_tokenizer(hf_tokenizer, tmp_path):
+    data = json.loads((hf_tokenizer / "tokenizer.json").read_text())
+    bpe = tokenizers.models.BPE(data["model"]["vocab"], [tuple(m) for m in data["model"]["merges"]])
+    written = sorted(os.path.basename(p) for p in bpe.save(str(tmp_path)))
+    assert written == ["merges.txt", "vocab.json"], written
+    shutil.copy(hf_tokenizer / "tokenizer_config.json", tmp_path)
+    from_files, files_map = read_hf_tokenizer(tmp_path)
+    from_json, json_map = read_hf_tokenizer(hf_tokenizer)
+    assert from_files.hash == from_json.hash and files_map == json_map, "same merges, ids, specials"
+
+
+def test_legacy_pickle_loads_only_when_allowed(imported, tmp_path):
+    hf_dir, hf_model, _, run_dir, _ = imported
+    legacy = tmp_path / "legacy"
+    shutil.copytree(hf_dir, legacy)
+    (legacy / "model.safetensors").unlink()
+    torch.save(hf_model.state_dict(), legacy / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="allow_pickle"):
+        import_hf(legacy, tmp_path / "run")
+    result = import_hf(legacy, tmp_path / "run", allow_pickle=True)
+    assert result.pickled
+    a, b = load_file(tmp_path / "run" / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in b), "the same weights as from safetensors"
+
+
+# ------------------------------------------------------------------------ export
+
+@pytest.fixture(scope="module")
+def basegpt_tokenizers():
+    return {p: Tokenizer(vocab_size=420, pattern=p).train(_docs(), progress=False)
+            for p in ("gpt2", "gpt4")}
+
+
+@pytest.fixture(scope="module", params=sorted(SHAPES))
+def exported(request, basegpt_tokenizers, tmp_path_factory):
+    fields, pattern = SHAPES[request.param]
+    tok = basegpt_tokenizers[pattern]
+    torch.manual_seed(10 + sorted(SHAPES).index(request.param))
+    C, H = fields["n_embd"], fields["n_head"]
+    model = B2lM(vocab_size=len(tok), n_context=fields["n_positions"], n_block=fields["n_layer"],
+                 n_embed=C, n_head=H, n_k=C // H, n_v=C // H, n_ff=fields.get("n_inner", 4 * C),
+                 norm_position="pre", positional="learned", activation="gelu",
+                 norm_eps=fields.get("layer_norm_epsilon", 1e-5), init_std=INIT_STD,
+                 tie_weights=fields["tie_word_embeddings"]).eval()
+    run_dir = tmp_path_factory.mktemp(f"bg-{request.param}")
+    save_run(run_dir, model, tok)
+    out = tmp_path_factory.mktemp(f"bg-hf-{request.param}")
+    assert main(["export", str(run_dir), "--format", "hf", str(out)]) == 0
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    return model, tok, hf_model, hf_tok, run_dir, out
+
+
+def test_export_loads_in_transformers_with_the_same_ids_logits_and_tokens(exported):
+    model, tok, hf_model, hf_tok, _, out = exported
+    assert hf_tok.eos_token == hf_tok.bos_token == "<|endoftext|>" and hf_tok.pad_token == "<|pad|>"
+    assert hf_model.config.eos_token_id == tok.eot_id and hf_model.config.pad_token_id == tok.pad_id
+    assert (hf_model.lm_head.weight is hf_model.transformer.wte.weight) == model.config.tie_weights
+    _check_same_model(model, tok, hf_model, hf_tok, IdMap.identity(len(tok)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=unicode_text)
+def test_exported_tokenizer_gives_basegpt_ids_on_random_strings(exported, text):
+    _, tok, _, hf_tok, _, _ = exported
+    assert _hf_ids(hf_tok, text) == tok.encode(text), f"differs on {text!r}"
+
+
+def test_import_of_export_keeps_ids_identical(exported, tmp_path):
+    model, tok, _, _, _, out = exported
+    result = import_hf(out, tmp_path / "run")
+    assert result.id_map.is_identity, "basegpt's own export is in basegpt's layout"
+    run = load_run(tmp_path / "run")
+    assert run.tokenizer.hash == tok.hash, "the very same tokenizer"
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(run.model.state_dict()[name], tensor), name
+
+
+def test_tiktoken_rank_file_gives_basegpt_ids(exported, imported, tmp_path):
+    for run_dir, name in ((exported[4], "exported"), (imported[3], "imported")):
+        tok = Tokenizer.load(run_dir / "tokenizer.json")
+        assert main(["export", str(run_dir), "--format", "tiktoken", str(tmp_path / name)]) == 0
+        encoding = load_tiktoken(tmp_path / name / "tokenizer.tiktoken")
+        for text in (TEXT, "".join(builtin_corpus(5_000, skip_bytes=1_000_000))):
+            assert encoding.encode_ordinary(text) == tok.encode(text), f"{name} run"
+
+
+# ------------------------------------------------------------------------ errors
+
+def _compatible(**changes) -> ModelConfig:
+    base = ModelConfig(vocab_size=258, n_context=16, n_block=2, n_embed=32, n_head=4, n_k=8, n_v=8,
+                       n_ff=64, norm_position="pre", positional="learned", activation="gelu")
+    return base.replace(**changes)
+
+
+@pytest.mark.parametrize("changes, named", [
+    (dict(norm_position="post"), "norm_position='post' (needs 'pre')"),
+    (dict(positional="rope"), "positional='rope' (needs 'learned')"),
+    (dict(positional="sinusoidal"), "positional='sinusoidal' (needs 'learned')"),
+    (dict(activation="swiglu"), "activation='swiglu' (needs 'gelu')"),
+    (dict(activation="relu"), "activation='relu' (needs 'gelu')"),
+    (dict(norm="rmsnorm"), "norm='rmsnorm' (needs 'layernorm')"),
+    (dict(bias=False), "bias=False (needs True)"),
+    (dict(n_kv_head=2), "n_kv_head=2 (needs None"),
+    (dict(n_k=16), "n_k=16 (needs 8 = n_embed / n_head)"),
+    (dict(n_v=4), "n_v=4 (needs 8 = n_embed / n_head)"),
+    (dict(n_head=3, n_k=8, n_v=8), "n_head=3 (needs a divisor of n_embed=32)"),
+    (dict(blocks=[{}, {"n_ff": 128}]), "blocks[1].n_ff=128 (needs 64"),
+])
+def test_each_non_exportable_option_is_named(changes, named, tmp_path):
+    config = _compatible(**changes)
+    tok = Tokenizer()            # untrained: 256 bytes + 2 special tokens
+    with pytest.raises(ValueError, match="cannot be exported") as error:
+        export_hf((B2lM(config), tok), tmp_path)
+    assert named in str(error.value), str(error.value)
+    assert not (tmp_path / "model.safetensors").exists(), "nothing written"
+
+
+def test_every_incompatible_field_is_listed_at_once():
+    problems = "; ".join(hf_incompatibilities(ModelConfig()))   # the original design's model
+    for field in ("norm_position", "positional", "activation"):
+        assert field in problems, problems
+    assert hf_incompatibilities(_compatible(blocks=[{"attention": "manual"}, {}])) == [], \
+        "the attention kernel does not change the numbers"
+
+
+def test_a_non_exportable_run_is_a_one_line_cli_error(tmp_path, capsys):
+    tok = Tokenizer()            # untrained: 256 bytes + 2 special tokens
+    save_run(tmp_path / "run", B2lM(_compatible(norm="rmsnorm")), tok)
+    assert main(["export", str(tmp_path / "run"), "--format", "hf", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "norm='rmsnorm' (needs 'layernorm')" in err and err.count("\n") == 1, err
+
+
+def _broken_copy(imported, tmp_path):
+    hf_dir = tmp_path / "hf"
+    shutil.copytree(imported[0], hf_dir)
+    return hf_dir
+
+
+def test_import_errors_name_the_problem(imported, tmp_path):
+    hf_dir = _broken_copy(imported, tmp_path)
+    config = json.loads((hf_dir / "config.json").read_text())
+    tensors = load_file(hf_dir / "model.safetensors")
+
+    def fails(match, **kw):
+        with pytest.raises((ValueError, FileNotFoundError), match=match):
+            import_hf(hf_dir, tmp_path / "run", **kw)
+
+    (hf_dir / "config.json").write_text(json.dumps(config | {"model_type": "llama",
+                                                             "architectures": ["LlamaForCausalLM"]}))
+    fails("unknown architecture")
+    (hf_dir / "config.json").write_text(json.dumps(config | {"activation_function": "gelu"}))
+    fails("activation_function='gelu'")
+    (hf_dir / "config.json").write_text(json.dumps(config | {"n_inner": 40}))
+    fails(r"tensor transformer\.h\.0\.mlp\.c_fc\.weight has shape .* needs \(%d, 40\)"
+          % config["n_embd"])
+    (hf_dir / "config.json").write_text(json.dumps(config))
+    save_file({k: v for k, v in tensors.items() if k != "transformer.h.1.ln_2.bias"},
+              hf_dir / "model.safetensors", metadata={"format": "pt"})
+    fails(r"tensor transformer\.h\.1\.ln_2\.bias is missing \(expected shape \(%d,\)"
+          % config["n_embd"])
+    (hf_dir / "model.safetensors").unlink()
+    fails("has no weights.*never downloads")
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        import_hf("gpt2", tmp_path / "run")
+    assert not (tmp_path / "run" / "config.json").exists(), "no half-written run"
