@@ -225,8 +225,8 @@ class _Decoder:
         self.pad_lengths = (torch.tensor(pad, device=self.seq.device) if any(pad) else None)
 
     @torch.inference_mode()
-    def step(self) -> list[int]:
-        """Generate one token for every row; returns the indices of rows that took it."""
+    def step(self) -> None:
+        """Generate one token for every row (rows already finished ignore theirs)."""
         model, ws, L = self.model, self.window_start, self.length
         if L - ws > self.n_context:                       # the window would overflow: slide
             ws = L - sliding_keep(self.n_context)
@@ -252,11 +252,9 @@ class _Decoder:
         if self.logprobs is not None:
             lp = torch.log_softmax(logits.float(), dim=-1).gather(1, next_ids.unsqueeze(1))
             lps = lp.squeeze(1).tolist()
-        took = []
         for b, token in enumerate(chosen):
             if self.finish[b] is not None:
                 continue                                  # finished rows ride along, ignored
-            took.append(b)
             self.ids[b].append(token)
             if self.logprobs is not None:
                 self.logprobs[b].append(lps[b])
@@ -268,7 +266,6 @@ class _Decoder:
                 self.finish[b] = "stop"
         if self.remaining == 0:
             self.finish = [f or "length" for f in self.finish]
-        return took
 
     def results(self) -> list[Generation]:
         out = []
@@ -489,12 +486,11 @@ def stream(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, *,
     if not isinstance(prompt, str):
         raise TypeError(f"stream takes one prompt (str), got {type(prompt).__name__}; "
                         "for several prompts use generate")
-    with _EvalMode(model):
-        decoder = _text_decoder(model, tokenizer, [prompt], max_new_tokens=max_new_tokens,
-                                temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                repetition_penalty=repetition_penalty, stop=stop, seed=seed,
-                                stop_at_eot=stop_at_eot, use_cache=use_cache,
-                                strict_context=strict_context, return_logprobs=False)
+    decoder = _text_decoder(model, tokenizer, [prompt], max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                            repetition_penalty=repetition_penalty, stop=stop, seed=seed,
+                            stop_at_eot=stop_at_eot, use_cache=use_cache,
+                            strict_context=strict_context, return_logprobs=False)
     return _stream_pieces(model, decoder)
 
 
