@@ -8,8 +8,8 @@ For each model size and each number of new tokens N (batch 1, greedy, a 16-token
                                do_sample=False, max_new_tokens=N, min_new_tokens=N)
 
 tokens/s = N / wall time of the whole call (prefill included; the prompt is short). Each figure
-is the best of --repeats runs after one warm-up run (the no-cache path at N >= 256 runs once:
-it is slow, and its spread is small). Both models are float32, eval mode, random weights, on the
+is the best of --repeats runs after one warm-up run, basegpt and HF taking turns (the no-cache
+path at N >= 256 runs once: it is slow, and its spread is small). Both models are float32, eval mode, random weights, on the
 same device in the same process, with the same torch thread count (--threads; default 1: at
 batch 1 the matrices are small, and on a shared machine one thread gives stable figures). Sizes:
 
@@ -68,16 +68,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def best_time(fn, repeats: int, device: str) -> float:
-    fn()                                                    # warm-up: allocator, kernels
-    times = []
+def best_times(fns, repeats: int, device: str) -> list[float]:
+    """Best wall time of each function over `repeats` rounds, after one warm-up round. The
+    functions take turns within each round, so a burst of load from elsewhere on the machine
+    hits all of them alike instead of one contender's whole measurement."""
+    for fn in fns:
+        fn()                                                # warm-up: allocator, kernels
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, fn in enumerate(fns):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def run(args: argparse.Namespace) -> list[tuple]:
@@ -100,9 +105,8 @@ def run(args: argparse.Namespace) -> list[tuple]:
                                           do_sample=False, max_new_tokens=n, min_new_tokens=n)
                 assert out.shape[1] == PROMPT_LEN + n, "HF generated fewer tokens"
 
-            t_cache = best_time(cached, args.repeats, args.device)
-            t_none = best_time(uncached, args.repeats if n < 256 else 1, args.device)
-            t_hf = best_time(hf, args.repeats, args.device)
+            t_cache, t_hf = best_times([cached, hf], args.repeats, args.device)
+            (t_none,) = best_times([uncached], args.repeats if n < 256 else 1, args.device)
             row = (name, n, n / t_cache, n / t_none, n / t_hf)
             rows.append(row)
             print(f"{name:14s} N={n:4d}  cache {row[2]:8.0f} tok/s  no cache {row[3]:7.0f}  "
