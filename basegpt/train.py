@@ -451,6 +451,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     if resume:
         if run_dir is None:
             raise ValueError("resume=True needs run_dir (the run to continue)")
+        _check_same_run(run_dir, raw, tokenizer)
         saved = _resume(run_dir, raw, optimizer, scaler, stream)
         start_step, best, elapsed_before = saved["step"], saved["best_val"], saved["seconds"]
         saved_train_seconds = saved.get("train_seconds", 0.0)
@@ -464,6 +465,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         tokenizer.save(run_dir / "tokenizer.json")
         save_config(run_dir, raw.config, tokenizer, config.to_dict(), extra_config)
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    if run_dir is not None and dist.is_main:
+        _record_run_info(run_dir, device, dtype, dist.world, resumed=resume)
 
     train_model = dist.wrap(_maybe_compile(raw, config, device, log))
     autocast = _autocast(device, dtype)
@@ -544,6 +547,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
                 record["mfu"] = flops_per_token * tok_s / peak
                 postfix["mfu"] = f"{record['mfu']:.1%}"
             bar.set_postfix(postfix)
+            refresh_plot = False
             at_end = bool(_stop_reason(config, step, total_steps, stream,
                                        elapsed_before + now - clock, stop))
             if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or at_end):
@@ -553,6 +557,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
                 result.evals.append({"step": step, "tokens": result.tokens, **scores})
                 log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()
                                                   if k != "val_tokens"))
+                refresh_plot = True
             if dist.is_main and run_dir is not None:
                 _append_metrics(run_dir, record)
             is_best = "val_loss" in record and record["val_loss"] < best
@@ -563,8 +568,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
                 _save_checkpoint(run_dir, raw, optimizer, scaler, stream, config, step,
                                  result.tokens, best, elapsed_before + now - clock, is_best,
                                  train_seconds)
-                if "val_loss" in record:
-                    _plot(run_dir, log)
+            if refresh_plot and run_dir is not None and dist.is_main:
+                _plot(run_dir, log)                  # after metrics.jsonl has this eval
             if on_step is not None:
                 on_step(record)
     finally:
@@ -776,6 +781,43 @@ def _last_checkpoint(run_dir: Path | None) -> str:
         return "none (no run_dir)"
     kept = sorted((run_dir / "checkpoints").glob("step_*"))
     return str(kept[-1]) if kept else "none yet"
+
+
+def _check_same_run(run_dir: Path, model: B2lM, tokenizer: Tokenizer | None) -> None:
+    """Resuming needs the model config and the tokenizer the run was started with."""
+    from basegpt.checkpoint import read_config
+    from basegpt.config import ModelConfig
+    saved = read_config(run_dir)
+    if ModelConfig.from_dict(saved["model"]) != model.config:
+        raise ValueError(f"{run_dir} was trained with a different model config; resume with "
+                         "the model built from its config.json (basegpt train --resume does)")
+    if tokenizer is not None and saved.get("tokenizer_hash") != tokenizer.hash:
+        raise ValueError(f"{run_dir} was trained with another tokenizer (hash "
+                         f"{str(saved.get('tokenizer_hash'))[:12]}, given {tokenizer.hash[:12]}); "
+                         "resume with the run's own tokenizer.json")
+
+
+def _record_run_info(run_dir: Path, device: torch.device, dtype: torch.dtype, world: int,
+                     resumed: bool) -> None:
+    """run.json: versions, git commit, hardware and command line of each start or resume."""
+    import platform
+    import subprocess
+    from basegpt import __version__
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": resumed,
+             "command": sys.argv, "basegpt": __version__, "git_commit": commit,
+             "python": platform.python_version(), "torch": torch.__version__,
+             "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+             "cpus": os.cpu_count(), "device": str(device),
+             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+             "dtype": str(dtype).removeprefix("torch."), "processes": world}
+    path = run_dir / "run.json"
+    history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and resumed else []
+    atomic_write_text(path, json.dumps(history + [entry], indent=1) + "\n")
 
 
 def _resume(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,

@@ -158,6 +158,11 @@ def test_interrupted_and_resumed_run_is_bitwise_identical(tokenizer, data, tmp_p
     assert resumed_curve == curve, "the same loss at every step, data order included"
     run = load_run(tmp_path / "b")
     assert torch.equal(run.model.tok_emb.weight, straight.tok_emb.weight), "run dir = final"
+    starts = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert [s["resumed"] for s in starts] == [False, True], "run.json records the resume"
+    with pytest.raises(ValueError, match="different model config"):
+        fit(tiny(tokenizer, n_embed=48), data, data, config, run_dir=tmp_path / "b",
+            resume=True, progress=False)
 
 
 def test_run_directory_contents(tokenizer, data, tmp_path: Path):
@@ -166,7 +171,10 @@ def test_run_directory_contents(tokenizer, data, tmp_path: Path):
     fit(tiny(tokenizer), data, data, config, run_dir=tmp_path / "run", progress=False)
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "train_state.safetensors",
-            "train_state.json", "metrics.jsonl", "checkpoints", "best"} <= names, names
+            "train_state.json", "metrics.jsonl", "checkpoints", "best", "run.json",
+            "loss.png"} <= names, names
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info[0]["torch"] == torch.__version__ and info[0]["resumed"] is False, info
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert kept == ["step_00000004", "step_00000006"], f"latest 2 kept: {kept}"
     best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
