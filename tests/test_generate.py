@@ -149,8 +149,8 @@ def test_eot_and_stop_ids_end_the_row_and_are_not_in_the_text():
 
 def emoji_model() -> B2lM:
     """A model that greedily writes 'é😀' over and over: the LM head maps the embedding of each
-    byte to the next byte of the cycle. (Position-free, one block whose output is overridden by a
-    large residual: the token's own embedding decides the next token.)"""
+    byte to the next byte of the cycle. (No positions, and one block whose sublayers are zeroed,
+    so its output is the normalised embedding of the current token alone.)"""
     cycle = list("é😀".encode())                                   # 2 + 4 bytes
     model = tiny_model(positional="none", n_embed=64, n_block=1)
     with torch.no_grad():
@@ -320,7 +320,7 @@ def test_score_perplexity_is_exp_mean_nll_by_hand(model):
     assert result.logprobs == pytest.approx(by_hand, abs=1e-5), "per-token log-probs"
     nll = -sum(by_hand) / len(by_hand)
     assert result.perplexity == pytest.approx(math.exp(nll), rel=1e-5), "exp(mean NLL)"
-    assert 100 < result.perplexity < 1000, f"an untrained model is near uniform (V=258)"
+    assert 100 < result.perplexity < 1000, "an untrained model is near uniform (V=258)"
 
 
 def test_score_of_a_text_longer_than_the_context_uses_windows():
