@@ -123,6 +123,9 @@ def test_sinusoidal_embed_adds_the_table_at_the_given_positions():
     pos = torch.tensor([5, 6, 7])
     torch.testing.assert_close(pe.embed(x, pos), sinusoid_table(32, 8)[5:8].expand(2, 3, 8))
     assert not list(pe.state_dict()), "the fixed table is derived from the config, not saved"
+    tokens = torch.randn(2, 3, 8)
+    torch.testing.assert_close(pe.embed(tokens, pos), tokens * 8 ** 0.5 + sinusoid_table(32, 8)[5:8],
+                               msg="token embeddings are scaled by sqrt(C) (Vaswani et al., 3.4)")
 
 
 def test_learned_positions_are_parameters_indexed_by_position():

