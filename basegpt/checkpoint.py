@@ -44,12 +44,21 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 @dataclass
 class Run:
-    """A loaded run directory: the model (in eval mode), its tokenizer and its config.json."""
+    """A loaded run directory: the model (in eval mode), its tokenizer and its config.json.
+
+        run = load_run("runs/laptop")
+        print(run.generate("def ", max_new_tokens=50, temperature=0.8, seed=0))
+    """
 
     path: Path
     model: B2lM
     tokenizer: Tokenizer
     config: dict[str, Any] = field(default_factory=dict)
+
+    def generate(self, prompt: str, **kwargs: Any) -> Any:
+        """basegpt.generate.generate with this run's model and tokenizer."""
+        from basegpt.generate import generate  # generation builds on runs, not the reverse
+        return generate(self.model, self.tokenizer, prompt, **kwargs)
 
 
 def unwrap(model: torch.nn.Module) -> B2lM:
