@@ -201,6 +201,21 @@ def test_legacy_pickle_loads_only_when_allowed(imported, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in b), "the same weights as from safetensors"
 
 
+
+def test_original_gpt2_tensor_names_and_mask_buffers_are_understood(imported, tmp_path):
+    """The original GPT-2 files name tensors without "transformer." and carry causal-mask
+    buffers (h.N.attn.bias); they import to the same weights."""
+    hf_dir, _, _, run_dir, _ = imported
+    legacy = tmp_path / "legacy"
+    shutil.copytree(hf_dir, legacy)
+    tensors = load_file(legacy / "model.safetensors")
+    renamed = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+    renamed["h.0.attn.bias"] = torch.ones(1, 1, 4, 4).tril()
+    save_file(renamed, legacy / "model.safetensors", metadata={"format": "pt"})
+    import_hf(legacy, tmp_path / "run")
+    a, b = load_file(tmp_path / "run" / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in b), "same weights"
+
 # ------------------------------------------------------------------------ export
 
 @pytest.fixture(scope="module")
