@@ -187,7 +187,7 @@ def test_vocab_json_and_merges_txt_give_the_same_tokenizer(hf_tokenizer, tmp_pat
     assert from_files.hash == from_json.hash and files_map == json_map, "same merges, ids, specials"
 
 
-def test_legacy_pickle_loads_only_when_allowed(imported, tmp_path):
+def test_legacy_pickle_loads_only_when_allowed(imported, tmp_path, capsys):
     hf_dir, hf_model, _, run_dir, _ = imported
     legacy = tmp_path / "legacy"
     shutil.copytree(hf_dir, legacy)
@@ -195,8 +195,9 @@ def test_legacy_pickle_loads_only_when_allowed(imported, tmp_path):
     torch.save(hf_model.state_dict(), legacy / "pytorch_model.bin")
     with pytest.raises(ValueError, match="allow_pickle"):
         import_hf(legacy, tmp_path / "run")
-    result = import_hf(legacy, tmp_path / "run", allow_pickle=True)
-    assert result.pickled
+    assert main(["import", "hf", str(legacy), str(tmp_path / "run"), "--allow-pickle"]) == 0
+    err = capsys.readouterr().err
+    assert "pickle" in err and "safetensors" in err and "CVE" in err, "the CLI says why"
     a, b = load_file(tmp_path / "run" / "model.safetensors"), load_file(run_dir / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in b), "the same weights as from safetensors"
 
