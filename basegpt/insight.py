@@ -55,7 +55,8 @@ def evaluate_run(run_dir: str | os.PathLike, source: str | os.PathLike | Sequenc
         evaluate_run("runs/laptop")["bits_per_byte"]          # -> e.g. 2.31
     """
     from basegpt.checkpoint import load_run
-    from basegpt.train import _autocast, evaluate, pick_device, token_bytes
+    from basegpt.devices import autocast, pick_device
+    from basegpt.train import evaluate, token_bytes
 
     run = load_run(run_dir)
     train_config = run.config.get("train") or {}
@@ -67,7 +68,7 @@ def evaluate_run(run_dir: str | os.PathLike, source: str | os.PathLike | Sequenc
     data, what = _eval_data(run, source, text, split)
     torch_device = pick_device(device)
     model = run.model.to(torch_device)
-    scores = evaluate(model, data, batch_size, torch_device, _autocast(torch_device, torch.float32),
+    scores = evaluate(model, data, batch_size, torch_device, autocast(torch_device, torch.float32),
                       max_tokens, token_bytes(run.tokenizer, model.config.vocab_size))
     out = {"loss": scores["val_loss"], "perplexity": scores["val_ppl"],
            "bits_per_byte": scores.get("val_bpb"), "tokens": scores["val_tokens"],
@@ -142,7 +143,7 @@ def run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     from basegpt.checkpoint import TOKENIZER_FILE, read_config
     from basegpt.config import ModelConfig
-    from basegpt.train import read_metrics
+    from basegpt.train_state import read_metrics
     from basegpt.train_state import STATE_JSON
 
     run_dir = Path(run_dir)

@@ -22,7 +22,7 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
         import matplotlib.pyplot as plt
     except ImportError as error:
         raise ImportError("plots need matplotlib: pip install matplotlib") from error
-    from basegpt.train import read_metrics
+    from basegpt.train_state import read_metrics
 
     runs = [Path(r) for r in run_dirs]
     labels = list(labels) if labels else [r.name for r in runs]

@@ -19,7 +19,6 @@ Steps of `train_run(spec)`:
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import json

@@ -25,14 +25,12 @@ byte), checkpoints every N steps, Ctrl-C/SIGTERM saves and stops, exact resume
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -42,15 +40,16 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from basegpt._io import atomic_write_text
-from basegpt.checkpoint import (WEIGHTS_FILE, load_model_tensors, load_tensors, model_tensors,
-                                save_config, save_tensors, unwrap)
-from basegpt.data import IGNORE_INDEX, ResumableSampler
+from basegpt.checkpoint import save_config, unwrap
+from basegpt.data import IGNORE_INDEX
+from basegpt.data.streams import BatchStream, LoaderStream, make_stream
+from basegpt.devices import autocast as make_autocast
+from basegpt.devices import peak_flops, pick_device, pick_dtype, wants_compile
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
-from basegpt.train_state import STATE_JSON, load_train_state, save_train_state
-
-METRICS_FILE = "metrics.jsonl"
+from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, last_checkpoint,
+                                 record_run_info, resume as resume_from,
+                                 save_best, save_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -83,11 +82,11 @@ class TrainConfig:
     peak_tflops: float | None = None    # for MFU; None = look the device up in PEAK_TFLOPS
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "batch_tokens", "eval_tokens"):
+        for name in ("max_steps", "batch_size", "batch_tokens", "eval_tokens", "keep_checkpoints"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "keep_checkpoints", "seed"):
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
@@ -146,163 +145,6 @@ class TrainResult:
 
 class TrainingDiverged(ValueError):
     """The loss or the gradient became inf/NaN (on_nonfinite="stop")."""
-
-
-# ------------------------------------------------------------------------ devices
-
-PEAK_TFLOPS: dict[str, dict[str, float]] = {
-    # Dense (no sparsity) tensor-core peaks from the vendors' data sheets, TFLOP/s.
-    "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0},
-    "H100 SXM": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0},
-    "H100 PCIe": {"bfloat16": 756.0, "float16": 756.0, "float32": 51.0},
-    "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0},
-    "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5},
-    "L40S": {"bfloat16": 362.0, "float16": 362.0, "float32": 91.6},
-    "L4": {"bfloat16": 121.0, "float16": 121.0, "float32": 30.3},
-    "A10": {"bfloat16": 125.0, "float16": 125.0, "float32": 31.2},
-    "V100": {"float16": 125.0, "float32": 15.7},
-    "T4": {"float16": 65.0, "float32": 8.1},
-}
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """auto: CUDA if available, then Apple's MPS, then the CPU."""
-    if name != "auto":
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available; "
-                             "use --device cpu (or auto)")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU and MPS.
-
-    CPU stays fp32 by default: see BENCHMARKS.md (bf16 autocast on CPU) for the measurement
-    that decided it.
-    """
-    if name != "auto":
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-def peak_flops(device: torch.device, dtype: torch.dtype, override_tflops: float | None) -> float | None:
-    """Peak FLOP/s of the device for this dtype (None when unknown, e.g. CPUs)."""
-    if override_tflops:
-        return override_tflops * 1e12
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    dtype_name = str(dtype).removeprefix("torch.")
-    for key in PEAK_TFLOPS:            # ordered: specific names ("H100 PCIe") before "H100"
-        if key in name and dtype_name in PEAK_TFLOPS[key]:
-            return PEAK_TFLOPS[key][dtype_name] * 1e12
-    return None
-
-
-# ------------------------------------------------------------------------ data streams
-
-class BatchStream:
-    """Endless micro-batches from a Dataset in ResumableSampler order, sharded by rank.
-
-    Each global draw takes world * batch_size indices from the sampler; rank r keeps slice r.
-    The position (epoch, indices handed out) is exactly restorable, so a resumed run sees the
-    same batches in the same order. The last incomplete draw of an epoch is dropped, so every
-    micro-batch is full.
-    """
-
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, rank: int = 0,
-                 world: int = 1) -> None:
-        per_draw = batch_size * world
-        if len(dataset) < per_draw:
-            raise ValueError(f"the training data has {len(dataset)} windows, fewer than one "
-                             f"global micro-batch ({batch_size} x {world} processes); lower "
-                             "batch_size or give more text")
-        self.dataset, self.batch_size, self.rank, self.world = dataset, batch_size, rank, world
-        self.sampler = ResumableSampler(dataset, seed=seed)
-        self.batches_per_epoch = len(dataset) // per_draw
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        per_draw = self.batch_size * self.world
-        if self.sampler.position + per_draw > self.sampler.n:       # drop the ragged tail
-            self.sampler.epoch += 1
-            self.sampler.position = 0
-        order = self.sampler.permutation(self.sampler.epoch)
-        start = self.sampler.position + self.rank * self.batch_size
-        indices = order[start:start + self.batch_size]
-        self.sampler.position += per_draw
-        xs, ys = zip(*(self.dataset[int(i)] for i in indices))
-        return torch.stack(xs), torch.stack(ys)                       # (B, T) each
-
-    @property
-    def epoch(self) -> float:
-        return self.sampler.epoch + self.sampler.position / self.sampler.n
-
-    def state_dict(self) -> dict:
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
-
-
-class LoaderStream:
-    """Endless micro-batches from a user's DataLoader (the original design's usage).
-
-    Exact resume needs the loader's order to be reproducible; for that, pass a Dataset
-    instead and fit() builds a BatchStream.
-    """
-
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
-        self.batches_per_epoch = len(loader)
-        self.epochs_done = 0
-        self.position = 0
-        self._it: Iterator | None = None
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._it is None:
-            self._it = iter(self.loader)
-        try:
-            batch = next(self._it)
-        except StopIteration:
-            self.epochs_done += 1
-            self.position = 0
-            self._it = iter(self.loader)
-            batch = next(self._it)
-        self.position += 1
-        x, y = batch
-        return x, y
-
-    @property
-    def epoch(self) -> float:
-        return self.epochs_done + self.position / max(self.batches_per_epoch, 1)
-
-    def state_dict(self) -> dict:
-        return {"epochs_done": self.epochs_done, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epochs_done = state["epochs_done"]
-        self._it = iter(self.loader)
-        for _ in range(state["position"]):           # replay to the same place
-            next(self._it)
-        self.position = state["position"]
-
-
-def _stream(data: Any, batch_size: int, seed: int, rank: int, world: int):
-    if isinstance(data, DataLoader):
-        if world > 1:
-            raise ValueError("under torchrun, pass a Dataset (fit shards it by rank), not a DataLoader")
-        return LoaderStream(data)
-    if isinstance(data, Dataset):
-        return BatchStream(data, batch_size, seed, rank, world)
-    raise TypeError(f"training data must be a torch Dataset or DataLoader, got {type(data).__name__}")
 
 
 # ------------------------------------------------------------------------ pieces of a step
@@ -435,7 +277,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     raw.to(device)
     tokenizer = tokenizer or getattr(train_data, "tokenizer", None) or getattr(
         getattr(train_data, "dataset", None), "tokenizer", None)
-    stream = _stream(train_data, config.batch_size, config.seed, dist.rank, dist.world)
+    stream = make_stream(train_data, config.batch_size, config.seed, dist.rank, dist.world)
     T = _window_len(stream.dataset if isinstance(stream, BatchStream) else stream.loader.dataset)
     if T > raw.config.n_context:
         raise ValueError(f"the data's windows hold {T} tokens but the model's n_context is "
@@ -451,8 +293,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     if resume:
         if run_dir is None:
             raise ValueError("resume=True needs run_dir (the run to continue)")
-        _check_same_run(run_dir, raw, tokenizer)
-        saved = _resume(run_dir, raw, optimizer, scaler, stream)
+        check_same_run(run_dir, raw, tokenizer)
+        saved = resume_from(run_dir, raw, optimizer, scaler, stream)
         start_step, best, elapsed_before = saved["step"], saved["best_val"], saved["seconds"]
         saved_train_seconds = saved.get("train_seconds", 0.0)
         result.tokens = saved["tokens"]
@@ -466,10 +308,11 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         save_config(run_dir, raw.config, tokenizer, config.to_dict(), extra_config)
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
     if run_dir is not None and dist.is_main:
-        _record_run_info(run_dir, device, dtype, dist.world, resumed=resume)
+        record_run_info(run_dir, device, dtype, dist.world, resumed=resume)
 
-    train_model = dist.wrap(_maybe_compile(raw, config, device, log))
-    autocast = _autocast(device, dtype)
+    compiled = torch.compile(raw) if wants_compile(config.compile, device) else None
+    train_model = dist.wrap(compiled if compiled is not None else raw)
+    autocast = make_autocast(device, dtype)
     steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
     total_steps = _total_steps(config, steps_per_epoch)
     bytes_per_token = token_bytes(tokenizer, raw.config.vocab_size)
@@ -506,7 +349,16 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             for i, (x, y) in enumerate(batches):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with dist.no_sync(train_model, last=i == accum - 1), autocast():
-                    logits = train_model(x)                                     # (B, T, V)
+                    try:
+                        logits = train_model(x)                                 # (B, T, V)
+                    except Exception as error:
+                        if compiled is None or step > start_step:
+                            raise
+                        # torch.compile fails lazily, at the first call; eager always works.
+                        log(f"warning: torch.compile failed ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly")
+                        compiled, train_model = None, dist.wrap(raw)
+                        logits = train_model(x)
                     loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
                                            ignore_index=IGNORE_INDEX, reduction="sum")
                     scaled = loss * (dist.world / max(n_real, 1))
@@ -521,7 +373,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
                     raise TrainingDiverged(
                         f"non-finite {'loss' if not math.isfinite(step_loss) else 'gradient'} at "
                         f"step {step}: loss {step_loss}, grad norm {grad_norm.item()}, lr {lr:.3g}; "
-                        f"last good checkpoint: {_last_checkpoint(run_dir)}. Lower lr, raise "
+                        f"last good checkpoint: {last_checkpoint(run_dir)}. Lower lr, raise "
                         "warmup_steps or grad_clip, or pass on_nonfinite='skip'")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.update()
@@ -559,15 +411,20 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
                                                   if k != "val_tokens"))
                 refresh_plot = True
             if dist.is_main and run_dir is not None:
-                _append_metrics(run_dir, record)
+                append_metrics(run_dir, record)
             is_best = "val_loss" in record and record["val_loss"] < best
             if is_best:
                 best = record["val_loss"]
-            if run_dir is not None and dist.is_main and (
-                    at_end or (config.checkpoint_every and step % config.checkpoint_every == 0)):
-                _save_checkpoint(run_dir, raw, optimizer, scaler, stream, config, step,
-                                 result.tokens, best, elapsed_before + now - clock, is_best,
-                                 train_seconds)
+            if run_dir is not None and dist.is_main:
+                progress_now = {"step": step, "tokens": result.tokens,
+                                "best_val": best if math.isfinite(best) else None,
+                                "seconds": elapsed_before + now - clock,
+                                "train_seconds": train_seconds}
+                if at_end or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                    save_checkpoint(run_dir, raw, optimizer, scaler, stream,
+                                    config.keep_checkpoints, progress_now, is_best)
+                elif is_best:
+                    save_best(run_dir, raw, step, best)
             if refresh_plot and run_dir is not None and dist.is_main:
                 _plot(run_dir, log)                  # after metrics.jsonl has this eval
             if on_step is not None:
@@ -579,8 +436,10 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     result.epochs = stream.epoch
     result.seconds = elapsed_before + time.perf_counter() - clock
     if result.stopped_by == "signal" and run_dir is not None and dist.is_main:
-        _save_checkpoint(run_dir, raw, optimizer, scaler, stream, config, step, result.tokens,
-                         best, result.seconds, False, train_seconds)
+        save_checkpoint(run_dir, raw, optimizer, scaler, stream, config.keep_checkpoints,
+                        {"step": step, "tokens": result.tokens,
+                         "best_val": best if math.isfinite(best) else None,
+                         "seconds": result.seconds, "train_seconds": train_seconds}, False)
         log(f"interrupted at step {step}; saved. Continue with: basegpt train --resume {run_dir}")
     model.eval()
     return result
@@ -648,27 +507,6 @@ def _stop_reason(config: TrainConfig, step: int, total: int | None, stream: Any,
     return ""
 
 
-def _autocast(device: torch.device, dtype: torch.dtype) -> Callable[[], Any]:
-    if dtype == torch.float32:
-        from contextlib import nullcontext
-        return nullcontext
-    return lambda: torch.autocast(device.type, dtype=dtype)
-
-
-def _maybe_compile(model: torch.nn.Module, config: TrainConfig, device: torch.device,
-                   log: Callable[[str], None]) -> torch.nn.Module:
-    """torch.compile when asked (auto: CUDA on Linux only, as measured in BENCHMARKS.md)."""
-    wanted = config.compile == "on" or (config.compile == "auto" and device.type == "cuda"
-                                        and sys.platform.startswith("linux"))
-    if not wanted:
-        return model
-    try:
-        return torch.compile(model)
-    except Exception as error:  # compile support varies by platform; eager always works
-        log(f"warning: torch.compile failed ({type(error).__name__}: {error}); training eagerly")
-        return model
-
-
 def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch.dtype,
             T: int, accum: int, world: int, total_steps: int | None) -> str:
     """One screen: size, batch, memory estimate and the device/precision/compile decisions.
@@ -723,119 +561,6 @@ class _StopFlag:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-
-def _append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    # Appending one line is atomic enough: a crash can only cut the last line, and readers
-    # (plot, info) skip a line that does not parse.
-    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of a run's metrics.jsonl (a cut last line is skipped)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def _save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler, stream: Any, config: TrainConfig, step: int,
-                     tokens: int, best: float, seconds: float, is_best: bool,
-                     train_seconds: float) -> None:
-    """checkpoints/step_N/ (kept: the latest K), then the same files at the top of run_dir
-    (what generate and resume read), then best/ when validation improved."""
-    progress = {"step": step, "tokens": tokens, "best_val": best if math.isfinite(best) else None,
-                "seconds": seconds, "train_seconds": train_seconds, "data": stream.state_dict()}
-    folder = run_dir / "checkpoints" / f"step_{step:08d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = model_tensors(model)
-    meta = {"format": "pt", "step": str(step)}
-    save_tensors(folder / WEIGHTS_FILE, weights, metadata=meta)
-    save_train_state(folder, optimizer, scaler, progress)
-    for name in (WEIGHTS_FILE, "train_state.safetensors", STATE_JSON):   # JSON last: commit record
-        _atomic_copy(folder / name, run_dir / name)
-    if is_best:
-        _atomic_copy(folder / WEIGHTS_FILE, run_dir / "best" / WEIGHTS_FILE)
-        atomic_write_text(run_dir / "best" / "best.json",
-                          json.dumps({"step": step, "val_loss": best}) + "\n")
-    kept = sorted((run_dir / "checkpoints").glob("step_*"))
-    for old in kept[:-config.keep_checkpoints or None] if config.keep_checkpoints else kept[:-1]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    from basegpt._io import atomic_write_bytes
-    atomic_write_bytes(target, source.read_bytes())
-
-
-def _last_checkpoint(run_dir: Path | None) -> str:
-    if run_dir is None:
-        return "none (no run_dir)"
-    kept = sorted((run_dir / "checkpoints").glob("step_*"))
-    return str(kept[-1]) if kept else "none yet"
-
-
-def _check_same_run(run_dir: Path, model: B2lM, tokenizer: Tokenizer | None) -> None:
-    """Resuming needs the model config and the tokenizer the run was started with."""
-    from basegpt.checkpoint import read_config
-    from basegpt.config import ModelConfig
-    saved = read_config(run_dir)
-    if ModelConfig.from_dict(saved["model"]) != model.config:
-        raise ValueError(f"{run_dir} was trained with a different model config; resume with "
-                         "the model built from its config.json (basegpt train --resume does)")
-    if tokenizer is not None and saved.get("tokenizer_hash") != tokenizer.hash:
-        raise ValueError(f"{run_dir} was trained with another tokenizer (hash "
-                         f"{str(saved.get('tokenizer_hash'))[:12]}, given {tokenizer.hash[:12]}); "
-                         "resume with the run's own tokenizer.json")
-
-
-def _record_run_info(run_dir: Path, device: torch.device, dtype: torch.dtype, world: int,
-                     resumed: bool) -> None:
-    """run.json: versions, git commit, hardware and command line of each start or resume."""
-    import platform
-    import subprocess
-    from basegpt import __version__
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": resumed,
-             "command": sys.argv, "basegpt": __version__, "git_commit": commit,
-             "python": platform.python_version(), "torch": torch.__version__,
-             "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
-             "cpus": os.cpu_count(), "device": str(device),
-             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-             "dtype": str(dtype).removeprefix("torch."), "processes": world}
-    path = run_dir / "run.json"
-    history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and resumed else []
-    atomic_write_text(path, json.dumps(history + [entry], indent=1) + "\n")
-
-
-def _resume(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler, stream: Any) -> dict[str, Any]:
-    if not (run_dir / STATE_JSON).is_file():
-        raise FileNotFoundError(f"{run_dir} has no checkpoint to resume ({STATE_JSON} missing)")
-    progress = load_train_state(run_dir, optimizer, scaler)
-    from safetensors import safe_open
-    with safe_open(run_dir / WEIGHTS_FILE, "pt") as f:
-        weights_step = (f.metadata() or {}).get("step")
-    if weights_step != str(progress["step"]):
-        raise ValueError(f"{run_dir}: {WEIGHTS_FILE} is from step {weights_step} but the "
-                         f"training state from step {progress['step']} (a save was cut short); "
-                         "copy a complete checkpoints/step_N/ folder's files up and resume")
-    load_model_tensors(model, load_tensors(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
-    stream.load_state_dict(progress["data"])
-    progress["best_val"] = progress["best_val"] if progress["best_val"] is not None else math.inf
-    return progress
 
 
 def _plot(run_dir: Path, log: Callable[[str], None]) -> None:

@@ -1,4 +1,4 @@
-"""Saving and restoring everything a training run needs to continue bit for bit.
+"""A training run on disk: checkpoints, exact resume, metrics.jsonl and run.json.
 
 A resumed run must end with the same weights as one that never stopped, so a checkpoint
 holds more than the weights: the optimizer's moments, the gradient scaler, the step, the
@@ -11,19 +11,34 @@ random number generators (dropout draws from them) and the data position.
 Tensors go to safetensors and the rest to JSON; nothing is pickled (see checkpoint.py).
 The JSON is written last and names the step, so it acts as the commit record: a crash
 between the files leaves a JSON whose step does not match the tensors, and loading says so.
+
+A checkpoint goes to checkpoints/step_N/ (the latest keep_checkpoints are kept), then its
+files are copied to the top of the run directory (what generate and resume read), and to
+best/ when validation improved. metrics.jsonl gets one line per step; run.json one entry
+per start or resume (versions, git commit, hardware, command line).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import random
+import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_text
-from basegpt.checkpoint import load_tensors, save_tensors
+from basegpt._io import atomic_write_bytes, atomic_write_text
+from basegpt.checkpoint import (WEIGHTS_FILE, load_model_tensors, load_tensors, model_tensors,
+                                save_tensors)
+from basegpt.model import B2lM
+from basegpt.tokenizer import Tokenizer
+
+METRICS_FILE = "metrics.jsonl"
 
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
@@ -116,3 +131,127 @@ def load_train_state(directory: Path, optimizer: torch.optim.Optimizer,
         scaler.load_state_dict(meta["scaler"])
     rng_from_flat(tensors, meta["rng"])
     return meta["progress"]
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    # Appending one line is atomic enough: a crash can only cut the last line, and readers
+    # (plot, info) skip a line that does not parse.
+    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl (a cut last line is skipped)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, stream: Any, keep: int, progress: dict[str, Any],
+                    is_best: bool) -> None:
+    """checkpoints/step_N/ (kept: the latest K), then the same files at the top of run_dir
+    (what generate and resume read), then best/ when validation improved."""
+    step = progress["step"]
+    progress = {**progress, "data": stream.state_dict()}
+    folder = run_dir / "checkpoints" / f"step_{step:08d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = model_tensors(model)
+    meta = {"format": "pt", "step": str(step)}
+    save_tensors(folder / WEIGHTS_FILE, weights, metadata=meta)
+    save_train_state(folder, optimizer, scaler, progress)
+    for name in (WEIGHTS_FILE, "train_state.safetensors", STATE_JSON):   # JSON last: commit record
+        _atomic_copy(folder / name, run_dir / name)
+    if is_best:
+        _atomic_copy(folder / WEIGHTS_FILE, run_dir / "best" / WEIGHTS_FILE)
+        _write_best_json(run_dir, step, progress["best_val"])
+    kept = sorted((run_dir / "checkpoints").glob("step_*"))
+    for old in kept[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_best(run_dir: Path, model: B2lM, step: int, val_loss: float) -> None:
+    """best/: the weights with the lowest validation loss so far (between checkpoints too)."""
+    save_tensors(run_dir / "best" / WEIGHTS_FILE, model_tensors(model),
+                 metadata={"format": "pt", "step": str(step)})
+    _write_best_json(run_dir, step, val_loss)
+
+
+def _write_best_json(run_dir: Path, step: int, val_loss: float) -> None:
+    atomic_write_text(run_dir / "best" / "best.json",
+                      json.dumps({"step": step, "val_loss": val_loss}) + "\n")
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    atomic_write_bytes(target, source.read_bytes())
+
+
+def last_checkpoint(run_dir: Path | None) -> str:
+    if run_dir is None:
+        return "none (no run_dir)"
+    kept = sorted((run_dir / "checkpoints").glob("step_*"))
+    return str(kept[-1]) if kept else "none yet"
+
+
+def check_same_run(run_dir: Path, model: B2lM, tokenizer: Tokenizer | None) -> None:
+    """Resuming needs the model config and the tokenizer the run was started with."""
+    from basegpt.checkpoint import read_config
+    from basegpt.config import ModelConfig
+    saved = read_config(run_dir)
+    if ModelConfig.from_dict(saved["model"]) != model.config:
+        raise ValueError(f"{run_dir} was trained with a different model config; resume with "
+                         "the model built from its config.json (basegpt train --resume does)")
+    if tokenizer is not None and saved.get("tokenizer_hash") != tokenizer.hash:
+        raise ValueError(f"{run_dir} was trained with another tokenizer (hash "
+                         f"{str(saved.get('tokenizer_hash'))[:12]}, given {tokenizer.hash[:12]}); "
+                         "resume with the run's own tokenizer.json")
+
+
+def record_run_info(run_dir: Path, device: torch.device, dtype: torch.dtype, world: int,
+                     resumed: bool) -> None:
+    """run.json: versions, git commit, hardware and command line of each start or resume."""
+    import platform
+    import subprocess
+    from basegpt import __version__
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed": resumed,
+             "command": sys.argv, "basegpt": __version__, "git_commit": commit,
+             "python": platform.python_version(), "torch": torch.__version__,
+             "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+             "cpus": os.cpu_count(), "device": str(device),
+             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+             "dtype": str(dtype).removeprefix("torch."), "processes": world}
+    path = run_dir / "run.json"
+    history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and resumed else []
+    atomic_write_text(path, json.dumps(history + [entry], indent=1) + "\n")
+
+
+def resume(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler, stream: Any) -> dict[str, Any]:
+    """Load the latest checkpoint of run_dir into model, optimizer, scaler and data stream;
+    returns its progress dict (step, tokens, best_val, seconds, train_seconds)."""
+    if not (run_dir / STATE_JSON).is_file():
+        raise FileNotFoundError(f"{run_dir} has no checkpoint to resume ({STATE_JSON} missing)")
+    progress = load_train_state(run_dir, optimizer, scaler)
+    from safetensors import safe_open
+    with safe_open(run_dir / WEIGHTS_FILE, "pt") as f:
+        weights_step = (f.metadata() or {}).get("step")
+    if weights_step != str(progress["step"]):
+        raise ValueError(f"{run_dir}: {WEIGHTS_FILE} is from step {weights_step} but the "
+                         f"training state from step {progress['step']} (a save was cut short); "
+                         "copy a complete checkpoints/step_N/ folder's files up and resume")
+    load_model_tensors(model, load_tensors(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
+    stream.load_state_dict(progress["data"])
+    progress["best_val"] = progress["best_val"] if progress["best_val"] is not None else math.inf
+    return progress

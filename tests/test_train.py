@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 from basegpt import B2lM, SlidingWindowDataset, Tokenizer
 from basegpt.checkpoint import load_run
 from basegpt.train import (TrainConfig, TrainingDiverged, evaluate, fit, learning_rate,
-                           make_optimizer, read_metrics, token_bytes)
+                           make_optimizer, token_bytes)
+from basegpt.train_state import read_metrics
 
 TEXT = ("First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. "
         "First Citizen: You are all resolved rather to die than to famish? ") * 12
