@@ -213,3 +213,17 @@ def test_bad_configs_are_clear(tokenizer, data):
         fit(tiny(tokenizer, n_context=8), data, max_steps=1, progress=False)
     with pytest.raises(ValueError, match="lr must be positive"):
         TrainConfig(lr=0)
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(tokenizer, data, monkeypatch):
+    class Broken(torch.nn.Module):               # what a failing backend looks like: the
+        def forward(self, *args, **kwargs):      # compile error surfaces at the first call
+            raise RuntimeError("backend exploded")
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: Broken())
+    messages = []
+    result = fit(tiny(tokenizer), data, config=TrainConfig(max_steps=3, batch_size=4,
+                                                           compile="on"),
+                 progress=False, log=messages.append)
+    assert result.steps == 3, "training went on eagerly"
+    warnings = [m for m in messages if "torch.compile failed" in m]
+    assert len(warnings) == 1 and "backend exploded" in warnings[0], messages
