@@ -37,7 +37,16 @@ sys.path.insert(0, str(ROOT))
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux: KiB
+    """This process's peak resident memory. VmHWM, not getrusage's ru_maxrss: the latter
+    survives exec, so a child would report its parent's peak from before the fork."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # other systems
 
 
 def corpus(mb: float) -> list[str]:
@@ -65,13 +74,19 @@ def job_train(name: str, args: argparse.Namespace) -> dict:
         tok.train(source, backend=backend, progress=False)
         merges = [list(tok.vocab[a] + tok.vocab[b]) for a, b in tok.merges]
     elif name == "reference":
+        # Time 1 merge and k merges: the difference is the cost of k - 1 merges, free of the
+        # one-off splitting; the estimate is one-off cost + per-merge cost x n_merges.
         from basegpt.tokenizer.pretokenize import Splitter
         from basegpt.tokenizer.trainer import learn_merges
-        learn_merges(source, Splitter("gpt4"), args.reference_merges, backend="reference",
-                     progress=False)
-        seconds = time.perf_counter() - start
-        return {"seconds": seconds * n_merges / args.reference_merges, "estimated": True,
-                "rss_mb": peak_rss_mb(), "base_rss_mb": base_rss, "merges": None}
+        times = []
+        for k in (1, args.reference_merges):
+            t0 = time.perf_counter()
+            learn_merges(source, Splitter("gpt4"), k, backend="reference", progress=False)
+            times.append(time.perf_counter() - t0)
+        per_merge = (times[1] - times[0]) / (args.reference_merges - 1)
+        return {"seconds": times[0] - per_merge + per_merge * n_merges, "estimated": True,
+                "per_merge": per_merge, "rss_mb": peak_rss_mb(), "base_rss_mb": base_rss,
+                "merges": None}
     elif name == "hf":
         from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
         hf = Tokenizer(models.BPE())
@@ -157,7 +172,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4096, help="peers' vocab; basegpt +2 specials")
     parser.add_argument("--rss-mb", type=float, default=30)
     parser.add_argument("--rss-vocab", type=int, default=32768)
-    parser.add_argument("--reference-merges", type=int, default=3)
+    parser.add_argument("--reference-merges", type=int, default=4,
+                        help="merges the reference runs to estimate its per-merge cost (>= 2)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--job", nargs=2, metavar=("KIND", "NAME"))
     parser.add_argument("--file")
@@ -171,7 +187,7 @@ def main() -> None:
         return
 
     if args.quick:
-        args.mb, args.vocab, args.reference_merges = 1, 1024, 2
+        args.mb, args.vocab, args.reference_merges = 1, 1024, 3
     common = ["--mb", str(args.mb), "--vocab", str(args.vocab)]
     print(f"# tokenizer benchmark: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")
@@ -192,7 +208,8 @@ def main() -> None:
         if "error" in r:
             print(f"| {name} | error: {r['error']} | | |")
             continue
-        secs = f"~{r['seconds']:.0f} (estimated)" if r.get("estimated") else f"{r['seconds']:.2f}"
+        secs = (f"~{r['seconds']:.0f} (estimated: {r['per_merge']:.2f} s/merge)"
+                if r.get("estimated") else f"{r['seconds']:.2f}")
         print(f"| {name} | {secs} | {r['rss_mb']:.0f} | {r['merges'] or '-'} |")
     fast = train["basegpt-auto"].get("seconds")
     if fast:
