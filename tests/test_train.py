@@ -227,3 +227,15 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(tokenizer, data, m
     assert result.steps == 3, "training went on eagerly"
     warnings = [m for m in messages if "torch.compile failed" in m]
     assert len(warnings) == 1 and "backend exploded" in warnings[0], messages
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_on_cpu_tracks_fp32(tokenizer, data, dtype):
+    losses = {}
+    for name in ("float32", dtype):
+        result = fit(tiny(tokenizer), data, config=TrainConfig(max_steps=5, batch_size=4,
+                                                               dtype=name), progress=False)
+        losses[name] = [loss for _, loss in result.train_loss]
+    assert all(math.isfinite(x) for x in losses[dtype]), f"{dtype} losses finite"
+    assert losses[dtype] == pytest.approx(losses["float32"], rel=0.02), \
+        f"{dtype} autocast stays within 2% of fp32: {losses}"
