@@ -325,8 +325,13 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     stop = _StopFlag()
     stop.install()
     model.train()
-    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-               disable=not (progress and dist.is_main), dynamic_ncols=True)
+    # With only a time budget the bar counts seconds, so its ETA is the budget's end.
+    by_clock = total_steps is None
+    bar = tqdm(total=config.max_minutes * 60 if by_clock else total_steps,
+               initial=elapsed_before if by_clock else start_step, desc="train",
+               unit="s" if by_clock else "step", disable=not (progress and dist.is_main),
+               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}{unit} "
+               "[{elapsed}<{remaining}{postfix}]" if by_clock else None)
     clock = time.perf_counter()
     step = start_step
     train_seconds = saved_train_seconds      # time in training steps only (no evals, saves)
@@ -386,8 +391,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             step += 1
             result.tokens += tokens_per_step
             result.train_loss.append((step, step_loss))
-            bar.update(1)
             now = time.perf_counter()
+            bar.update(min(elapsed_before + now - clock, bar.total) - bar.n if by_clock else 1)
             train_seconds += now - step_start
             tok_s = tokens_per_step / max(now - step_start, 1e-9)     # this step, no evals
             postfix = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
