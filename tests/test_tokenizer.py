@@ -211,3 +211,98 @@ def test_split_patterns_known_chunks():
         Splitter("(")
     with pytest.raises(ValueError, match="matches the empty string"):
         Splitter("a*")
+
+
+# -------------------------------------------------------------------- numbering (token_ids)
+
+SMALL_TEXT = "the cat sat on the mat; the cat ate the rat. " * 3
+SMALL_HASH = "c3da94b5a97963c98c4b60ebb9917621993a67b97a580958216182dfc1d15725"
+"""Hash of Tokenizer(vocab_size=280, pattern="gpt4") trained on SMALL_TEXT, computed on main
+before numberings existed: identity-numbered tokenizers must keep their hashes."""
+
+
+def _small() -> Tokenizer:
+    return Tokenizer(vocab_size=280, pattern="gpt4").train(SMALL_TEXT, progress=False)
+
+
+def _swapped(a: int, b: int) -> Tokenizer:
+    """The small tokenizer with public ids a and b exchanged."""
+    tokenizer = _small()
+    numbering = list(range(len(tokenizer)))
+    numbering[a], numbering[b] = b, a
+    tokenizer.token_ids = numbering
+    return tokenizer
+
+
+def test_identity_numbering_keeps_the_hash_and_the_file():
+    tokenizer = _small()
+    assert tokenizer.hash == SMALL_HASH, "an untouched tokenizer hashes as before numberings"
+    assert tokenizer.token_ids is None and "token_ids" not in tokenizer.to_json(), "no field"
+    tokenizer.token_ids = list(range(len(tokenizer)))
+    assert tokenizer.token_ids is None and tokenizer.hash == SMALL_HASH, "identity is None"
+
+
+def test_swapped_ids_known_answers(tmp_path: Path):
+    plain = _small()
+    assert plain.merges[:3] == [(97, 116), (104, 101), (116, 257)], plain.merges[:3]
+    t, eot = ord("t"), plain.eot_id                    # 116 and 272: swap a byte with EOT
+    tok = _swapped(t, eot)
+    assert tok.encode("t") == [eot] and tok.encode("at") == [256], "byte t is now id 272"
+    assert tok.eot_id == t == tok.special_tokens["<|endoftext|>"], "EOT is now id 116"
+    assert tok.encode("<|endoftext|>", allowed_special="all") == [t], "special id is public"
+    assert tok.vocab[eot] == b"t" and tok.vocab[t] == b"<|endoftext|>", "vocab by public id"
+    assert tok.decode([eot, 258]) == "tthe" and tok.token_text(t) == "<|endoftext|>"
+    assert tok.merges == plain.merges and len(tok) == len(plain), "merges stay native"
+    swap = {t: eot, eot: t}
+    for text in (SMALL_TEXT, VARIED, "tt tat"):
+        ids = tok.encode(text)
+        assert ids == [swap.get(i, i) for i in plain.encode(text)], f"mapped ids of {text!r}"
+        assert tok.decode(ids) == text, "round trip"
+    assert tok.hash != plain.hash, "the numbering is part of the hash"
+    tok.save(tmp_path / "tok.json")
+    loaded = Tokenizer.load(tmp_path / "tok.json")
+    assert loaded.token_ids == tok.token_ids and loaded.hash == tok.hash, "save/load keeps it"
+    assert loaded.encode(VARIED) == tok.encode(VARIED) and loaded.eot_id == t
+    tok.save_vocab(tmp_path / "tok.vocab")
+    lines = (tmp_path / "tok.vocab").read_text().splitlines()
+    assert lines[eot] == "272\t't'", lines[eot]
+    assert lines[t] == "116\t'<|endoftext|>'\t(special)", lines[t]
+    assert lines[256] == "256\t'at'\t<- [97 'a'] [272 't']", "merge parts in public ids"
+
+
+def test_c_and_python_encoders_agree_with_a_numbering():
+    from basegpt.tokenizer import tokenizer as module
+    if module._bpe is None:
+        pytest.skip("the C extension is not built")
+    tok = _swapped(ord(" "), 257)
+    text = VARIED + "".join(builtin_corpus(5_000))
+    c_ids = tok.encode(text)
+    tok.use_c_encoder = False
+    assert tok.encode(text) == c_ids, "C (mapped in Python) == Python path"
+    assert tok.encode(" ") == [257], "space is id 257"
+
+
+@pytest.mark.parametrize("numbering, message", [
+    (list(range(10)), "token_ids has 10 ids but the tokenizer has 274 tokens"),
+    ([0] + list(range(1, 273)) + [0], "permutation of 0..273 .* id 273 is missing"),
+    (list(range(1, 275)), "id 0 is missing"),
+    (["a"] * 274, "must be a list of integer ids"),
+])
+def test_invalid_numberings_are_rejected(numbering, message, tmp_path: Path):
+    tokenizer = _small()
+    with pytest.raises(ValueError, match=message):
+        tokenizer.token_ids = numbering
+    assert tokenizer.token_ids is None and tokenizer.hash == SMALL_HASH, "left unchanged"
+    data = json.loads(_swapped(0, 1).to_json())
+    data["token_ids"] = numbering
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="bad.json: .*" + message):
+        Tokenizer.load(tmp_path / "bad.json")
+
+
+def test_training_resets_the_numbering_and_register_needs_native_ids():
+    tok = _swapped(0, 1)
+    with pytest.raises(ValueError, match="register the special tokens first, then set"):
+        tok.register_special_tokens({"<|endoftext|>": 272, "<|pad|>": 273})
+    assert tok.train(SMALL_TEXT, progress=False).token_ids is None, "trained = native"
+    assert tok.hash == SMALL_HASH, "the same tokenizer as a fresh training"

@@ -12,6 +12,15 @@ every byte has a token of its own.
 Ids: 0..255 are the bytes, 256 .. 256+M-1 the M merges (merge i makes id 256 + i), then the
 special tokens (end-of-text, pad, ...). len(tokenizer) counts them all.
 
+These "native" ids are what merges refer to. A tokenizer may also carry a numbering,
+`token_ids` (native id -> public id, a permutation), so that it speaks another tokenizer's ids:
+GPT-2's vocabulary puts "!" at 0 and its bytes in its own order. Everything public (encode's
+output, decode's input, vocab, special_tokens, eot_id) uses the public ids; merges and ranks
+stay native. token_ids is None, the identity, for every tokenizer basegpt trains.
+
+    ids = list(range(len(tok))); ids[97], ids[98] = 98, 97    # swap "a" and "b"
+    tok.token_ids = ids   ->   tok.encode("a") == [98], tok.vocab[97] == b"b"
+
 Special tokens are safe by default: the text "<|endoftext|>" inside user input is encoded as
 ordinary text, so a document cannot forge a document boundary; pass allowed_special to let
 special-token text through as the special id.
@@ -47,6 +56,8 @@ _CACHE_LIMIT = 1 << 18
 """Chunks remembered by encode; the cache is emptied when it grows past this."""
 _SHORT_CHUNK = 32
 """Chunks up to this many bytes are merged by rescanning (fast for short); longer by a heap."""
+_IDS_PER_LINE = 32
+"""tokenizer.json writes the numbering (token_ids) this many ids per line."""
 
 
 class Tokenizer:
@@ -59,6 +70,9 @@ class Tokenizer:
             original design's pure BPE over whole documents) or a custom Python regex.
             See `pretokenize.py` for why gpt4 is the default.
         special_tokens: names of the special tokens, given ids right after the merges.
+
+    Attributes: `merges` and `ranks` in native ids; `vocab` (id -> bytes) and
+    `special_tokens` (name -> id) in public ids; `token_ids` the numbering (None = identity).
     """
 
     def __init__(self, vocab_size: int = 4096, pattern: str = DEFAULT_PATTERN,
@@ -76,21 +90,46 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- state
 
-    def _set(self, merges: list[Pair], special_tokens: dict[str, int]) -> None:
-        """Install merges and special tokens and rebuild everything derived from them."""
+    def _set(self, merges: list[Pair], special_tokens: dict[str, int],
+             token_ids: Sequence[int] | None = None) -> None:
+        """Install merges, special tokens (native ids) and the numbering (native -> public),
+        and rebuild everything derived from them."""
+        if token_ids is not None:     # checked first: a bad numbering changes nothing
+            token_ids = _checked_token_ids(token_ids, 256 + len(merges) + len(special_tokens))
         self.merges: list[Pair] = [tuple(pair) for pair in merges]
-        self.special_tokens: dict[str, int] = dict(special_tokens)
+        self._native_specials: dict[str, int] = dict(special_tokens)
         self.ranks: dict[Pair, int] = {pair: 256 + i for i, pair in enumerate(self.merges)}
         vocab = [bytes([b]) for b in range(256)]
         for a, b in self.merges:
             vocab.append(vocab[a] + vocab[b])
-        vocab += [b""] * len(self.special_tokens)
-        for name, token_id in self.special_tokens.items():
+        vocab += [b""] * len(special_tokens)
+        for name, token_id in special_tokens.items():
             vocab[token_id] = name.encode("utf-8")
-        self.vocab: list[bytes] = vocab
+        self._token_ids = public = token_ids
+        if public is None:
+            self.vocab: list[bytes] = vocab
+            self.special_tokens: dict[str, int] = dict(special_tokens)
+        else:
+            self.vocab = [b""] * len(vocab)
+            for native, data in enumerate(vocab):
+                self.vocab[public[native]] = data
+            self.special_tokens = {name: public[i] for name, i in special_tokens.items()}
         self._cache: dict[str, list[int]] = {}
         self._special_regex = None
         self._c_encoder = None
+
+    @property
+    def token_ids(self) -> tuple[int, ...] | None:
+        """The numbering: token_ids[native id] == public id, or None for the identity.
+
+        Set it to a permutation of range(len(tokenizer)) (a list or tuple; the identity is
+        stored as None); anything else is a ValueError. Training resets it to None.
+        """
+        return self._token_ids
+
+    @token_ids.setter
+    def token_ids(self, token_ids: Sequence[int] | None) -> None:
+        self._set(self.merges, self._native_specials, token_ids)
 
     def __len__(self) -> int:
         """The full vocabulary: 256 bytes + merges + special tokens."""
@@ -132,8 +171,8 @@ class Tokenizer:
         documents = _checked_utf8(iter_documents(texts, self.splitter))
         merges = learn_merges(documents, self.splitter, n_merges, backend, progress)
         n_vocab = 256 + len(merges)
-        names = sorted(self.special_tokens, key=self.special_tokens.get)
-        self._set(merges, {name: n_vocab + i for i, name in enumerate(names)})
+        names = sorted(self._native_specials, key=self._native_specials.get)
+        self._set(merges, {name: n_vocab + i for i, name in enumerate(names)})   # identity ids
         return self
 
     def trainTokenizer(self, text: str | Iterable[str]) -> Tokenizer:  # noqa: N802
@@ -144,8 +183,13 @@ class Tokenizer:
         """Replace the special tokens by `special_tokens` (name -> explicit id).
 
         The ids must be exactly 256 + len(merges) ... len(tokenizer) - 1, each once, so the
-        vocabulary has no holes and no special token shadows a byte or merge token.
+        vocabulary has no holes and no special token shadows a byte or merge token. Only for a
+        tokenizer without a numbering (token_ids None): set token_ids afterwards.
         """
+        if self._token_ids is not None:
+            raise ValueError("register_special_tokens needs native ids, but this tokenizer has "
+                             "a token numbering (token_ids); register the special tokens "
+                             "first, then set token_ids")
         _check_special_names(tuple(special_tokens))
         first = 256 + len(self.merges)
         expected = set(range(first, first + len(special_tokens)))
@@ -202,10 +246,12 @@ class Tokenizer:
     def _encode_ordinary(self, text: str) -> list[int]:
         """Encode text with no special tokens: split, then merge each chunk (cached)."""
         _check_utf8(text)
+        public = self._token_ids
         encoder = self._c_encoder_if_usable()
         if encoder is not None:
-            return encoder.encode(text)    # the same ids, computed in C (see below)
-        ids: list[int] = []
+            ids = encoder.encode(text)     # the same native ids, computed in C (see below)
+            return ids if public is None else [public[i] for i in ids]
+        ids = []
         cache = self._cache
         for chunk in self.splitter.split(text):
             chunk_ids = cache.get(chunk)
@@ -215,7 +261,7 @@ class Tokenizer:
                     cache.clear()
                 cache[chunk] = chunk_ids
             ids += chunk_ids
-        return ids
+        return ids if public is None else [public[i] for i in ids]
 
     def _encode_chunk(self, data: bytes) -> list[int]:
         """Apply the merges, lowest id first, to one chunk's bytes."""
@@ -276,13 +322,17 @@ class Tokenizer:
 
     @property
     def hash(self) -> str:
-        """sha256 of what defines the tokenizer (pattern, merges, special tokens).
+        """sha256 of what defines the tokenizer (pattern, merges, special tokens, numbering).
 
         Two tokenizers with the same hash encode every text identically; model checkpoints
-        store it to catch a model being paired with the wrong tokenizer.
+        store it to catch a model being paired with the wrong tokenizer. The numbering enters
+        only when there is one, so the hash of an identity-numbered tokenizer is what it was
+        before numberings existed.
         """
         content = {"pattern": self._pattern_dict(), "merges": self.merges,
                    "special_tokens": self.special_tokens}
+        if self._token_ids is not None:
+            content["token_ids"] = list(self._token_ids)
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -292,13 +342,19 @@ class Tokenizer:
         return {"name": self.splitter.name}
 
     def to_json(self) -> str:
-        """The tokenizer.json text: versioned, one merge per line, human-readable."""
+        """The tokenizer.json text: versioned, one merge per line, human-readable; the
+        numbering ("token_ids", public id of each native id) last, only when there is one."""
         header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "vocab_size": len(self),
                   "pattern": self._pattern_dict(), "special_tokens": self.special_tokens,
                   "hash": self.hash}
         lines = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in header.items()]
         merges = ",\n".join(f"    [{a}, {b}]" for a, b in self.merges)
         body = f'  "merges": [\n{merges}\n  ]' if self.merges else '  "merges": []'
+        if self._token_ids is not None:
+            rows = [self._token_ids[i:i + _IDS_PER_LINE]
+                    for i in range(0, len(self._token_ids), _IDS_PER_LINE)]
+            numbering = ",\n".join("    " + ", ".join(map(str, row)) for row in rows)
+            body += f',\n  "token_ids": [\n{numbering}\n  ]'
         return "{\n" + "\n".join(lines) + "\n" + body + "\n}\n"
 
     def save(self, path: str | os.PathLike) -> None:
@@ -309,14 +365,22 @@ class Tokenizer:
         """Write a .vocab file for people: one line per token, with what it merges from.
 
             261  ' the'  <- [256 ' t'] [104 'he']
+
+        Ids are public ids (the merge's parts too), lines in public id order.
         """
+        public = self._token_ids or range(len(self))
+        native_of = [0] * len(self)
+        for native, token_id in enumerate(public):
+            native_of[token_id] = native
+        specials = set(self.special_tokens.values())
         lines = []
         for token_id in range(len(self)):
             line = f"{token_id}\t{_show(self, token_id)}"
-            if 256 <= token_id < 256 + len(self.merges):
-                a, b = self.merges[token_id - 256]
+            native = native_of[token_id]
+            if 256 <= native < 256 + len(self.merges):
+                a, b = (public[i] for i in self.merges[native - 256])
                 line += f"\t<- [{a} {_show(self, a)}] [{b} {_show(self, b)}]"
-            elif token_id in self.special_tokens.values():
+            elif token_id in specials:
                 line += "\t(special)"
             lines.append(line)
         atomic_write_text(path, "\n".join(lines) + "\n")
@@ -360,10 +424,16 @@ class Tokenizer:
         specials = data["special_tokens"]
         if not isinstance(specials, dict) or not all(isinstance(v, int) for v in specials.values()):
             raise ValueError(f"special_tokens must map names to integer ids, got {specials!r}")
-        tokenizer = cls(vocab_size=256 + len(merges) + len(specials), pattern=regex,
-                        special_tokens=tuple(specials))
+        n_vocab = 256 + len(merges) + len(specials)
+        token_ids = data.get("token_ids")
+        if token_ids is not None:     # the file's special ids are public: make them native
+            token_ids = _checked_token_ids(token_ids, n_vocab)
+            native_of = {token_id: native for native, token_id in enumerate(token_ids or ())}
+            specials = {name: native_of.get(i, i) for name, i in specials.items()}  # bad ids: checked below
+        tokenizer = cls(vocab_size=n_vocab, pattern=regex, special_tokens=tuple(specials))
         tokenizer._set(merges, {})
         tokenizer.register_special_tokens(specials)
+        tokenizer.token_ids = token_ids
         if tokenizer.hash != data["hash"]:
             raise ValueError(f"hash mismatch: the file says {data['hash']!r} but its content "
                              f"hashes to {tokenizer.hash!r}; it was edited or corrupted")
@@ -471,6 +541,26 @@ def _checked_merges(merges: object) -> list[Pair]:
         seen.add(pair)
         out.append(pair)
     return out
+
+
+def _checked_token_ids(token_ids: object, n_vocab: int) -> tuple[int, ...] | None:
+    """A numbering as a tuple, or None when it is the identity; ValueError unless it is a
+    permutation of range(n_vocab)."""
+    if (not isinstance(token_ids, (list, tuple))
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in token_ids)):
+        raise ValueError(f"token_ids must be a list of integer ids (public id of each native "
+                         f"id), got {str(token_ids)[:60]}")
+    if len(token_ids) != n_vocab:
+        raise ValueError(f"token_ids has {len(token_ids)} ids but the tokenizer has {n_vocab} "
+                         "tokens; it must give every token (bytes, merges, special) one id")
+    seen = set(token_ids)
+    if len(seen) != n_vocab or min(token_ids, default=0) < 0 or max(token_ids, default=0) >= n_vocab:
+        missing = next(i for i in range(n_vocab) if i not in seen)
+        raise ValueError(f"token_ids must be a permutation of 0..{n_vocab - 1} (each id exactly "
+                         f"once), but id {missing} is missing")
+    if all(i == token_id for i, token_id in enumerate(token_ids)):
+        return None
+    return tuple(token_ids)
 
 
 def _as_int_list(ids: Iterable[int]) -> list[int]:
