@@ -27,8 +27,8 @@ from basegpt.checkpoint import load_run, save_run  # noqa: E402
 from basegpt.cli import main  # noqa: E402
 from basegpt.config import ModelConfig  # noqa: E402
 from basegpt.corpus import builtin_corpus  # noqa: E402
-from basegpt.interop.hf_gpt2 import (IdMap, export_hf, export_tiktoken, hf_incompatibilities,  # noqa: E402
-                                     import_hf, read_hf_tokenizer)
+from basegpt.interop.hf_gpt2 import (export_hf, hf_incompatibilities, import_hf,  # noqa: E402
+                                     read_hf_tokenizer)
 from basegpt.interop.tokenizers import load_tiktoken  # noqa: E402
 
 TEXT = ("Hello, world! Ça va? Grüße aus Köln. Привет, мир. 你好，世界。こんにちは。안녕하세요. "
@@ -95,24 +95,19 @@ def _hf_greedy(hf_model, ids: list[int], n: int) -> list[int]:
     return out[0, len(ids):].tolist()
 
 
-def _check_same_model(model: B2lM, tok: Tokenizer, hf_model, hf_tok, id_map: IdMap) -> None:
-    """The three checks: ids on text, logits on random ids and on text, greedy 50 tokens."""
+def _check_same_model(model: B2lM, tok: Tokenizer, hf_model, hf_tok) -> None:
+    """The three checks, on the very same ids: ids on text, logits on random ids and on
+    text, greedy 50 tokens."""
     ids = tok.encode(TEXT)
-    hf_ids = _hf_ids(hf_tok, TEXT)
-    assert id_map.to_hf(ids) == hf_ids, "basegpt's ids (mapped) equal the HF tokenizer's"
-    cols = torch.tensor(id_map.hf)                     # HF column of each basegpt id
+    assert ids == hf_tok(TEXT).input_ids, "basegpt's tokenizer gives the HF tokenizer's ids"
     T = model.config.n_context
     g = torch.Generator().manual_seed(0)
-    random_hf = torch.randint(0, model.config.vocab_size, (2, T), generator=g)
-    random_ours = torch.tensor([id_map.from_hf(row) for row in random_hf.tolist()])
-    text_hf = torch.tensor([hf_ids[:T]])
+    random_ids = torch.randint(0, model.config.vocab_size, (2, T), generator=g)
     with torch.no_grad():
-        for ours_in, hf_in in ((random_ours, random_hf), (torch.tensor([ids[:T]]), text_hf)):
-            ours = model(ours_in)                                   # (B, T, V)
-            theirs = hf_model(hf_in).logits[..., cols]              # (B, T, V) in basegpt order
-            torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=RTOL)
+        for x in (random_ids, torch.tensor([ids[:T]])):
+            torch.testing.assert_close(model(x), hf_model(x).logits, atol=ATOL, rtol=RTOL)
     prompt = ids[:12]
-    assert id_map.to_hf(_greedy(model, prompt, 50)) == _hf_greedy(hf_model, id_map.to_hf(prompt), 50), \
+    assert _greedy(model, prompt, 50) == _hf_greedy(hf_model, prompt, 50), \
         "greedy decoding gives the same 50 tokens"
 
 
@@ -142,10 +137,17 @@ def imported(request, hf_tokenizer, tmp_path_factory):
 
 def test_import_gives_hf_ids_logits_and_greedy_tokens(imported):
     hf_dir, hf_model, hf_tok, run_dir, result = imported
-    assert not result.id_map.is_identity, "a `tokenizers` vocabulary is not in basegpt's layout"
     run = load_run(run_dir)
+    assert run.tokenizer.token_ids is not None, "a `tokenizers` vocabulary is not basegpt's order"
     assert len(run.tokenizer) == hf_model.config.vocab_size == len(hf_tok)
-    _check_same_model(run.model, run.tokenizer, hf_model, hf_tok, result.id_map)
+    assert "hf_token_ids" not in json.loads((run_dir / "config.json").read_text()), "no id map"
+    assert run.tokenizer.eot_id == hf_tok.eos_token_id and run.tokenizer.pad_id == hf_tok.pad_token_id
+    vocab = hf_tok.backend_tokenizer.get_vocab()
+    assert all(run.tokenizer.decode([i]) == hf_tok.decode([i]) for i in vocab.values()), \
+        "every id spells the same text in both"
+    _check_same_model(run.model, run.tokenizer, hf_model, hf_tok)
+    torch.testing.assert_close(run.model.tok_emb.weight, hf_model.transformer.wte.weight,
+                               atol=0, rtol=0, msg="embedding rows copied, not permuted")
 
 
 def test_export_of_import_reproduces_every_tensor_bit_for_bit(imported, tmp_path):
@@ -171,9 +173,9 @@ def test_export_of_import_reproduces_every_tensor_bit_for_bit(imported, tmp_path
 @settings(max_examples=60, deadline=None)
 @given(text=unicode_text)
 def test_imported_tokenizer_gives_hf_ids_on_random_strings(imported, text):
-    _, _, hf_tok, run_dir, result = imported
+    _, _, hf_tok, run_dir, _ = imported
     tok = Tokenizer.load(run_dir / "tokenizer.json")
-    assert result.id_map.to_hf(tok.encode(text)) == _hf_ids(hf_tok, text), f"differs on {text!r}"
+    assert tok.encode(text) == hf_tok(text).input_ids, f"differs on {text!r}"
 
 
 def test_vocab_json_and_merges_txt_give_the_same_tokenizer(hf_tokenizer, tmp_path):
@@ -182,9 +184,9 @@ def test_vocab_json_and_merges_txt_give_the_same_tokenizer(hf_tokenizer, tmp_pat
     written = sorted(os.path.basename(p) for p in bpe.save(str(tmp_path)))
     assert written == ["merges.txt", "vocab.json"], written
     shutil.copy(hf_tokenizer / "tokenizer_config.json", tmp_path)
-    from_files, files_map = read_hf_tokenizer(tmp_path)
-    from_json, json_map = read_hf_tokenizer(hf_tokenizer)
-    assert from_files.hash == from_json.hash and files_map == json_map, "same merges, ids, specials"
+    from_files, from_json = read_hf_tokenizer(tmp_path), read_hf_tokenizer(hf_tokenizer)
+    assert from_json.token_ids is not None, "HF's ids are not native: the numbering is kept"
+    assert from_files.hash == from_json.hash, "same merges, specials and numbering (hashed)"
 
 
 def test_legacy_pickle_loads_only_when_allowed(imported, tmp_path, capsys):
@@ -250,7 +252,7 @@ def test_export_loads_in_transformers_with_the_same_ids_logits_and_tokens(export
     assert hf_tok.eos_token == hf_tok.bos_token == "<|endoftext|>" and hf_tok.pad_token == "<|pad|>"
     assert hf_model.config.eos_token_id == tok.eot_id and hf_model.config.pad_token_id == tok.pad_id
     assert (hf_model.lm_head.weight is hf_model.transformer.wte.weight) == model.config.tie_weights
-    _check_same_model(model, tok, hf_model, hf_tok, IdMap.identity(len(tok)))
+    _check_same_model(model, tok, hf_model, hf_tok)
 
 
 @settings(max_examples=60, deadline=None)
@@ -262,9 +264,9 @@ def test_exported_tokenizer_gives_basegpt_ids_on_random_strings(exported, text):
 
 def test_import_of_export_keeps_ids_identical(exported, tmp_path):
     model, tok, _, _, _, out = exported
-    result = import_hf(out, tmp_path / "run")
-    assert result.id_map.is_identity, "basegpt's own export is in basegpt's layout"
+    import_hf(out, tmp_path / "run")
     run = load_run(tmp_path / "run")
+    assert run.tokenizer.token_ids is None, "basegpt's own export has native ids: no numbering"
     assert run.tokenizer.hash == tok.hash, "the very same tokenizer"
     for name, tensor in model.state_dict().items():
         assert torch.equal(run.model.state_dict()[name], tensor), name

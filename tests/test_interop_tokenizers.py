@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -96,3 +98,38 @@ def test_duplicate_byte_strings_cannot_be_exported():
     tok._set([(97, 97), (256, 97), (97, 256)], {})       # 'aaa' spelled two ways
     with pytest.raises(ValueError, match="both spell b'aaa'"):
         hf_tokenizer_json(tok)
+
+
+def _renumbered(tok: Tokenizer, *swaps: tuple[int, int]) -> Tokenizer:
+    """A copy of `tok` with each pair of public ids in `swaps` exchanged."""
+    copy = Tokenizer.from_dict(json.loads(tok.to_json()))
+    numbering = list(range(len(copy)))
+    for a, b in swaps:
+        numbering[a], numbering[b] = numbering[b], numbering[a]
+    copy.token_ids = numbering
+    return copy
+
+
+def test_numbered_tokenizer_exports_its_public_ids(trio):
+    tok, _, _ = trio
+    eot = tok.eot_id
+    # GPT-2-like: bytes reordered (and a special token among them), merges still in order
+    numbered = _renumbered(tok, (0, 1), (ord(" "), eot))
+    ids = numbered.encode(MULTILINGUAL)
+    assert ids != tok.encode(MULTILINGUAL), "the numbering changes the ids"
+    assert to_tiktoken(numbered).encode_ordinary(MULTILINGUAL) == ids, "tiktoken: public ids"
+    assert _hf_ids(to_hf_tokenizer(numbered), MULTILINGUAL) == ids, "HF: public ids"
+    text = "a<|endoftext|>b"
+    assert _hf_ids(to_hf_tokenizer(numbered), text, allow_special=True) == \
+        numbered.encode(text, allowed_special="all"), "special tokens keep their public ids"
+
+
+def test_tiktoken_refuses_merges_numbered_out_of_order(trio):
+    tok, _, _ = trio
+    numbered = _renumbered(tok, (256, 300))                  # merge 44 now comes "before" merge 0
+    with pytest.raises(ValueError, match="cannot export to tiktoken: merge 0 has id 300 but "
+                                         "the later merge 1 has the smaller id 257"):
+        to_tiktoken(numbered)
+    ids = numbered.encode(MULTILINGUAL)
+    assert _hf_ids(to_hf_tokenizer(numbered), MULTILINGUAL) == ids, \
+        "HF orders merges by list, not id: it still exports"

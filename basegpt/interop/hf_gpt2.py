@@ -20,27 +20,15 @@ GPT-2's Conv1D stores its weight as (in, out), nn.Linear as (out, in), hence the
 Both pack q, k, v in one matrix in the same order (q | k | v, heads side by side), and both
 scale attention by 1/sqrt(D), so c_attn maps to qkv_proj unchanged.
 
-Token ids: basegpt numbers tokens by construction (bytes 0..255, merge i is 256 + i, then the
-special tokens), HF by a vocab table that may be in any order: in GPT-2 "!" is id 0, and a
-tokenizer trained with `tokenizers` puts its special tokens first. The id a model sees indexes
-its embedding and head rows, so two things must agree: the tokenizer's ids and the row order.
-There were two ways to make them agree:
-
-1. an explicit id map inside basegpt's Tokenizer, so that it emits HF's ids directly; this
-   touches every consumer of ids (encode, decode, the C encoder, vocab, the hash, the file
-   format, tiktoken export, whose ranks must follow merge order) for one use case;
-2. import into basegpt's own layout: the embedding and head rows are permuted into basegpt id
-   order, and the map (`IdMap`: basegpt id -> HF id) is remembered in the run's config.json.
-
-This module does 2. The imported run is an ordinary basegpt run (tokenizer, model and
-`len(tokenizer)` all in basegpt ids) that works with every command, and nothing outside
-interop/ knows HF ever existed. The exact correspondence is kept: `IdMap.to_hf(ids)` gives
-HF's ids for basegpt's (tests check them equal to the HF tokenizer's, token for token, and the
-logits equal column for column), and export un-permutes, so export(import(x)) writes x's
-tensors bit for bit and x's own ids. Where the HF directory is already in basegpt's layout
-(every directory basegpt exports) the map is the identity, is not stored, and the ids are
-literally the same. A run saved again by training loses the map: its export then uses
-basegpt's layout, still a consistent HF model, only numbered differently from the original.
+Token ids: basegpt builds tokens in a native order (bytes 0..255, merge i is 256 + i, then the
+special tokens), HF numbers them by a vocab table that may be in any order: in GPT-2 "!" is
+id 0, and a tokenizer trained with `tokenizers` puts its special tokens first. The id a model
+sees indexes its embedding and head rows, so the tokenizer's ids and the row order must agree.
+Import gives the tokenizer HF's ids as its numbering (`Tokenizer.token_ids`: native id -> HF
+id, stored in tokenizer.json), so basegpt's own tokenizer emits exactly HF's ids and the rows
+are copied as they are. The imported run uses HF's ids end to end (tokenizer, prepared shards,
+model rows), and export writes the same ids back, so export(import(x)) reproduces x's tensors
+and ids bit for bit. Directories that basegpt exported have native ids: no numbering is stored.
 
 Only safetensors weights load by default. A legacy `pytorch_model.bin` is a pickle; it is read
 only with allow_pickle=True, through torch.load(weights_only=True), which is the one call of
@@ -74,8 +62,6 @@ HF_WEIGHTS_INDEX = "model.safetensors.index.json"
 HF_PICKLE = "pytorch_model.bin"
 HF_TOKENIZER = "tokenizer.json"
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
-ID_MAP_KEY = "hf_token_ids"
-"""config.json entry of an imported run: the IdMap as [basegpt_start, hf_start, count] runs."""
 
 GELU_TANH_NAMES = ("gelu_new", "gelu_pytorch_tanh")
 """HF activation names of the tanh-approximated GELU that basegpt's "gelu" computes."""
@@ -98,82 +84,6 @@ _BLOCK_NAMES = (
     ("mlp.c_fc.weight", "ff.up.weight", True), ("mlp.c_fc.bias", "ff.up.bias", False),
     ("mlp.c_proj.weight", "ff.down.weight", True), ("mlp.c_proj.bias", "ff.down.bias", False),
 )
-
-
-# ------------------------------------------------------------------------ the id map
-
-@dataclass(frozen=True)
-class IdMap:
-    """basegpt token id -> HF token id: `hf[i]` is the HF id of basegpt token i.
-
-        m = IdMap((2, 0, 1))     m.to_hf([0, 1]) -> [2, 0]     m.from_hf([2, 0]) -> [0, 1]
-
-    A permutation of range(len(hf)). Rows of the embedding and head move with it:
-    `rows_from_hf(W)[i] == W[hf[i]]`.
-    """
-
-    hf: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        if sorted(self.hf) != list(range(len(self.hf))):
-            raise ValueError("an id map must be a permutation of 0 .. n-1")
-
-    @classmethod
-    def identity(cls, n: int) -> IdMap:
-        return cls(tuple(range(n)))
-
-    @property
-    def is_identity(self) -> bool:
-        return all(i == h for i, h in enumerate(self.hf))
-
-    def to_hf(self, ids: list[int]) -> list[int]:
-        """basegpt ids -> HF ids."""
-        return [self.hf[i] for i in ids]
-
-    def from_hf(self, ids: list[int]) -> list[int]:
-        """HF ids -> basegpt ids."""
-        inverse = self._inverse()
-        return [inverse[i] for i in ids]
-
-    def _inverse(self) -> list[int]:
-        inverse = [0] * len(self.hf)
-        for i, h in enumerate(self.hf):
-            inverse[h] = i
-        return inverse
-
-    def rows_from_hf(self, weight: torch.Tensor) -> torch.Tensor:
-        """(V, C) rows in HF id order -> rows in basegpt id order (exact copies)."""
-        return weight[torch.tensor(self.hf)]
-
-    def rows_to_hf(self, weight: torch.Tensor) -> torch.Tensor:
-        """(V, C) rows in basegpt id order -> rows in HF id order (exact copies)."""
-        return weight[torch.tensor(self._inverse())]
-
-    def to_runs(self) -> list[list[int]]:
-        """Compact form for JSON: [basegpt_start, hf_start, count] per run of consecutive ids
-        (GPT-2's 50,257 ids are ~70 runs: its bytes are reordered, its merges are not)."""
-        runs: list[list[int]] = []
-        for i, h in enumerate(self.hf):
-            if runs and runs[-1][0] + runs[-1][2] == i and runs[-1][1] + runs[-1][2] == h:
-                runs[-1][2] += 1
-            else:
-                runs.append([i, h, 1])
-        return runs
-
-    @classmethod
-    def from_runs(cls, runs: list[list[int]]) -> IdMap:
-        hf: list[int] = []
-        for start, hf_start, count in runs:
-            if start != len(hf):
-                raise ValueError(f"id map runs are not contiguous at basegpt id {start}")
-            hf += range(hf_start, hf_start + count)
-        return cls(tuple(hf))
-
-
-def read_id_map(run_config: dict[str, Any]) -> IdMap | None:
-    """The IdMap stored in a run's config.json (parsed), or None (ids are HF's as they are)."""
-    runs = run_config.get(ID_MAP_KEY)
-    return IdMap.from_runs(runs) if runs else None
 
 
 # ------------------------------------------------------------------------ configs
@@ -263,9 +173,9 @@ def config_from_hf(hf: dict[str, Any], source: str = HF_CONFIG) -> ModelConfig:
 # ------------------------------------------------------------------------ tensors
 
 def _tensor_names(config: ModelConfig) -> list[tuple[str, str, str]]:
-    """(GPT-2 name, basegpt name, how): how is "copy", "transpose" (Conv1D) or "rows" (vocab
-    rows, reordered by the id map)."""
-    names = [("transformer.wte.weight", "tok_emb.weight", "rows"),
+    """(GPT-2 name, basegpt name, how): how is "copy" or "transpose" (Conv1D). Vocab rows are
+    copied as they are: the tokenizer's ids are HF's (see the module docstring)."""
+    names = [("transformer.wte.weight", "tok_emb.weight", "copy"),
              ("transformer.wpe.weight", "positional.weight", "copy")]
     for i in range(config.n_block):
         names += [(f"transformer.h.{i}.{hf}", f"blocks.{i}.{ours}",
@@ -273,12 +183,12 @@ def _tensor_names(config: ModelConfig) -> list[tuple[str, str, str]]:
     names += [("transformer.ln_f.weight", "final_norm.weight", "copy"),
               ("transformer.ln_f.bias", "final_norm.bias", "copy")]
     if not config.tie_weights:
-        names.append(("lm_head.weight", "lm_head.weight", "rows"))
+        names.append(("lm_head.weight", "lm_head.weight", "copy"))
     return names
 
 
-def gpt2_tensors(model: torch.nn.Module, id_map: IdMap | None = None) -> dict[str, torch.Tensor]:
-    """The model's weights under GPT-2's names and layouts (vocab rows in HF id order)."""
+def gpt2_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights under GPT-2's names and layouts."""
     model = unwrap(model)
     ours = model_tensors(model)
     out = {}
@@ -286,14 +196,12 @@ def gpt2_tensors(model: torch.nn.Module, id_map: IdMap | None = None) -> dict[st
         t = ours[name].detach()
         if how == "transpose":
             t = t.t()
-        elif how == "rows" and id_map is not None:
-            t = id_map.rows_to_hf(t)
         out[hf_name] = t.contiguous()
     return out
 
 
 def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
-                    id_map: IdMap | None = None, source: str = HF_WEIGHTS
+                    source: str = HF_WEIGHTS
                     ) -> dict[str, torch.Tensor]:
     """GPT-2 tensors -> basegpt's names and layouts; every missing, unexpected or misshapen
     tensor is a ValueError naming it and the shape `config` needs."""
@@ -323,8 +231,6 @@ def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
                              f"config.json needs {shape}")
         if how == "transpose":
             t = t.t()
-        elif how == "rows" and id_map is not None:
-            t = id_map.rows_from_hf(t)
         out[name] = t.contiguous()
     unexpected = sorted(set(tensors) - {hf_name for hf_name, _, _ in names})
     if unexpected:
@@ -335,26 +241,26 @@ def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
 
 # ------------------------------------------------------------------------ export
 
-def _source(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
-            id_map: IdMap | None) -> tuple[B2lM, Tokenizer, IdMap | None]:
+def _source(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer]
+            ) -> tuple[B2lM, Tokenizer]:
     if isinstance(source, tuple):
         model, tokenizer = source
-        return unwrap(model), tokenizer, id_map
+        return unwrap(model), tokenizer
     run = load_run(source)
-    return run.model, run.tokenizer, id_map or read_id_map(run.config)
+    return run.model, run.tokenizer
 
 
 def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
-              out_dir: str | os.PathLike, id_map: IdMap | None = None) -> Path:
+              out_dir: str | os.PathLike) -> Path:
     """Write a Hugging Face GPT-2 directory for a run directory or a (model, tokenizer) pair:
     config.json, model.safetensors, tokenizer.json, tokenizer_config.json, which
     `GPT2LMHeadModel.from_pretrained(out_dir)` and `AutoTokenizer.from_pretrained(out_dir)`
-    load offline with no custom code. An imported run's id map is applied (or pass `id_map`),
-    so the HF ids are the original ones. Returns out_dir.
+    load offline with no custom code. The HF ids are the tokenizer's (public) ids, so an
+    imported run goes back out with its original ids. Returns out_dir.
 
     Raises ValueError listing every field that is not GPT-2-compatible.
     """
-    model, tokenizer, id_map = _source(source, id_map)
+    model, tokenizer = _source(source)
     config = model.config
     problems = hf_incompatibilities(config)
     if problems:
@@ -364,22 +270,10 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     if config.vocab_size != len(tokenizer):
         raise ValueError(f"model vocab_size={config.vocab_size} but the tokenizer has "
                          f"{len(tokenizer)} tokens")
-    id_map = None if id_map is None or id_map.is_identity else id_map
-    if id_map is not None and len(id_map.hf) != len(tokenizer):
-        raise ValueError(f"the id map has {len(id_map.hf)} ids but the tokenizer "
-                         f"{len(tokenizer)}; it belongs to another tokenizer")
-    to_hf = (lambda i: i) if id_map is None else (lambda i: id_map.hf[i])
     tok_json = hf_tokenizer_json(tokenizer)
-    if id_map is not None:
-        model_vocab = tok_json["model"]["vocab"]
-        tok_json["model"]["vocab"] = {text: to_hf(i) for text, i in model_vocab.items()}
-        for token in tok_json["added_tokens"]:
-            token["id"] = to_hf(token["id"])
-        tok_json["added_tokens"].sort(key=lambda token: token["id"])
-    special = tokenizer.special_tokens
-    eot = to_hf(special[EOT]) if EOT in special else None
-    pad = to_hf(special[PAD]) if PAD in special else None
-    tensors = gpt2_tensors(model, id_map)
+    eot = tokenizer.special_tokens.get(EOT)
+    pad = tokenizer.special_tokens.get(PAD)
+    tensors = gpt2_tensors(model)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -403,7 +297,8 @@ def export_tiktoken(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer
     """Write the tokenizer as a tiktoken rank file + JSON (`interop.tokenizers.save_tiktoken`).
     `out` is the .tiktoken file, or a directory (then OUT/tokenizer.tiktoken). Ranks are
     basegpt's ids (tiktoken merges by rank, which must follow merge order); for an imported
-    run, map them with the run's IdMap to get the HF ids."""
+    run they are HF's ids, when HF's merge tokens are numbered in merge order (as GPT-2's
+    are); other numberings cannot be tiktoken ranks (ValueError)."""
     if isinstance(source, tuple):
         tokenizer = source[1]
     else:
@@ -420,12 +315,27 @@ def export_tiktoken(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer
 @dataclass
 class HFImport:
     """What `import_hf` did: the run written, the weights file read (and whether it was a
-    pickle), and the id map (identity when the HF ids already follow basegpt's layout)."""
+    pickle). The run's token ids are HF's, always."""
 
     run_dir: Path
     weights: Path
     pickled: bool
-    id_map: IdMap
+
+    @property
+    def id_map(self) -> _SameIds:
+        # Only for cli.py and benchmarks/bench_interop.py, written for the removed IdMap;
+        # delete once they stop reading `.id_map` (run ids and HF ids are now the same).
+        return _SameIds()
+
+
+class _SameIds:
+    """The map from an imported run's ids to HF's: the identity (see HFImport.id_map)."""
+
+    is_identity = True
+
+    @staticmethod
+    def to_hf(ids: list[int]) -> list[int]:
+        return list(ids)
 
 
 def _read_json(path: Path) -> Any:
@@ -480,9 +390,10 @@ def read_hf_weights(hf_dir: Path, allow_pickle: bool = False
                             f"huggingface-cli download NAME --local-dir {hf_dir})")
 
 
-def read_hf_tokenizer(hf_dir: Path, n_vocab: int | None = None) -> tuple[Tokenizer, IdMap]:
-    """basegpt Tokenizer + IdMap from tokenizer.json, or else vocab.json + merges.txt (GPT-2's
-    original files; special tokens from tokenizer_config.json / special_tokens_map.json)."""
+def read_hf_tokenizer(hf_dir: Path, n_vocab: int | None = None) -> Tokenizer:
+    """A basegpt Tokenizer with HF's ids from tokenizer.json, or else vocab.json + merges.txt
+    (GPT-2's original files; special tokens from tokenizer_config.json /
+    special_tokens_map.json)."""
     if (hf_dir / HF_TOKENIZER).is_file():
         data, source = _read_json(hf_dir / HF_TOKENIZER), hf_dir / HF_TOKENIZER
     elif (hf_dir / "vocab.json").is_file() and (hf_dir / "merges.txt").is_file():
@@ -502,18 +413,16 @@ def read_hf_tokenizer(hf_dir: Path, n_vocab: int | None = None) -> tuple[Tokeniz
         raise FileNotFoundError(f"{hf_dir} has no tokenizer ({HF_TOKENIZER}, or vocab.json + "
                                 "merges.txt); basegpt never downloads: copy them there first")
     try:
-        tokenizer, hf_ids = from_hf_tokenizer_json(data, n_vocab)
+        return from_hf_tokenizer_json(data, n_vocab)
     except ValueError as error:
         raise ValueError(f"{source}: {error}") from None
-    return tokenizer, IdMap(tuple(hf_ids))
 
 
 def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickle: bool = False,
               overwrite: bool = False) -> HFImport:
     """Build a basegpt run directory (config.json, model.safetensors, tokenizer.json) from a
-    local GPT-2-format directory. `load_run(run_dir)` then gives a model whose logits equal
-    HF's (column i of basegpt's = column id_map.hf[i] of HF's) and a tokenizer whose ids map
-    to HF's exactly through the IdMap (the identity for basegpt's own exports)."""
+    local GPT-2-format directory. `load_run(run_dir)` then gives a tokenizer whose ids are
+    exactly HF's and a model whose logits equal HF's on the same ids."""
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
     if not hf_dir.is_dir():
         raise FileNotFoundError(f"{hf_dir}: no such directory. basegpt imports local "
@@ -526,22 +435,19 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
         raise ValueError(f"{run_dir} already holds a run; choose another directory or pass "
                          "overwrite=True (--overwrite)")
     config = config_from_hf(_read_json(hf_dir / HF_CONFIG), str(hf_dir / HF_CONFIG))
-    tokenizer, id_map = read_hf_tokenizer(hf_dir, config.vocab_size)
+    tokenizer = read_hf_tokenizer(hf_dir, config.vocab_size)
     hf_tensors, weights, pickled = read_hf_weights(hf_dir, allow_pickle)
-    identity = id_map.is_identity
-    tensors = basegpt_tensors(hf_tensors, config, None if identity else id_map, str(weights))
+    tensors = basegpt_tensors(hf_tensors, config, str(weights))
 
     run_dir.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {"imported_from": {"format": "hf-gpt2", "path": str(hf_dir.resolve()),
                                                "weights": weights.name}}
-    if not identity:
-        extra[ID_MAP_KEY] = id_map.to_runs()
     tokenizer.save(run_dir / TOKENIZER_FILE)
     save_tensors(run_dir / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
     save_config(run_dir, config, tokenizer, extra=extra)   # last: a run is complete once it exists
-    return HFImport(run_dir=run_dir, weights=weights, pickled=pickled, id_map=id_map)
+    return HFImport(run_dir=run_dir, weights=weights, pickled=pickled)
 
 
-__all__ = ["HFImport", "IdMap", "basegpt_tensors", "config_from_hf", "export_hf",
+__all__ = ["HFImport", "basegpt_tensors", "config_from_hf", "export_hf",
            "export_tiktoken", "gpt2_tensors", "hf_config", "hf_incompatibilities", "import_hf",
-           "read_hf_tokenizer", "read_hf_weights", "read_id_map"]
+           "read_hf_tokenizer", "read_hf_weights"]

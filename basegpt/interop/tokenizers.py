@@ -13,7 +13,9 @@ The split pattern is exported as its explicit code-point ranges (`pretokenize.re
 imported inside the functions that need them; basegpt's core never imports them.
 
 Import reads the JSON directly (no library needed) and maps each HF merge to a basegpt merge;
-HF ids may be in any order, so it also returns the id map (see `from_hf_tokenizer_json`).
+HF ids may be in any order, so the imported tokenizer carries HF's ids as its numbering
+(`Tokenizer.token_ids`) and encodes to exactly HF's ids (see `from_hf_tokenizer_json`).
+Export writes the public ids, so a numbered tokenizer goes back out with the ids it came in with.
 """
 
 from __future__ import annotations
@@ -45,10 +47,17 @@ def peer_pattern(tokenizer: Tokenizer) -> str:
     return render(splitter.template, "rust")
 
 
+def _bpe_ids(tokenizer: Tokenizer) -> list[int]:
+    """Public ids of the byte and merge tokens (everything but special tokens), in native
+    order: bytes 0..255, then merge 0, merge 1, ..."""
+    numbering = tokenizer.token_ids or range(len(tokenizer))
+    return list(numbering[:256 + len(tokenizer.merges)])
+
+
 def _check_unique_tokens(tokenizer: Tokenizer) -> None:
     # Peers key tokens by their bytes; two merges that spell the same bytes cannot be exported.
     seen: dict[bytes, int] = {}
-    for token_id in range(256 + len(tokenizer.merges)):
+    for token_id in _bpe_ids(tokenizer):
         data = tokenizer.vocab[token_id]
         if data in seen:
             raise ValueError(f"tokens {seen[data]} and {token_id} both spell {data!r}; "
@@ -59,9 +68,23 @@ def _check_unique_tokens(tokenizer: Tokenizer) -> None:
 # ------------------------------------------------------------------------ tiktoken
 
 def tiktoken_ranks(tokenizer: Tokenizer) -> dict[bytes, int]:
-    """Byte string -> rank (= basegpt id) for every byte and merge token."""
+    """Byte string -> rank (= basegpt id) for every byte and merge token.
+
+    tiktoken's rank is both the token's id and its merge priority (lowest first), so the ids
+    of the merge tokens must rise in merge order. They do for every tokenizer basegpt trains
+    and for GPT-2's numbering (bytes reordered, merges in order; the bytes' own ranks never
+    compete, as every merge makes at least two bytes). Otherwise: ValueError.
+    """
     _check_unique_tokens(tokenizer)
-    return {tokenizer.vocab[i]: i for i in range(256 + len(tokenizer.merges))}
+    ids = _bpe_ids(tokenizer)
+    merge_ids = ids[256:]
+    for i, (a, b) in enumerate(zip(merge_ids, merge_ids[1:])):
+        if a > b:
+            raise ValueError(f"cannot export to tiktoken: merge {i} has id {a} but the later "
+                             f"merge {i + 1} has the smaller id {b}; tiktoken's rank is both "
+                             "the id and the merge order, so this tokenizer's numbering "
+                             "(token_ids) cannot be written as ranks")
+    return {tokenizer.vocab[i]: i for i in ids}
 
 
 def to_tiktoken(tokenizer: Tokenizer, name: str = "basegpt"):
@@ -125,11 +148,21 @@ def hf_tokenizer_json(tokenizer: Tokenizer) -> dict:
     """The content of a Hugging Face tokenizer.json for `tokenizer` (no import needed)."""
     _check_unique_tokens(tokenizer)
     spell = byte_to_unicode()
+    ids = _bpe_ids(tokenizer)                  # public id of each native byte / merge token
 
     def text(token_id: int) -> str:
         return "".join(spell[b] for b in tokenizer.vocab[token_id])
 
-    n_vocab = 256 + len(tokenizer.merges)
+    # Special tokens are in the vocab too, as `tokenizers` writes them: HF takes an added
+    # token's id from the vocab, and would otherwise number it after the vocab, which is
+    # wrong for a numbering that puts special tokens elsewhere (GPT-2-style imports).
+    vocab = {text(i): i for i in ids}
+    clash = sorted(set(vocab) & set(tokenizer.special_tokens))
+    if clash:
+        raise ValueError(f"special token {clash[0]!r} is spelled like an ordinary token in "
+                         "HF's byte-level alphabet; rename it to export")
+    vocab |= tokenizer.special_tokens
+    vocab = dict(sorted(vocab.items(), key=lambda item: item[1]))
     return {
         "version": "1.0",
         "truncation": None,
@@ -151,8 +184,8 @@ def hf_tokenizer_json(tokenizer: Tokenizer) -> dict:
         "model": {"type": "BPE", "dropout": None, "unk_token": None,
                   "continuing_subword_prefix": None, "end_of_word_suffix": None,
                   "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": {text(i): i for i in range(n_vocab)},
-                  "merges": [[text(a), text(b)] for a, b in tokenizer.merges]},
+                  "vocab": vocab,
+                  "merges": [[text(ids[a]), text(ids[b])] for a, b in tokenizer.merges]},
     }
 
 
@@ -220,18 +253,18 @@ def split_pattern_of(pre_tokenizer: dict | None) -> str:
     return known[regex]
 
 
-def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None
-                           ) -> tuple[Tokenizer, list[int]]:
-    """A basegpt Tokenizer from the content of an HF byte-level BPE tokenizer.json, and the id
-    map: `hf_ids[i]` is the HF id of basegpt token i (see hf_gpt2.py for why ids are mapped).
+def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None) -> Tokenizer:
+    """A basegpt Tokenizer that gives exactly HF's ids, from the content of an HF byte-level
+    BPE tokenizer.json.
 
-    basegpt numbers tokens by construction (bytes 0..255, merge i -> 256 + i, then special
-    tokens); the HF ids of the same tokens may be in any order ("!" is id 0 in GPT-2). Each HF
-    merge (a, b) becomes a basegpt merge of the ids of a's and b's bytes, in the same order,
-    so both apply the same merges in the same priority. Added tokens become special tokens,
-    ordered by HF id. `n_vocab` (the model's vocabulary) may exceed the tokenizer's: every HF
-    id below it that no token uses gets a placeholder special token "<|unused_ID|>", so that
-    len(tokenizer) == n_vocab and the map is a permutation of range(n_vocab).
+    basegpt builds tokens in native order (bytes 0..255, merge i -> 256 + i, then special
+    tokens); the HF ids of the same tokens may be in any order ("!" is id 0 in GPT-2), so the
+    HF id of each native token becomes the tokenizer's numbering (`token_ids`, None when HF's
+    ids are already native). Each HF merge (a, b) becomes a basegpt merge of a's and b's
+    native ids, in the same order, so both apply the same merges in the same priority. Added
+    tokens become special tokens, ordered by HF id. `n_vocab` (the model's vocabulary) may
+    exceed the tokenizer's: every HF id below it that no token uses gets a placeholder special
+    token "<|unused_ID|>", so that len(tokenizer) == n_vocab and every id has a token.
     """
     model = data.get("model") or {}
     if model.get("type") != "BPE":
@@ -310,8 +343,8 @@ def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None
                           special_tokens=names)
     tokenizer._set(pairs, {})
     tokenizer.register_special_tokens({name: 256 + len(pairs) + k for k, name in enumerate(names)})
-    hf_ids += [specials[name] for name in names]
-    return tokenizer, hf_ids
+    tokenizer.token_ids = hf_ids + [specials[name] for name in names]   # native -> HF id
+    return tokenizer
 
 
 def hf_json_from_vocab_merges(vocab: dict[str, int], merges_text: str,
