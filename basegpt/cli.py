@@ -290,8 +290,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 def _add_spec_flags(p: argparse.ArgumentParser) -> None:
     from basegpt.config import ModelConfig
-    from basegpt.recipe import DataConfig, preset_names
-    from basegpt.train import TrainConfig
+    from basegpt.config import DataConfig
+    from basegpt.recipe import preset_names
+    from basegpt.config import TrainConfig
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="text files, folders or globs to train on (default: data.source)")
     p.add_argument("--preset", choices=preset_names(), default=None,

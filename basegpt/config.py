@@ -1,4 +1,5 @@
-"""Typed, frozen configs: one dataclass holds exactly what is needed to rebuild a model.
+"""Typed, frozen configs: ModelConfig (rebuilds a model), TrainConfig (how to train it) and
+DataConfig (where its text comes from), each validated when it is made.
 
 `ModelConfig` is what a checkpoint stores (as JSON, through `to_dict` / `from_dict`), and what
 `B2lM(**kwargs)` builds from its keyword arguments. Every choice of the model is a field with a
@@ -19,6 +20,9 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args, get_type_hints
+
+from basegpt.corpus import DEFAULT_BUILTIN_BYTES
+from basegpt.tokenizer.pretokenize import DEFAULT_PATTERN
 
 NormPosition = Literal["post", "pre"]
 Norm = Literal["layernorm", "rmsnorm"]
@@ -174,6 +178,93 @@ class ModelConfig:
         """A copy with some fields changed (validated again; unknown names suggest the nearest)."""
         _check_keys(changes, type(self), "ModelConfig")
         return dataclasses.replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# training and data
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Stops at whichever of max_steps, epochs, max_minutes comes first."""
+
+    max_steps: int | None = None        # optimizer steps
+    epochs: float | None = None         # passes over the training data
+    max_minutes: float | None = None    # wall-clock budget
+    batch_size: int = 32                # micro-batch: sequences per forward pass (per process)
+    batch_tokens: int | None = None     # global batch in tokens; None = batch_size * n_context
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3                    # peak learning rate
+    min_lr_ratio: float = 0.1           # final lr = lr * min_lr_ratio (cosine / linear)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0           # AdamW only; applied to weight matrices only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0              # max global gradient norm; 0 = no clipping
+    eval_every: int = 0                 # steps between evaluations; 0 = only at the end
+    eval_tokens: int = 262_144          # validation tokens per evaluation (fixed windows)
+    checkpoint_every: int = 0           # steps between checkpoints; 0 = only at the end
+    keep_checkpoints: int = 2           # latest checkpoints kept in run_dir/checkpoints/
+    seed: int = 0
+    device: str = "auto"                # auto: cuda, then mps, then cpu
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    compile: Literal["auto", "on", "off"] = "auto"
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    peak_tflops: float | None = None    # for MFU; None = look the device up in PEAK_TFLOPS
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "batch_tokens", "eval_tokens", "keep_checkpoints"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        for name in ("epochs", "max_minutes"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay and grad_clip must be >= 0")
+        if self.weight_decay > 0 and self.optimizer != "adamw":
+            raise ValueError(f"weight_decay={self.weight_decay} needs optimizer='adamw' (Adam "
+                             "folds decay into the gradient, which is not what you want)")
+        hints = get_type_hints(TrainConfig)
+        for name in ("optimizer", "schedule", "dtype", "compile", "on_nonfinite"):
+            _check_choice(name, getattr(self, name), hints[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; an unknown key is a ValueError naming the nearest."""
+        _check_keys(d, cls, "TrainConfig")
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from and how it is tokenized."""
+
+    source: str = "stdlib"              # a named dataset (stdlib = the built-in corpus)
+    inputs: tuple[str, ...] = ()        # files / folders / globs; replace `source` if given
+    max_bytes: int | None = DEFAULT_BUILTIN_BYTES   # cap of the built-in corpus
+    tokenizer: str | None = None        # an existing tokenizer.json; None = train one
+    vocab_size: int = 4096              # when training the tokenizer
+    pattern: str = DEFAULT_PATTERN      # when training the tokenizer
+    val_fraction: float = 0.05          # documents held out for validation
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))   # JSON gives a list
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1): training needs held-out text, "
+                             f"got {self.val_fraction}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,7 +97,8 @@ def _eval_data(run: Any, source: Any, text: str | None, split: str) -> tuple[Any
         return (SlidingWindowDataset(run.tokenizer, T, texts, join_texts=True),
                 f"{len(files)} file(s) ({size:,} bytes)")
     # The run's own validation split: the cached shards of its training data.
-    from basegpt.recipe import DataConfig, get_shards
+    from basegpt.config import DataConfig
+    from basegpt.recipe import get_shards
     spec = run.config.get("spec")
     if spec is None:
         raise ValueError(f"{run.path} was not made by `basegpt train`, so it does not say what "

@@ -24,35 +24,17 @@ import hashlib
 import json
 import os
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
 
-from basegpt.corpus import DEFAULT_BUILTIN_BYTES, expand_paths
-from basegpt.tokenizer import DEFAULT_PATTERN, Tokenizer
+from basegpt.config import DataConfig
+from basegpt.corpus import expand_paths
+from basegpt.tokenizer import Tokenizer
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "laptop"
 SECTIONS = ("model", "train", "data")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the text comes from and how it is tokenized."""
-
-    source: str = "stdlib"              # a named dataset (stdlib = the built-in corpus)
-    inputs: tuple[str, ...] = ()        # files / folders / globs; replace `source` if given
-    max_bytes: int | None = DEFAULT_BUILTIN_BYTES   # cap of the built-in corpus
-    tokenizer: str | None = None        # an existing tokenizer.json; None = train one
-    vocab_size: int = 4096              # when training the tokenizer
-    pattern: str = DEFAULT_PATTERN      # when training the tokenizer
-    val_fraction: float = 0.05          # documents held out for validation
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "inputs", tuple(self.inputs))
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in (0, 1): training needs held-out text, "
-                             f"got {self.val_fraction}")
 
 
 # ------------------------------------------------------------------------ specs
@@ -123,7 +105,7 @@ def resolve_spec(preset: str | None = None, config_file: str | os.PathLike | Non
 def check_spec(spec: dict[str, Any]) -> tuple[Any, Any, DataConfig]:
     """Build the three configs to validate every field; errors name the section and key."""
     from basegpt.config import ModelConfig
-    from basegpt.train import TrainConfig
+    from basegpt.config import TrainConfig
     if "vocab_size" in spec["model"]:
         raise ValueError("model.vocab_size comes from the tokenizer; set data.vocab_size instead")
     _check_keys(spec["data"], DataConfig, "data")

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from basegpt.checkpoint import save_config, unwrap
+from basegpt.config import TrainConfig
 from basegpt.data import IGNORE_INDEX
 from basegpt.data.streams import BatchStream, LoaderStream, make_stream
 from basegpt.devices import autocast as make_autocast
@@ -50,82 +51,6 @@ from basegpt.tokenizer import Tokenizer
 from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, last_checkpoint,
                                  record_run_info, resume as resume_from,
                                  save_best, save_checkpoint)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train. Stops at whichever of max_steps, epochs, max_minutes comes first."""
-
-    max_steps: int | None = None        # optimizer steps
-    epochs: float | None = None         # passes over the training data
-    max_minutes: float | None = None    # wall-clock budget
-    batch_size: int = 32                # micro-batch: sequences per forward pass (per process)
-    batch_tokens: int | None = None     # global batch in tokens; None = batch_size * n_context
-    optimizer: Literal["adam", "adamw"] = "adam"
-    lr: float = 1e-3                    # peak learning rate
-    min_lr_ratio: float = 0.1           # final lr = lr * min_lr_ratio (cosine / linear)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0           # AdamW only; applied to weight matrices only
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0              # max global gradient norm; 0 = no clipping
-    eval_every: int = 0                 # steps between evaluations; 0 = only at the end
-    eval_tokens: int = 262_144          # validation tokens per evaluation (fixed windows)
-    checkpoint_every: int = 0           # steps between checkpoints; 0 = only at the end
-    keep_checkpoints: int = 2           # latest checkpoints kept in run_dir/checkpoints/
-    seed: int = 0
-    device: str = "auto"                # auto: cuda, then mps, then cpu
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    compile: Literal["auto", "on", "off"] = "auto"
-    on_nonfinite: Literal["stop", "skip"] = "stop"
-    peak_tflops: float | None = None    # for MFU; None = look the device up in PEAK_TFLOPS
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "batch_tokens", "eval_tokens", "keep_checkpoints"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        for name in ("epochs", "max_minutes"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0")
-        if self.weight_decay > 0 and self.optimizer != "adamw":
-            raise ValueError(f"weight_decay={self.weight_decay} needs optimizer='adamw' (Adam "
-                             "folds decay into the gradient, which is not what you want)")
-        for name in ("optimizer", "schedule", "dtype", "compile", "on_nonfinite"):
-            allowed = _literal_values(name)
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {allowed}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        valid = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in valid:
-                import difflib
-                near = difflib.get_close_matches(key, valid, n=1)
-                raise ValueError(f"TrainConfig: unknown key {key!r}"
-                                 + (f"; did you mean {near[0]!r}?" if near else ""))
-        return cls(**d)
-
-
-def _literal_values(name: str) -> tuple:
-    from typing import get_args, get_type_hints
-    return get_args(get_type_hints(TrainConfig)[name])
 
 
 @dataclass
