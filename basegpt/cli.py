@@ -180,11 +180,12 @@ def _run_tokenizer_stats(args: argparse.Namespace) -> None:
     print(f"tokenizer: {tokenizer}  hash {tokenizer.hash[:12]}")
     print(f"{what}: {n_bytes:,} bytes -> {n_tokens:,} tokens = "
           f"{n_bytes / max(n_tokens, 1):.3f} bytes per token")
-    n = len(tokenizer.merges)
-    top = max(0, min(args.top, n))
-    for title, ids in (("first merges", range(256, 256 + top)),
-                       ("last merges", range(256 + n - top, 256 + n)),
-                       ("longest tokens", sorted(range(256, 256 + n),
+    public = tokenizer.token_ids or range(len(tokenizer))      # an imported tokenizer renumbers
+    merge_ids = [public[256 + i] for i in range(len(tokenizer.merges))]
+    top = max(0, min(args.top, len(merge_ids)))
+    for title, ids in (("first merges", merge_ids[:top]),
+                       ("last merges", merge_ids[len(merge_ids) - top:]),
+                       ("longest tokens", sorted(merge_ids,
                                                  key=lambda i: -len(tokenizer.vocab[i]))[:top])):
         shown = "  ".join(f"'{tokenizer.token_text(i)}'" for i in ids)
         print(f"{title}: {shown}")
@@ -492,7 +493,7 @@ def _run_info(args: argparse.Namespace) -> None:
         print(f"last eval (step {e['step']}): " + ", ".join(
             f"{k} {e[k]:.4f}" for k in ("val_loss", "val_ppl", "val_bpb") if k in e))
     best = info["best"]
-    print(f"best validation: " + (f"val_loss {best['val_loss']:.4f} at step {best['step']}"
+    print("best validation: " + (f"val_loss {best['val_loss']:.4f} at step {best['step']}"
                                   if best else "none yet"))
     print(f"checkpoints kept: {', '.join(map(str, info['checkpoints'])) or 'none'}")
     print(f"tokenizer: {tok['size']:,} tokens ({tok['merges']:,} merges + "
@@ -673,9 +674,8 @@ def _run_import_hf(args: argparse.Namespace) -> None:
     if result.pickled:
         _log(f"warning: read {result.weights} because of --allow-pickle; {PICKLE_RISK}. "
              "Prefer model.safetensors: `basegpt export RUN_DIR --format hf OUT` writes one.")
-    ids = ("the same as HF's" if result.id_map.is_identity else
-           "renumbered into basegpt's layout (the map to HF's ids is kept in config.json)")
-    print(f"imported {args.hf_dir} ({result.weights.name}) -> {result.run_dir}; token ids {ids}")
+    print(f"imported {args.hf_dir} ({result.weights.name}) -> {result.run_dir}; "
+          "its tokenizer gives the same token ids as HF's")
 
 
 # ------------------------------------------------------------------------ main

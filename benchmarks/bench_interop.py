@@ -63,14 +63,14 @@ def main() -> None:
         hf_dir, run_dir = Path(tmp) / "hf", Path(tmp) / "run"
         build_hf_dir(hf_dir)
         start = time.perf_counter()
-        id_map = import_hf(hf_dir, run_dir).id_map
+        import_hf(hf_dir, run_dir)
         import_s = time.perf_counter() - start
         run = load_run(run_dir)
         hf_model = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).eval()
     model, n = run.model, args.new_tokens
     hf_model.generation_config.eos_token_id = None           # both run the full n tokens
     prompt = run.tokenizer.encode(PROMPT)
-    hf_prompt = torch.tensor([id_map.to_hf(prompt)])
+    hf_prompt = torch.tensor([prompt])                        # the run's ids are HF's ids
 
     def ours() -> list[int]:
         return generate_ids(model, [prompt], max_new_tokens=n, temperature=0)[0].ids
@@ -89,7 +89,7 @@ def main() -> None:
             start = time.perf_counter()
             tokens[name] = fn()
             times[name].append(time.perf_counter() - start)
-    same = id_map.to_hf(tokens["basegpt"]) == tokens["transformers"]
+    same = tokens["basegpt"] == tokens["transformers"]
 
     params = sum(p.numel() for p in model.parameters())
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

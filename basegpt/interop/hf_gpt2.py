@@ -321,22 +321,6 @@ class HFImport:
     weights: Path
     pickled: bool
 
-    @property
-    def id_map(self) -> _SameIds:
-        # Only for cli.py and benchmarks/bench_interop.py, written for the removed IdMap;
-        # delete once they stop reading `.id_map` (run ids and HF ids are now the same).
-        return _SameIds()
-
-
-class _SameIds:
-    """The map from an imported run's ids to HF's: the identity (see HFImport.id_map)."""
-
-    is_identity = True
-
-    @staticmethod
-    def to_hf(ids: list[int]) -> list[int]:
-        return list(ids)
-
 
 def _read_json(path: Path) -> Any:
     try:
