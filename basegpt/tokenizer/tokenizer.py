@@ -37,7 +37,7 @@ from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from basegpt._io import atomic_write_text
-from basegpt.tokenizer.bpe_reference import Pair
+from basegpt.tokenizer.bpe_reference import Pair, merge
 from basegpt.tokenizer.pretokenize import BUILTIN_PATTERNS, DEFAULT_PATTERN, Splitter
 from basegpt.tokenizer.trainer import iter_documents, learn_merges
 
@@ -454,15 +454,7 @@ def encode_chunk_simple(data: bytes, ranks: dict[Pair, int]) -> list[int]:
         new_id = ranks.get(pair)
         if new_id is None:
             break
-        out, i = [], 0
-        while i < len(ids):
-            if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-                out.append(new_id)
-                i += 2
-            else:
-                out.append(ids[i])
-                i += 1
-        ids = out
+        ids = merge(ids, pair, new_id)
     return ids
 
 
