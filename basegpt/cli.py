@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -356,9 +357,10 @@ def _run_train(args: argparse.Namespace) -> int:
     sample = generate(model, tokenizer, prompt, max_new_tokens=120, temperature=0.8, top_k=40,
                       seed=0)
     print(f"\nsample (prompt {prompt!r}):\n{prompt}{sample}\n")
+    more = math.ceil(result.seconds / 60) + 4          # --max-minutes is the run's total budget
     print("next:\n"
           f"  basegpt generate {out} --prompt 'def '\n"
-          f"  basegpt train --resume {out} --max-minutes 5\n"
+          f"  basegpt train --resume {out} --max-minutes {more}   # 4 more minutes\n"
           f"  basegpt plot {out}")
     return 0
 

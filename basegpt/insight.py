@@ -285,13 +285,8 @@ def plot_attention(tokens: Sequence[str], maps: Sequence[torch.Tensor], out: str
     fig.tight_layout()
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="attention weight")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    from basegpt.plot import save_figure
+    return save_figure(fig, out)
 
 
 def _label(token: str) -> str:
