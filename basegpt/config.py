@@ -30,6 +30,7 @@ Positional = Literal["sinusoidal", "learned", "rope", "none"]
 Activation = Literal["relu", "gelu", "swiglu"]
 AttentionKernel = Literal["manual", "sdpa"]
 NormKernel = Literal["manual", "fused"]
+ActivationKernel = Literal["manual", "fused"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class BlockConfig:
     norm_position: NormPosition
     norm_eps: float
     norm_kernel: NormKernel
+    activation_kernel: ActivationKernel
     attention: AttentionKernel
     attn_dropout: float
     resid_dropout: float
@@ -111,6 +113,7 @@ class ModelConfig:
     positional: Positional = "sinusoidal"
     rope_base: float = 10000.0                     # RoPE's theta: wavelengths 2*pi .. 2*pi*base
     activation: Activation = "relu"
+    activation_kernel: ActivationKernel = "fused"  # same numbers as "manual" (the formula), faster
     attention: AttentionKernel = "sdpa"            # same numbers as "manual", faster
     embed_dropout: float = 0.0                     # after token + position embedding
     attn_dropout: float = 0.0                      # on the attention weights
@@ -153,7 +156,8 @@ class ModelConfig:
         # n_kv_head None means "plain multi-head", so it follows the block's own n_head.
         merged["n_kv_head"] = merged["n_kv_head"] or merged["n_head"]
         return BlockConfig(n_embed=self.n_embed, norm_position=self.norm_position,
-                           norm_eps=self.norm_eps, norm_kernel=self.norm_kernel, bias=self.bias,
+                           norm_eps=self.norm_eps, norm_kernel=self.norm_kernel,
+                           activation_kernel=self.activation_kernel, bias=self.bias,
                            **merged)
 
     @property
@@ -291,7 +295,8 @@ def _validate(cfg: ModelConfig) -> None:
     hints = get_type_hints(ModelConfig)
     for name in ("vocab_size", "n_context", "n_block", "n_embed"):
         _check_positive_int(name, getattr(cfg, name))
-    for name in ("norm_position", "norm", "norm_kernel", "positional", "activation", "attention"):
+    for name in ("norm_position", "norm", "norm_kernel", "positional", "activation",
+                 "activation_kernel", "attention"):
         _check_choice(name, getattr(cfg, name), hints[name])
     for name in ("bias", "tie_weights"):
         if not isinstance(getattr(cfg, name), bool):

@@ -21,11 +21,11 @@ def tiny(**kw) -> ModelConfig:
 
 
 def twin_models(**kw) -> tuple[B2lM, B2lM]:
-    """The same weights, one model on the reference paths (manual attention and norms), the
-    other on the fast ones (sdpa, fused norms)."""
+    """The same weights, one model on the reference paths (manual attention, norms and
+    activations), the other on the fast ones (sdpa, fused norms and activations)."""
     torch.manual_seed(0)
-    manual = B2lM(tiny(attention="manual", norm_kernel="manual", **kw))
-    sdpa = B2lM(tiny(attention="sdpa", norm_kernel="fused", **kw))
+    manual = B2lM(tiny(attention="manual", norm_kernel="manual", activation_kernel="manual", **kw))
+    sdpa = B2lM(tiny(attention="sdpa", norm_kernel="fused", activation_kernel="fused", **kw))
     sdpa.load_state_dict(manual.state_dict())
     return manual, sdpa
 

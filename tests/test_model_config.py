@@ -10,6 +10,7 @@ import pytest
 
 from basegpt.config import BLOCK_FIELDS, BlockOverride, ModelConfig
 from basegpt.model import ATTENTION_KERNELS, BLOCKS, FEEDFORWARDS, NORMS, POSITIONALS
+from basegpt.model.feedforward import ACTIVATION_KERNELS
 from basegpt.model.norms import NORM_KERNELS
 
 
@@ -23,6 +24,7 @@ def test_defaults_are_the_original_design():
 @pytest.mark.parametrize("field, registry", [
     ("norm", NORMS), ("positional", POSITIONALS), ("activation", FEEDFORWARDS),
     ("attention", ATTENTION_KERNELS), ("norm_position", BLOCKS), ("norm_kernel", NORM_KERNELS),
+    ("activation_kernel", ACTIVATION_KERNELS),
 ])
 def test_literal_choices_match_the_component_dicts(field, registry):
     choices = set(get_args(get_type_hints(ModelConfig)[field]))

@@ -38,7 +38,8 @@ class PostNormBlock(nn.Module):
     def __init__(self, config: BlockConfig, layer_idx: int = 0) -> None:
         super().__init__()
         self.attn = CausalSelfAttention(config, layer_idx)
-        self.ff = build_feedforward(config.activation, config.n_embed, config.n_ff, bias=config.bias)
+        self.ff = build_feedforward(config.activation, config.n_embed, config.n_ff, bias=config.bias,
+                                    kernel=config.activation_kernel)
         norm_kw = dict(eps=config.norm_eps, bias=config.bias, kernel=config.norm_kernel)
         self.attn_norm = build_norm(config.norm, config.n_embed, **norm_kw)
         self.ff_norm = build_norm(config.norm, config.n_embed, **norm_kw)
