@@ -35,7 +35,9 @@ def test_the_seed_constructor_call_works_verbatim():
     assert len(model.blocks) == 4 and all(type(b) is PostNormBlock for b in model.blocks), "post-LN blocks"
     block = model.blocks[0]
     assert isinstance(block.attn_norm, LayerNorm) and isinstance(block.ff, MLP), "LayerNorm + MLP"
-    assert block.ff.activation is relu and block.ff.up.out_features == 256, "ReLU MLP of width n_ff"
+    h = torch.randn(5, 7)
+    assert torch.equal(block.ff.activation(h), relu(h)), "the activation is ReLU"
+    assert block.ff.up.out_features == 256, "MLP of width n_ff"
     assert block.attn.qkv_proj.out_features == 3 * 4 * 32, "Q, K, V each n_head * n_k wide"
     assert isinstance(model.final_norm, torch.nn.Identity), "post-norm needs no final norm"
 
