@@ -94,10 +94,31 @@ VARIANTS = list(itertools.product(
 ))
 
 
+# Targeted cases beside the grid, each with a choice the grid keeps fixed (one case each keeps it fast).
+EXTRA_VARIANTS = {
+    "multi-query": dict(n_kv_head=1, positional="rope"),
+    "n_k != n_v": dict(n_k=8, n_v=12, n_kv_head=2, positional="rope", norm_position="pre"),
+    "no bias": dict(bias=False, positional="learned"),
+    "tied head": dict(tie_weights=True, norm_position="pre", norm="rmsnorm"),
+    "layer-wise": dict(n_block=3, n_kv_head=2, positional="rope", norm_position="pre",
+                       blocks=[{}, {"n_head": 2, "n_kv_head": 1, "n_k": 4, "n_v": 12},
+                               {"n_head": 8, "n_ff": 16, "activation": "swiglu", "norm": "rmsnorm"}]),
+}
+
+
 @pytest.mark.parametrize("positional, norm_position, norm, activation, n_kv_head", VARIANTS)
 def test_manual_and_sdpa_models_agree_and_are_causal(positional, norm_position, norm, activation, n_kv_head):
-    kw = dict(positional=positional, norm_position=norm_position, norm=norm, activation=activation,
-              n_kv_head=n_kv_head)
+    check_manual_and_sdpa_agree_and_are_causal(positional=positional, norm_position=norm_position,
+                                               norm=norm, activation=activation, n_kv_head=n_kv_head)
+
+
+@pytest.mark.parametrize("name", sorted(EXTRA_VARIANTS))
+def test_manual_and_sdpa_agree_and_are_causal_for_heads_biases_tying_and_layers(name):
+    check_manual_and_sdpa_agree_and_are_causal(**EXTRA_VARIANTS[name])
+
+
+def check_manual_and_sdpa_agree_and_are_causal(**kw) -> None:
+    """Same logits and gradients from the reference and fast twins; both causal."""
     manual, sdpa = twin_models(**kw)
     torch.manual_seed(1)
     ids = torch.randint(0, V, (2, 12))

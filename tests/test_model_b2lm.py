@@ -158,19 +158,54 @@ def test_initialisation_follows_gpt2():
     assert (params["blocks.0.ff_norm.weight"] == 1).all(), "norm gains start at one"
 
 
-def test_dropout_is_active_in_training_and_off_in_eval():
-    cfg = SMALL.replace(embed_dropout=0.5, attn_dropout=0.5, resid_dropout=0.5)
-    model = B2lM(cfg)
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+@pytest.mark.parametrize("site", ["embed_dropout", "attn_dropout", "resid_dropout"])
+def test_each_dropout_is_active_in_training_and_off_in_eval(site, attention):
+    """One dropout at a time, so a site that never applies its dropout fails on its own."""
+    model = B2lM(SMALL.replace(attention=attention, **{site: 0.5}))
     ids = torch.randint(0, 10, (2, 6))
     model.train()
-    assert not torch.allclose(model(ids), model(ids)), "dropout should make training passes differ"
+    assert not torch.allclose(model(ids), model(ids)), f"{site} should make training passes differ"
     model.eval()
-    torch.testing.assert_close(model(ids), model(ids))
+    torch.testing.assert_close(model(ids), model(ids), msg=f"{site} must be off in eval mode")
+
+
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+@pytest.mark.parametrize("site", ["attn_dropout", "resid_dropout"])
+def test_a_per_block_dropout_override_acts_in_its_block_only(site, attention):
+    model = B2lM(SMALL.replace(attention=attention, blocks=[{}, {site: 0.5}])).train()
+    outputs: list[list[torch.Tensor]] = [[], []]
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(lambda m, inp, out, i=i: outputs[i].append(out[0]))
+    ids = torch.randint(0, 10, (2, 6))
+    model(ids), model(ids)
+    torch.testing.assert_close(*outputs[0], msg="block 0 keeps the model-wide dropout 0")
+    assert not torch.allclose(*outputs[1]), f"block 1's {site}=0.5 override should make passes differ"
 
 
 def test_bad_ids_shape_is_a_value_error():
     with pytest.raises(ValueError, match=r"shape \(batch, time\)"):
         B2lM(SMALL)(torch.zeros(6, dtype=torch.long))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (10, r"token id 10 is out of range for vocab_size=10 .*vocab_size=len\(tokenizer\)"),
+    (-100, r"token id -100 is negative; ids must be in 0\.\.9 .*pad_id"),
+])
+def test_out_of_range_ids_are_a_value_error_naming_the_id(bad, message):
+    model = B2lM(SMALL)                                  # vocab_size 10: ids 0..9
+    ids = torch.tensor([[1, 9, 0], [2, bad, 3]])
+    with pytest.raises(ValueError, match=message):
+        model(ids)
+    ids[1, 1] = 9
+    assert model(ids).shape == (2, 3, 10), "the largest valid id, 9, must work"
+    assert model(ids.int()).shape == (2, 3, 10), "int32 ids work as nn.Embedding takes them"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool, torch.uint8])
+def test_ids_that_are_not_int64_or_int32_are_a_type_error(dtype):
+    with pytest.raises(TypeError, match=f"integer token ids.*got dtype {dtype}.*ids.long"):
+        B2lM(SMALL)(torch.ones(1, 3, dtype=dtype))
 
 
 @pytest.mark.parametrize("placement", ["post", "pre"])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from functools import partial
+from typing import Literal
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import basegpt.config
 from basegpt.config import ModelConfig
+from basegpt.model import B2lM
 from basegpt.model.feedforward import ACTIVATIONS, FEEDFORWARDS, MLP, SwiGLU, gelu_tanh
 from basegpt.model.norms import NORMS, LayerNorm, RMSNorm, build_norm
 from basegpt.model.positional import POSITIONALS, Learned, Rotary, Sinusoidal, sinusoid_table
@@ -152,6 +156,35 @@ def test_rope_scores_depend_only_on_relative_offset():
     assert abs(score(0, 1) - score(0, 9)) > 1e-3, "scores should change with the offset"
 
 
+@pytest.mark.parametrize("base", [10000.0, 100.0])
+def test_rope_turns_each_pair_by_position_times_its_frequency(base):
+    """Pair i is (x[i], x[i + D/2]) ("rotate half"), turned by p * base ** (-2i / D): the basis
+    vector e_i goes to cos * e_i + sin * e_(i + D/2), and e_(i + D/2) to -sin * e_i + cos * e_(i + D/2)."""
+    D, h = 8, 4
+    rope = Rotary(ModelConfig(n_embed=32, n_k=D, n_context=64, positional="rope", rope_base=base))
+    basis = torch.eye(D).view(1, D, 1, D)                  # (B, H, T, D): "head" j holds e_j
+    for p in (0, 1, 5, 63):
+        rotated, _ = rope.rotate(basis, basis, torch.tensor([p]))
+        rotated = rotated[0, :, 0].T                       # (D, D): column j is the image of e_j
+        expected = torch.zeros(D, D, dtype=torch.float64)
+        for i in range(h):
+            angle = p * base ** (-2 * i / D)
+            c, s = math.cos(angle), math.sin(angle)
+            expected[i, i], expected[i + h, i] = c, s
+            expected[i, i + h], expected[i + h, i + h] = -s, c
+        torch.testing.assert_close(rotated, expected.float(), rtol=0, atol=1e-6,
+                                   msg=lambda m: f"position {p}, rope_base {base}: {m}")
+
+
+def test_rope_base_changes_the_rotation():
+    q = torch.randn(1, 1, 1, 8)
+    turned = []
+    for base in (10000.0, 100.0):
+        rope = Rotary(ModelConfig(n_embed=32, n_k=8, positional="rope", rope_base=base))
+        turned.append(rope.rotate(q, q, torch.tensor([5]))[0])
+    assert not torch.allclose(turned[0], turned[1]), "rope_base must change the slower pairs' angles"
+
+
 def test_rope_preserves_norms_and_is_identity_at_position_zero():
     rope = Rotary(ModelConfig(n_embed=32, n_k=8, n_context=16))
     q = torch.randn(2, 3, 4, 8)
@@ -179,6 +212,31 @@ def test_per_row_positions_broadcast_like_shared_positions():
     pe = Sinusoidal(cfg)
     x = torch.randn(2, 5, 16)
     torch.testing.assert_close(pe.embed(x, rows), pe.embed(x, torch.arange(5)))
+
+
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    """relu(x) ** 2 (Primer, So et al. 2021): README's "Adding a variant" example."""
+    return torch.relu(x).square()
+
+
+@pytest.mark.parametrize("kernel", ["manual", "fused"])
+def test_the_readme_recipe_adds_an_activation(monkeypatch, kernel):
+    """README, "Adding a variant": one function, its FEEDFORWARDS entry and its Literal name."""
+    monkeypatch.setitem(FEEDFORWARDS, "relu2", partial(MLP, activation=relu_squared))
+    monkeypatch.setattr(basegpt.config, "Activation", Literal["relu", "gelu", "swiglu", "relu2"])
+    torch.manual_seed(0)
+    model = B2lM(vocab_size=20, n_context=8, n_block=2, n_embed=16, n_head=2, n_k=8, n_v=8, n_ff=24,
+                 activation_kernel=kernel, blocks=[{}, {"activation": "relu2"}])
+    seen = {}
+    model.blocks[1].ff.register_forward_hook(lambda m, inp, out: seen.update(h=inp[0], y=out))
+    model(torch.randint(0, 20, (2, 6)))
+    ff = model.blocks[1].ff
+    up = seen["h"] @ ff.up.weight.T + ff.up.bias                      # (B, T, F)
+    expected = up.clamp_min(0) ** 2 @ ff.down.weight.T + ff.down.bias  # (B, T, C)
+    torch.testing.assert_close(seen["y"], expected, msg="block 1 must run down(relu(up(x)) ** 2)")
+    h = torch.randn(3, 16)
+    assert torch.equal(model.blocks[0].ff.activation(h), h.clamp_min(0)), "block 0 keeps ReLU"
+    assert ModelConfig.from_dict(model.config.to_dict()) == model.config, "JSON round trip"
 
 
 @pytest.mark.parametrize("name", ["relu", "gelu", "swiglu"])

@@ -106,9 +106,17 @@ class B2lM(nn.Module):
         Its real tokens then get positions 0, 1, ... as if the row were alone, and no real query
         attends to a padding key, so each row's logits equal those of the row run by itself.
         The caller owns the padding and passes it with every forward (the cache stores none).
+
+        ids of a non-integer dtype are a TypeError; ids outside 0..V-1 a ValueError naming the
+        id (checked for CPU tensors: see _check_id_range for why not on a GPU).
         """
         if ids.dim() != 2:
             raise ValueError(f"ids must have shape (batch, time), got {tuple(ids.shape)}")
+        if ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"ids must be integer token ids (int64), got dtype {ids.dtype}; "
+                            f"pass the tokenizer's ids, e.g. torch.tensor([tokenizer.encode(text)]), "
+                            f"or convert whole-number values with ids.long()")
+        _check_id_range(ids, self.config.vocab_size)
         if logits_for not in ("all", "last"):
             raise ValueError(f"logits_for={logits_for!r}: choose 'all' or 'last'")
         B, T = ids.shape
@@ -223,3 +231,27 @@ class B2lM(nn.Module):
             n += self.config.vocab_size * self.config.n_embed
         attn = sum(6 * b.n_head * (b.n_k + b.n_v) * T for b in self.config.block_configs)
         return 6 * n + attn
+
+
+def _check_id_range(ids: torch.Tensor, vocab_size: int) -> None:
+    """Raise ValueError naming the smallest (if negative) or largest id outside 0..vocab_size-1.
+
+    Only for CPU tensors, and not while torch.compile traces. Reading the min and max back to
+    Python is free on the CPU (one pass over B*T ints, microseconds beside the model), but on a
+    GPU it is a device-to-host sync in every forward: the CPU would wait for all queued work,
+    and training loses the overlap of launching the next kernels while the GPU runs. Under
+    compile, a branch on tensor values would break the graph. On a GPU a bad id still fails,
+    as a device-side assert in the embedding kernel; the same ids on the CPU give this message.
+    """
+    is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)   # torch >= 2.3
+    if ids.device.type != "cpu" or ids.numel() == 0 or is_compiling():
+        return
+    lo, hi = (int(t) for t in torch.aminmax(ids))             # one reduction for both ends
+    if lo < 0:
+        raise ValueError(f"token id {lo} is negative; ids must be in 0..{vocab_size - 1} "
+                         f"(vocab_size={vocab_size}). -100 marks ignored positions in targets only: "
+                         f"fill padded inputs with the tokenizer's pad_id instead")
+    if hi >= vocab_size:
+        raise ValueError(f"token id {hi} is out of range for vocab_size={vocab_size} (ids must be in "
+                         f"0..{vocab_size - 1}); the tokenizer's vocabulary is probably larger than "
+                         f"the model's: build the model with vocab_size=len(tokenizer)")

@@ -70,6 +70,7 @@ BLOCKS: dict[str, type[PostNormBlock]] = {"post": PostNormBlock, "pre": PreNormB
 
 
 def build_block(config: BlockConfig, layer_idx: int) -> PostNormBlock:
+    """The block for config.norm_position (BLOCKS); layer_idx is its slot in a KV cache."""
     if config.norm_position not in BLOCKS:
         raise ValueError(f"unknown norm_position {config.norm_position!r}; "
                          f"choose one of: {', '.join(sorted(BLOCKS))}")

@@ -61,9 +61,15 @@ ACTIVATION_KERNELS = {"manual": ACTIVATIONS, "fused": FUSED_ACTIVATIONS}
 
 
 class MLP(nn.Module):
-    """Two-layer MLP: y = down(act(up(x))), widths C -> F -> C."""
+    """Two-layer MLP: y = down(act(up(x))), widths C -> F -> C.
 
-    def __init__(self, n_embed: int, n_ff: int, bias: bool = True, activation: str = "relu",
+    `activation` is a name in ACTIVATIONS (its formula with kernel="manual", torch's fused
+    kernel from FUSED_ACTIVATIONS with kernel="fused"), or any elementwise function, which then
+    runs on both kernels: `partial(MLP, activation=relu_squared)` is a new feed-forward.
+    """
+
+    def __init__(self, n_embed: int, n_ff: int, bias: bool = True,
+                 activation: str | Callable[[torch.Tensor], torch.Tensor] = "relu",
                  kernel: str = "fused") -> None:
         super().__init__()
         self.up = nn.Linear(n_embed, n_ff, bias=bias)
@@ -92,6 +98,8 @@ class SwiGLU(nn.Module):
 
 
 # The config's `activation` picks an entry; all share the constructor (n_embed, n_ff, bias, kernel).
+# A new activation is a function and one entry here, `"name": partial(MLP, activation=function)`,
+# plus its name in config.py's `Activation` Literal (README, "Adding a variant").
 FEEDFORWARDS: dict[str, Callable[..., nn.Module]] = {
     "relu": partial(MLP, activation="relu"),
     "gelu": partial(MLP, activation="gelu"),
@@ -101,13 +109,20 @@ FEEDFORWARDS: dict[str, Callable[..., nn.Module]] = {
 
 def build_feedforward(name: str, n_embed: int, n_ff: int, bias: bool = True,
                       kernel: str = "fused") -> nn.Module:
+    """The feed-forward FEEDFORWARDS[name], (B, T, C) -> (B, T, C) with hidden width n_ff."""
     if name not in FEEDFORWARDS:
         raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(sorted(FEEDFORWARDS))}")
     return FEEDFORWARDS[name](n_embed, n_ff, bias=bias, kernel=kernel)
 
 
-def _activation(name: str, kernel: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def _activation(name: str | Callable[[torch.Tensor], torch.Tensor],
+                kernel: str) -> Callable[[torch.Tensor], torch.Tensor]:
     if kernel not in ACTIVATION_KERNELS:
         raise ValueError(f"unknown activation kernel {kernel!r}; choose one of: "
                          f"{', '.join(sorted(ACTIVATION_KERNELS))}")
+    if callable(name):
+        return name          # a function given directly is its own reference and fast path
+    if name not in ACTIVATION_KERNELS[kernel]:
+        raise ValueError(f"unknown activation {name!r}; choose one of: "
+                         f"{', '.join(sorted(ACTIVATION_KERNELS[kernel]))}, or pass the function itself")
     return ACTIVATION_KERNELS[kernel][name]

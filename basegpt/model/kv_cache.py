@@ -43,6 +43,7 @@ class KVCache:
 
     @property
     def n_layer(self) -> int:
+        """Number of layers the cache has slots for (the model checks it matches its blocks)."""
         return len(self.keys)
 
     def check_room(self, T: int) -> None:

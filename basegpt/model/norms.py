@@ -81,6 +81,7 @@ NORMS: dict[str, type[nn.Module]] = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
 
 
 def build_norm(name: str, dim: int, eps: float = 1e-5, bias: bool = True, kernel: str = "fused") -> nn.Module:
+    """The norm NORMS[name] over a last axis of width dim, (..., dim) -> (..., dim)."""
     if name not in NORMS:
         raise ValueError(f"unknown norm {name!r}; choose one of: {', '.join(sorted(NORMS))}")
     return NORMS[name](dim, eps=eps, bias=bias, kernel=kernel)

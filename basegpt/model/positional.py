@@ -30,9 +30,11 @@ class NoPositional(nn.Module):
         super().__init__()
 
     def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Token embeddings x (B, T, C) at positions pos (T,) or (B, T) -> (B, T, C); here x itself."""
         return x
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries (B, H, T, D) and keys (B, G, T, D) at positions pos -> the same shapes; here unchanged."""
         return q, k
 
 
@@ -73,6 +75,7 @@ class Sinusoidal(NoPositional):
         self.register_buffer("table", sinusoid_table(config.n_context, config.n_embed), persistent=False)
 
     def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """sqrt(C) * x + PE[pos]: (B, T, C) -> (B, T, C)."""
         return x * self.scale + self.table[pos]                     # (B, T, C) + (T, C) or (B, T, C)
 
 
@@ -90,6 +93,7 @@ class Learned(NoPositional):
         nn.init.normal_(self.weight, std=config.init_std)
 
     def embed(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """x + pos_emb[pos]: (B, T, C) -> (B, T, C)."""
         return x + self.weight[pos]                                  # (B, T, C)
 
 
@@ -127,6 +131,7 @@ class Rotary(NoPositional):
                                      for d in widths})
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Turn each (x[i], x[i + D/2]) pair of q (B, H, T, D) and k (B, G, T, D) by pos * theta_i."""
         table = self.tables[str(q.shape[-1])]
         cos, sin = table.cos[pos], table.sin[pos]                   # (T, D/2), or (B, T, D/2)
         if pos.dim() == 2:                                           # per-row positions
@@ -148,6 +153,7 @@ POSITIONALS: dict[str, type[NoPositional]] = {
 
 
 def build_positional(config: ModelConfig) -> NoPositional:
+    """The positional encoding POSITIONALS[config.positional], built for config's widths."""
     if config.positional not in POSITIONALS:
         raise ValueError(f"unknown positional {config.positional!r}; "
                          f"choose one of: {', '.join(sorted(POSITIONALS))}")
