@@ -15,7 +15,8 @@ to the same tokens. generate() owns the cache (STYLE.md section 6): the model ke
 
 Several prompts of different lengths run as one batch: rows are left-padded to the longest, and
 the model gets per-row padding counts (`pad_lengths`), from which it makes per-row positions and
-an attention mask that hides the padding; each row gets the tokens it would get alone.
+an attention mask that hides the padding; each row gets the tokens it would get alone (greedy;
+also once windows slide, since every row slides on its own, below).
 
 Context policy. A model attends to at most n_context positions. By default the window slides:
 when the next forward would need more than n_context positions, the context is cut to its last
@@ -23,9 +24,12 @@ when the next forward would need more than n_context positions, the context is c
 prefill), after which single-token steps continue; so generation runs past n_context, at the
 price of one prefill every n_context / 4 tokens, and every token is predicted from at least
 3/4 * n_context tokens of context (positions restart at 0 in each window, which is what the
-model saw in training). A prompt longer than n_context is cut the same way. The reference path
-(use_cache=False) uses exactly the same windows. `strict_context=True` instead raises a
-ValueError when prompt + max_new_tokens exceeds n_context.
+model saw in training). A prompt longer than n_context is cut the same way. In a batch each row
+has its own window, which slides when that row's own context is full, exactly as it would
+alone; the cache is shared, so a slide refills it for every row, each from its own window (up to
+one refill per row every n_context / 4 tokens; a finished row is cut to its last token at the
+next refill, after which it causes none). The reference path (use_cache=False) uses exactly the same windows.
+`strict_context=True` instead raises a ValueError when prompt + max_new_tokens exceeds n_context.
 
 Stops: the end-of-text token (unless stop_at_eot=False), stop token ids, and stop strings, which
 are matched on the decoded text, so a stop string spanning several tokens is found, and the text
@@ -168,7 +172,8 @@ class _Decoder:
     """The state of one generation call, advanced one token per `step()` for every row.
 
     seq (B, P + max_new_tokens) holds the left-padded prompts and the tokens generated so far;
-    seq[:, window_start:length] is the context the model sees.
+    row b's context is seq[b, starts[b]:length], and the model sees seq[:, min(starts):length]
+    with the first starts[b] - min(starts) positions of row b as padding.
     """
 
     @torch.inference_mode()
@@ -191,13 +196,12 @@ class _Decoder:
         self.seq = torch.zeros(B, P + max_new_tokens, dtype=torch.long, device=device)
         for b, p in enumerate(prompts):
             self.seq[b, P - len(p):P] = torch.tensor(p, dtype=torch.long)
-        self.pad = [P - len(p) for p in prompts]           # left padding of each row in seq
-        self.length, self.window_start, self.remaining = P, 0, max_new_tokens
+        self.starts = [P - len(p) for p in prompts]        # each row's window start in seq
+        self.length, self.remaining = P, max_new_tokens
         self.cache = (model.new_kv_cache(B, min(self.n_context, P + max_new_tokens))
                       if use_cache else None)
         self.cache_fresh = False                          # does the cache hold seq[:, ws:length-1]?
-        self.pad_lengths: torch.Tensor | None = None
-        self._set_window(self.window_start)
+        self._set_windows()                               # window_start, pad_lengths
         self.seen = None
         if settings.repetition_penalty != 1.0:
             self.seen = torch.zeros(B, V, dtype=torch.bool, device=device)   # (B, V)
@@ -218,20 +222,33 @@ class _Decoder:
     def done(self) -> bool:
         return self.remaining == 0 or all(f is not None for f in self.finish)
 
-    def _set_window(self, start: int) -> None:
-        """Make seq[:, start:length] the context; padding before `start` is gone."""
-        self.window_start = start
-        pad = [max(0, p - start) for p in self.pad]
+    def _set_windows(self) -> None:
+        """The batch's window starts where the widest row's does; the rows that start later are
+        left-padded by the difference."""
+        self.window_start = min(self.starts)
+        pad = [s - self.window_start for s in self.starts]
         self.pad_lengths = (torch.tensor(pad, device=self.seq.device) if any(pad) else None)
+
+    def _slide(self) -> None:
+        """Slide every row whose context would overflow n_context to its last
+        sliding_keep(n_context) tokens (the row's own length, as if it ran alone)."""
+        L = self.length
+        full = [b for b, s in enumerate(self.starts) if L - s > self.n_context]
+        if not full:
+            return
+        for b in full:
+            self.starts[b] = L - sliding_keep(self.n_context)
+        for b, f in enumerate(self.finish):
+            if f is not None:                             # ignored anyway: keep the refill small
+                self.starts[b] = L - 1
+        self._set_windows()
+        self.cache_fresh = False
 
     @torch.inference_mode()
     def step(self) -> None:
         """Generate one token for every row (rows already finished ignore theirs)."""
+        self._slide()                                     # before a row's window overflows
         model, ws, L = self.model, self.window_start, self.length
-        if L - ws > self.n_context:                       # the window would overflow: slide
-            ws = L - sliding_keep(self.n_context)
-            self._set_window(ws)
-            self.cache_fresh = False
         if self.cache is None:                            # reference path: the whole window
             logits = model(self.seq[:, ws:L], logits_for="last", pad_lengths=self.pad_lengths)
         elif not self.cache_fresh:                        # prefill (again, after a slide)
@@ -358,6 +375,12 @@ def _check_count(max_new_tokens: int) -> None:
         raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 0")
 
 
+def _check_seed(seed: int | None) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}; "
+                        "e.g. seed=0")
+
+
 def _encode_prompt(tokenizer: Tokenizer, prompt: str, model: torch.nn.Module) -> list[int]:
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str (or a list of str), got {type(prompt).__name__}; "
@@ -389,12 +412,13 @@ def generate_ids(model: torch.nn.Module, prompt_ids: torch.Tensor | Sequence[Seq
 
     Token-level: stop holds token ids only, and eot_id (if given) stops a row like a stop id
     but is reported as finish_reason "eot". Rows of different lengths run as one left-padded
-    batch; with greedy decoding each row gets the same tokens as run alone (exactly, as long as
-    no window slides: a padded row's window slides with the batch, not at its own length).
+    batch; with greedy decoding each row gets the same tokens as run alone, also past
+    n_context (each row's window slides at its own length; module docstring).
     Other arguments as `generate`.
     """
     _check_model(model)
     _check_count(max_new_tokens)
+    _check_seed(seed)
     V = model.config.vocab_size
     settings = SamplingSettings.of(temperature, top_k, top_p, min_p, repetition_penalty)
     rows = _check_rows(prompt_ids, V)
@@ -421,6 +445,7 @@ def _text_decoder(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[st
                   return_logprobs: bool) -> _Decoder:
     _check_model(model)
     _check_count(max_new_tokens)
+    _check_seed(seed)
     settings = SamplingSettings.of(temperature, top_k, top_p, min_p, repetition_penalty)
     rows = [_encode_prompt(tokenizer, p, model) for p in prompts]
     stop_ids, strings = _split_stop(stop, model.config.vocab_size)
@@ -519,8 +544,17 @@ def score_ids(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor) -> list
     predicted from at least n_context - n_context // 2 tokens of context (or all before it).
     """
     _check_model(model)
-    row = _check_rows([ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)],
-                      model.config.vocab_size)[0]
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1:
+            raise ValueError(f"score_ids takes one 1-D sequence of ids, got a tensor of shape "
+                             f"{tuple(ids.shape)}; for one row of a batch pass ids[b]")
+        ids = ids.tolist()
+    ids = list(ids)
+    if any((isinstance(t, Sequence) and not isinstance(t, str))
+           or (isinstance(t, torch.Tensor) and t.dim() > 0) for t in ids):
+        raise ValueError("score_ids takes one 1-D sequence of ids, got a nested one; score "
+                         "each row separately: score_ids(model, ids[b])")
+    row = _check_rows([ids], model.config.vocab_size)[0]
     if len(row) < 2:
         raise ValueError(f"need at least 2 ids to score (the first is only context), got {len(row)}")
     n_context = model.config.n_context

@@ -76,6 +76,55 @@ def test_sliding_window_keeps_the_documented_context():
     assert greedy(model, [long_prompt], 1)[0] == [expected], "long prompts keep their last 12"
 
 
+def forward_lengths(model, call) -> list[int]:
+    """T (the new positions) of every forward pass that call() makes on model."""
+    lengths = []
+    handle = model.register_forward_pre_hook(lambda module, args: lengths.append(args[0].shape[1]))
+    try:
+        call()
+    finally:
+        handle.remove()
+    return lengths
+
+
+def test_the_cache_is_used_prefill_once_then_one_token_per_step():
+    model = tiny_model()                                          # n_context 256: no slide
+    prompt = [1, 2, 3, 4, 5]
+    assert forward_lengths(model, lambda: greedy(model, [prompt], 20)) == [5] + [1] * 19, \
+        "prefill the 5 prompt tokens once, then feed only the newest token"
+    assert forward_lengths(model, lambda: greedy(model, [prompt], 20, use_cache=False)) == \
+        list(range(5, 25)), "the reference path reruns the whole context every step"
+
+
+def test_the_cache_is_refilled_from_the_last_window_when_it_slides():
+    model = tiny_model(n_context=16)
+    # Before the step at context length L (5 + steps so far) the window would hold L tokens;
+    # at L = 17 > 16 it slides to the last sliding_keep(16) = 12 (positions 5..16) and refills
+    # the cache from them; at L = 22 the window 5..21 is 17 again: refill from 10..21.
+    expected = [5] + [1] * 11 + [12] + [1] * 4 + [12] + [1] * 2   # 20 forwards, 20 tokens
+    assert forward_lengths(model, lambda: greedy(model, [[1, 2, 3, 4, 5]], 20)) == expected, \
+        "one prefill per slide of 12 tokens, single tokens in between"
+    # A batch: each row slides at its own length, and every slide refills all rows, each from
+    # its own window. Row 0 (7 prompt tokens, starts at 0) slides at L = 17, 22, 27, 32 to
+    # start L - 12; row 1 (1 token, left-padded by 6) slides at L = 23, 28, 33. The refill
+    # covers the widest window: L - (smallest start) = 12, 16, 13, 16, 13, 16, 13.
+    rows = [[5, 6, 7, 8, 9, 10, 11], [40]]
+    expected = ([7] + [1] * 9 + [12] + [1] * 4 + [16, 13] + [1] * 3 + [16, 13] + [1] * 3
+                + [16, 13] + [1] * 3)                                 # L = 7 .. 36: 30 tokens
+    assert forward_lengths(model, lambda: greedy(model, rows, 30)) == expected, \
+        "per-row slides, one batch refill each"
+    # A finished row keeps only its last token at a refill, so it causes no refills of its own
+    # and does not widen any: once row 1 stops (at its 3rd token, 96, which row 0 never
+    # writes), the batch makes the forward passes of row 0 alone.
+    out = []
+    lengths = forward_lengths(model, lambda: out.extend(
+        generate_ids(model, rows, max_new_tokens=30, temperature=0, stop=[96])))
+    assert [len(g.ids) for g in out] == [30, 3] and out[1].finish_reason == "stop", \
+        f"row 1 stops at its third token: {[g.ids for g in out]}"
+    assert lengths == forward_lengths(model, lambda: greedy(model, rows[:1], 30)), \
+        "a finished row must not cost refills"
+
+
 def test_strict_context_refuses_to_slide():
     model = tiny_model(n_context=16)
     with pytest.raises(ValueError, match=r"prompt of 10 tokens \+ max_new_tokens=7 is 17 positions "
@@ -94,6 +143,31 @@ def test_batched_prompts_of_different_lengths_equal_one_by_one(positional):
     together = greedy(model, rows, 40)
     assert together == alone, "a left-padded batch must give each row its own greedy tokens"
     assert together == greedy(model, rows, 40, use_cache=False), "uncached batch agrees too"
+
+
+@pytest.mark.parametrize("positional", ["learned", "rope"])
+def test_batched_equals_one_by_one_past_n_context(positional):
+    """Each row's window slides at its own length, so a batch still gives every row its own
+    greedy tokens when the rows (of different lengths) run far past n_context."""
+    model = tiny_model(n_context=16, positional=positional)
+    rows = [[5, 6, 7, 8, 9, 10, 11], [40], [100, 101, 102]]
+    kw = dict(max_new_tokens=60, temperature=0, return_logprobs=True)
+    alone = [generate_ids(model, [r], **kw)[0] for r in rows]
+    for use_cache in (True, False):
+        together = generate_ids(model, rows, use_cache=use_cache, **kw)
+        for b, (a, t) in enumerate(zip(alone, together)):
+            assert t.ids == a.ids, f"{positional}, use_cache={use_cache}: row {b} differs"
+            # The log-probs show the context too (greedy tokens often survive a shorter window;
+            # with rope a window cut a few tokens short moves them by ~1e-4, round-off by ~1e-6):
+            # each token is predicted from the same window as when the row runs alone.
+            torch.testing.assert_close(torch.tensor(t.logprobs), torch.tensor(a.logprobs),
+                                       rtol=0, atol=1e-5)
+    alone = [g.ids for g in alone]
+    stop_id = alone[0][3]                                        # row 0 finishes after 4 tokens
+    out = generate_ids(model, rows, max_new_tokens=60, temperature=0, stop=[stop_id])
+    for b, row in enumerate(alone):
+        cut = row.index(stop_id) + 1 if stop_id in row else 60
+        assert out[b].ids == row[:cut], f"row {b}: a finished row does not disturb the others"
 
 
 def test_batched_rows_stop_independently(model):
@@ -304,6 +378,19 @@ def test_wrong_types_are_type_errors(model):
         generate(model, TOK, [[1, 2]])
     with pytest.raises(TypeError, match="model must be a basegpt B2lM"):
         generate_ids(torch.nn.Linear(2, 2), [[1]])
+    with pytest.raises(TypeError, match=r"seed must be an int or None, got str 'x'"):
+        generate_ids(model, [[1]], seed="x")
+    with pytest.raises(TypeError, match=r"seed must be an int or None, got float 1.5"):
+        generate(model, TOK, "a", seed=1.5, temperature=0)        # checked even when greedy
+
+
+def test_score_ids_asks_for_one_1d_sequence(model):
+    with pytest.raises(ValueError, match=r"one 1-D sequence of ids, got a tensor of shape \(1, 3\)"):
+        score_ids(model, torch.tensor([[1, 2, 3]]))
+    with pytest.raises(ValueError, match=r"one 1-D sequence of ids, got a nested one"):
+        score_ids(model, [[1, 2, 3]])
+    assert score_ids(model, torch.tensor([1, 2, 3])) == score_ids(model, [1, 2, 3]), \
+        "a 1-D tensor and a list score the same"
 
 
 # -- score ------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from basegpt.config import ModelConfig
-from basegpt.generate import generate_ids
+from basegpt import Tokenizer
+from basegpt.generate import generate, generate_ids
 from basegpt.model import B2lM
 from basegpt.sampling import (SamplingSettings, apply_min_p, apply_repetition_penalty,
                               apply_top_k, apply_top_p, choose, process_logits)
@@ -76,6 +77,13 @@ def test_greedy_and_top_k_1_and_tiny_top_p_are_argmax():
     (SamplingSettings(top_p=0.75), [0, 1, 2]),           # 0.4 + 0.25 = 0.65 < 0.75, + 0.15 = 0.8
     (SamplingSettings(min_p=0.5), [0, 1]),               # >= 0.2: 0.4 and 0.25
     (SamplingSettings(temperature=0.5, top_k=4), [0, 1, 2, 3]),
+    # Temperature comes first: t = 2 flattens p to sqrt(p) / sum = 0.294, 0.233, 0.180, 0.161,
+    # 0.132; mass before the 4th is 0.707 < 0.75, before the 5th 0.868, so 4 are kept (top-p
+    # on the untempered p would keep 3).
+    (SamplingSettings(temperature=2.0, top_p=0.75), [0, 1, 2, 3]),
+    # min-p threshold on the tempered p: 0.5 * 0.294 = 0.147 keeps 4 (on the raw p,
+    # 0.5 * 0.4 = 0.2 would keep 2).
+    (SamplingSettings(temperature=2.0, min_p=0.5), [0, 1, 2, 3]),
     (SamplingSettings(), [0, 1, 2, 3, 4]),
 ])
 def test_sampled_frequencies_match_the_renormalised_distribution(settings, keep):
@@ -156,3 +164,28 @@ def test_repetition_penalty_end_to_end_lowers_seen_tokens_by_the_formula():
     assert out[0].ids == [1], f"with penalty 3 token 1 should win, got {out[0].ids}"
     raw = torch.log_softmax(torch.tensor(logits), -1)[1].item()
     assert out[0].logprobs[0] == pytest.approx(raw, abs=1e-5), "logprobs are the model's raw ones"
+
+
+def test_repetition_penalty_also_counts_the_tokens_generated_so_far():
+    model = fixed_logit_model([1.0, 0.5, -0.5, 0.2])
+    out = generate_ids(model, [[3]], max_new_tokens=2, temperature=0, repetition_penalty=3.0)
+    # Step 1, seen {3}: 0.2 -> 0.067; token 0 (1.0) wins. Step 2, seen {3, 0}: 1.0 -> 0.333,
+    # so token 1 (0.5) wins; a penalty on the prompt alone would pick token 0 again.
+    assert out[0].ids == [0, 1], f"the first generated token is penalised at step 2: {out[0].ids}"
+    out = generate_ids(model, [[3]], max_new_tokens=2, temperature=0)
+    assert out[0].ids == [0, 0], "without a penalty the fixed argmax repeats"
+
+
+def test_generate_stops_at_end_of_text_by_default():
+    tokenizer = Tokenizer(vocab_size=300)               # 256 bytes, <|endoftext|> 256, <|pad|>
+    logits = [0.0] * len(tokenizer)
+    logits[tokenizer.eot_id] = 5.0                      # the model always wants to end the text
+    model = fixed_logit_model(logits)
+    g = generate(model, tokenizer, "a", max_new_tokens=5, temperature=0, return_logprobs=True)
+    assert (g.text, g.ids, g.finish_reason) == ("", [tokenizer.eot_id], "eot"), \
+        f"stop at the first end-of-text token, which is not part of the text: {g}"
+    g = generate(model, tokenizer, "a", max_new_tokens=5, temperature=0, return_logprobs=True,
+                 stop_at_eot=False)
+    assert (g.ids, g.finish_reason) == ([tokenizer.eot_id] * 5, "length"), \
+        f"stop_at_eot=False goes on to max_new_tokens: {g}"
+    assert g.text == "<|endoftext|>" * 5, f"and the text holds the tokens: {g.text!r}"
