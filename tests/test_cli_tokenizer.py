@@ -27,9 +27,9 @@ def test_train_writes_tokenizer_and_vocab(trained, capsys):
 def test_train_on_files(tmp_path, capsys):
     (tmp_path / "a.txt").write_text("hello world " * 50)
     out = tmp_path / "t.json"
-    assert main(["tokenizer", "train", str(tmp_path / "*.txt"), "--vocab-size", "270",
+    assert main(["tokenizer", "train", str(tmp_path / "*.txt"), "--vocab-size", "268",
                  "--out", str(out), "--quiet"]) == 0
-    assert Tokenizer.load(out).encode("hello") == Tokenizer(vocab_size=270).train(
+    assert Tokenizer.load(out).encode("hello") == Tokenizer(vocab_size=268).train(
         "hello world " * 50, progress=False).encode("hello"), "same as the library"
 
 
@@ -60,8 +60,11 @@ def test_stats_reports_bytes_per_token(trained, capsys, tmp_path):
     (["tokenizer", "train", "/nonexistent/*.txt", "--out", "x.json"], "no such file, folder"),
     (["tokenizer", "train", "--vocab-size", "10", "--out", "x.json"], "too small"),
     (["tokenizer", "encode", "--tokenizer", "x.json"], "either a TEXT argument or --file"),
+    (["tokenizer", "train", "--pattern", "[a-z]+", "--out", "x.json"],
+     "custom split pattern '[a-z]+' does not match 'H' at index 0"),
 ])
-def test_user_errors_exit_2_with_one_line(argv, message, capsys):
+def test_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)           # were a check to break, x.json would land here
     assert main(argv) == 2, "user error exit code"
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, f"one line naming the problem: {err!r}"
@@ -83,3 +86,72 @@ def test_corpus_command(tmp_path, capsys):
     assert main(["corpus", "--max-bytes", "50000", "--out", str(tmp_path / "c.txt")]) == 0
     assert "built-in corpus" in capsys.readouterr().out
     assert 0 < (tmp_path / "c.txt").stat().st_size <= 50_000 + 1000, "written, about the budget"
+
+
+def test_stats_previews_the_vocabulary(tmp_path, capsys):
+    # "hello" is built by merges 256..259 ('el', 'hel', 'lo', 'hello'), then " hello" (260).
+    path = tmp_path / "hello.json"
+    Tokenizer(vocab_size=263).train("hello hello hello", progress=False).save(path)
+    (tmp_path / "held.txt").write_text("hello hello")
+    assert main(["tokenizer", "stats", "--tokenizer", str(path), "--top", "2",
+                 str(tmp_path / "held.txt")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "11 bytes -> 2 tokens = 5.500 bytes per token" in lines[1], lines[1]
+    assert lines[2:] == ["first merges: 'el'  'hel'", "last merges: 'hello'  ' hello'",
+                         "longest tokens: ' hello'  'hello'"], lines
+
+
+def test_train_on_a_folder_with_a_custom_pattern(tmp_path, capsys):
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("ab ab")
+    (folder / "sub" / "b.txt").write_text("cd")            # found because folders are recursive
+    out = tmp_path / "t.json"
+    pattern = r"[a-z ]+|\s+|."                             # letters and spaces in one chunk
+    assert main(["tokenizer", "train", str(folder), "--pattern", pattern, "--vocab-size", "262",
+                 "--out", str(out), "--quiet"]) == 0
+    tokenizer = Tokenizer.load(out)
+    assert tokenizer.splitter.pattern == pattern, "the custom pattern is stored"
+    # pairs: ab=2, 'b '=1, ' a'=1, cd=1 -> (a, b); then (' ', ab) wins the tie at 1 count over
+    # (ab, ' '), then (c, d); then (ab, ' ab') merges across the space, which gpt4 never would.
+    assert tokenizer.merges == [(97, 98), (32, 256), (99, 100), (256, 257)], tokenizer.merges
+    assert tokenizer.encode("ab ab cd") == [259, 32, 258], "ids from the learned merges"
+    assert "2 file(s)" in capsys.readouterr().err, "both files of the folder were read"
+
+
+def test_train_warns_in_one_line_when_the_text_runs_out_of_pairs(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("ab ab")
+    out = tmp_path / "t.json"
+    assert main(["tokenizer", "train", str(tmp_path / "a.txt"), "--vocab-size", "300",
+                 "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "warning" in line]
+    assert warning == ["basegpt: warning: learned only 2 of the 42 merges that vocab_size=300 "
+                       "asks for: every chunk of the text is already one token; the vocabulary "
+                       "has 260 tokens. Train on more text, or ask for vocab_size=260"], err
+    assert len(Tokenizer.load(out)) == 260, "the smaller tokenizer is still written"
+
+
+def test_out_folder_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("hello world " * 20)
+    assert main(["tokenizer", "train", str(tmp_path / "a.txt"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training a" not in err, f"refused up front: {err!r}"
+    assert f"--out {tmp_path} is a folder" in err and "tokenizer.json" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"], "nothing written"
+    (tmp_path / "t.vocab").mkdir()                        # where --out t.json puts its .vocab
+    assert main(["tokenizer", "train", str(tmp_path / "a.txt"),
+                 "--out", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert "t.vocab, but that is a folder" in err and "training a" not in err, err
+
+
+def test_a_folder_of_empty_files_is_a_user_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("")
+    out = tmp_path / "t.json"
+    assert main(["tokenizer", "train", str(tmp_path / "empty"), "--out", str(out),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "basegpt: error: no text to train on" in err, err
+    assert not out.exists(), "no 258-token tokenizer written"

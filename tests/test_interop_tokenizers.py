@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -94,7 +95,7 @@ def test_byte_to_unicode_is_gpt2s_mapping():
 
 
 def test_duplicate_byte_strings_cannot_be_exported():
-    tok = Tokenizer(vocab_size=300).train("aaa", progress=False)
+    tok = Tokenizer(vocab_size=259).train("aaa", progress=False)
     tok._set([(97, 97), (256, 97), (97, 256)], {})       # 'aaa' spelled two ways
     with pytest.raises(ValueError, match="both spell b'aaa'"):
         hf_tokenizer_json(tok)
@@ -133,3 +134,27 @@ def test_tiktoken_refuses_merges_numbered_out_of_order(trio):
     ids = numbered.encode(MULTILINGUAL)
     assert _hf_ids(to_hf_tokenizer(numbered), MULTILINGUAL) == ids, \
         "HF orders merges by list, not id: it still exports"
+
+
+def test_a_missing_peer_library_names_the_fix(monkeypatch, tmp_path):
+    tok = Tokenizer(vocab_size=258)
+    save_tiktoken(tok, tmp_path / "tok.tiktoken")          # writing needs no library
+    monkeypatch.setitem(sys.modules, "tiktoken", None)     # import tiktoken now fails
+    with pytest.raises(ImportError, match="exporting to tiktoken needs tiktoken: pip install "
+                                          "tiktoken"):
+        to_tiktoken(tok)
+    with pytest.raises(ImportError, match="pip install tiktoken"):
+        load_tiktoken(tmp_path / "tok.tiktoken")
+    monkeypatch.setitem(sys.modules, "tokenizers", None)
+    with pytest.raises(ImportError, match="tokenizers needs tokenizers: pip install tokenizers"):
+        to_hf_tokenizer(tok)
+
+
+def test_return_types_name_the_peer_classes():
+    tok = Tokenizer(vocab_size=258)
+    peers = {"tiktoken": tiktoken, "tokenizers": tokenizers}
+    for function, value in ((to_tiktoken, to_tiktoken(tok)),
+                            (to_hf_tokenizer, to_hf_tokenizer(tok))):
+        annotation = eval(function.__annotations__["return"], peers)  # a string: no import
+        assert type(value) is annotation, f"{function.__name__} returns {type(value)}"
+    assert eval(load_tiktoken.__annotations__["return"], peers) is tiktoken.Encoding

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -56,12 +60,15 @@ def test_seed_api_trains_to_requested_vocab_size():
 
 
 def test_training_stops_when_no_pairs_are_left():
-    tokenizer = Tokenizer(vocab_size=1000).train("ab")
+    with pytest.warns(UserWarning, match="learned only 1 of the 742 merges that "
+                                         "vocab_size=1000 asks for.* has 259 tokens"):
+        tokenizer = Tokenizer(vocab_size=1000).train("ab", progress=False)
     assert tokenizer.merges == [(97, 98)], "only one pair exists"
     assert len(tokenizer) == 256 + 1 + 2, "vocab is smaller than asked, specials still follow"
     assert tokenizer.eot_id == 257, "eot right after the single merge"
 
 
+@pytest.mark.filterwarnings("ignore:learned only")     # tiny texts: fewer merges than asked
 def test_merges_never_cross_chunks_or_documents():
     tokenizer = Tokenizer(vocab_size=400, pattern="gpt4").train(["ab cd", "ef"])
     pieces = {tokenizer.vocab[256 + i] for i in range(len(tokenizer.merges))}
@@ -147,3 +154,143 @@ def test_safe_cut_never_changes_chunks(text, pattern):
     if cut:
         assert splitter.split(text[:cut]) + splitter.split(text[cut:]) == splitter.split(text), \
             f"cutting {text!r} at {cut} changed the chunks"
+
+
+# Every kind of character the two patterns tell apart: letters (ASCII, accented, CJK),
+# numbers (digits, ½, Arabic-Indic), whitespace (space, tab, \r, \n, no-break and ideographic
+# spaces), punctuation (ASCII, CJK, `_`), a combining accent (category M: none of L, N, WS),
+# and fragments that start contractions, \r\n pairs, space runs and long numbers.
+cut_text = st.lists(st.sampled_from(
+    list("abZé日本語05½٣ \t\r\n\u00a0\u3000.,_'\"{}:-。、\u0301")
+    + ["'s", "'ll", "'RE", "\r\n", "   ", "1234567", "foo_bar", '{"k":[1,2]}']),
+    max_size=40).map("".join)
+
+
+def all_safe_cuts(splitter: Splitter, text: str) -> list[int]:
+    """Every safe cut of `text`, last first: a cut of a prefix is one of the text (the rule
+    looks at two characters only)."""
+    cuts = []
+    while cut := splitter.safe_cut(text[:cuts[-1]] if cuts else text):
+        cuts.append(cut)
+    return cuts
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=cut_text | any_text, pattern=st.sampled_from(["gpt4", "gpt2"]))
+def test_every_safe_cut_keeps_the_chunks(text, pattern):
+    splitter = Splitter(pattern)
+    whole = splitter.split(text)
+    cuts = all_safe_cuts(splitter, text)
+    for cut in cuts:
+        assert splitter.split(text[:cut]) + splitter.split(text[cut:]) == whole, \
+            f"cutting {text!r} at {cut} changed the chunks"
+    bounds = [0, *sorted(cuts), len(text)]
+    blocks = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    assert [c for block in blocks for c in splitter.split(block)] == whole, \
+        f"cutting {text!r} at all of {sorted(cuts)} at once changed the chunks"
+    for start in range(len(text)):
+        assert splitter.safe_cut(text, start) == max([c for c in cuts if c > start], default=0), \
+            f"safe_cut({text!r}, {start}) is not the last cut after {start}"
+
+
+def test_safe_cuts_without_spaces():
+    gpt4 = Splitter("gpt4")
+    assert all_safe_cuts(gpt4, "日本語。中文") == [3], "CJK letters, then punctuation"
+    assert all_safe_cuts(gpt4, '{"a":12}') == [7, 3], 'minified JSON: after a, after 12'
+    assert all_safe_cuts(gpt4, "foo_bar1") == [7, 3], "identifiers: before _ and the digit"
+    assert all_safe_cuts(gpt4, "x  \n\n  ,.;") == [1], "never after whitespace or punctuation"
+    assert all_safe_cuts(gpt4, "abcdef") == [], "one word: no cut"
+    assert Splitter("none").safe_cut("a b. c") == 0, "pattern none: never"
+    assert Splitter(r"\S+|\s+").safe_cut("a b. c") == 0, "a custom pattern: never"
+
+
+def test_all_merges_learned_means_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tokenizer = Tokenizer(vocab_size=260).train("abababab", progress=False)
+    assert len(tokenizer.merges) == 2, tokenizer.merges
+
+
+@pytest.mark.parametrize("backend", ["auto", "python", "reference"])
+@pytest.mark.parametrize("texts", [[], "", ["", ""], "empty file", "folder of empty files"])
+def test_no_text_at_all_is_an_error(texts, backend, tmp_path: Path):
+    if texts == "empty file":
+        texts = [tmp_path / "empty.txt"]
+        texts[0].write_text("")
+    elif texts == "folder of empty files":
+        (tmp_path / "docs").mkdir()
+        (tmp_path / "docs" / "a.txt").write_text("")
+        texts = tmp_path / "docs"
+    tokenizer = Tokenizer(vocab_size=300)
+    with pytest.raises(ValueError, match="no text to train on"):
+        tokenizer.train(texts, backend=backend, progress=False)
+    assert len(tokenizer) == 258, "the tokenizer is left as it was"
+
+
+def test_train_on_a_folder_reads_its_files_as_the_cli_does(tmp_path: Path):
+    docs = list(builtin_corpus(30_000))
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.py").write_text(docs[0], encoding="utf-8")
+    (folder / "sub" / "a.py").write_text(docs[1], encoding="utf-8")
+    (folder / ".hidden").write_text("zz" * 5000)         # skipped, as `expand_paths` skips it
+    from_folder = Tokenizer(vocab_size=400).train(folder, progress=False)
+    from_files = Tokenizer(vocab_size=400).train([folder / "b.py", folder / "sub" / "a.py"],
+                                                 progress=False)
+    assert from_folder.merges == from_files.merges, "a folder is its (visible) files"
+    assert Tokenizer(vocab_size=259).train([folder / ".hidden"], progress=False).merges == \
+        [(122, 122)], "the hidden file alone learns 'zz', which the folder never did"
+    assert (122, 122) not in from_folder.merges, "so the folder skipped it"
+    assert Tokenizer(vocab_size=400).train([folder], progress=False).hash == from_folder.hash
+
+
+def test_custom_pattern_missing_characters_fails_training():
+    with pytest.raises(ValueError, match="does not match '#' at index 6"):
+        Tokenizer(vocab_size=300, pattern=r"[^#]+").train(["ok", "x = 1 # comment"],
+                                                          progress=False)
+
+
+@pytest.mark.parametrize("backend", ["reference", "python", "auto"])
+def test_progress_bar_goes_to_stderr_and_can_be_silenced(backend, capfd):
+    text = "".join(builtin_corpus(5_000))
+    Tokenizer(vocab_size=300).train(text, backend=backend, progress=True)
+    out, err = capfd.readouterr()
+    assert "BPE merges" in err and "42/42" in err, f"a bar counting all 42 merges: {err!r}"
+    assert out == "", "nothing on stdout"
+    Tokenizer(vocab_size=300).train(text, backend=backend, progress=False)
+    assert capfd.readouterr() == ("", ""), "progress=False writes nothing"
+
+
+NO_EXTENSION = r"""
+import json, sys
+sys.modules["basegpt.tokenizer._bpe"] = None     # as if no compiler had built it
+from basegpt import Tokenizer
+from basegpt.corpus import builtin_corpus
+from basegpt.tokenizer import tokenizer, trainer
+assert trainer._bpe is None and tokenizer._bpe is None, "the extension is blocked"
+docs = list(builtin_corpus(30_000))
+tok = Tokenizer(vocab_size=400).train(docs, progress=False)      # backend "auto"
+try:
+    Tokenizer(vocab_size=400).train(docs, backend="c", progress=False)
+    c_error = None
+except ValueError as error:
+    c_error = str(error)
+json.dump({"merges": tok.merges, "hash": tok.hash, "ids": tok.encode(docs[0][:5000]),
+           "round_trip": tok.decode(tok.encode(docs[1])) == docs[1], "c_error": c_error},
+          open(sys.argv[1], "w"))
+"""
+
+
+def test_the_package_works_without_the_c_extension(tmp_path: Path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-c", NO_EXTENSION, str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, f"the pure-Python path failed:\n{proc.stderr[-3000:]}"
+    got = json.loads(out.read_text())
+    docs = list(builtin_corpus(30_000))
+    here = Tokenizer(vocab_size=400).train(docs, progress=False)   # C, where it was built
+    assert [tuple(pair) for pair in got["merges"]] == here.merges, "the same merges"
+    assert got["hash"] == here.hash, "the same tokenizer"
+    assert got["ids"] == here.encode(docs[0][:5000]), "the same ids from the Python encoder"
+    assert got["round_trip"], "decode(encode(s)) == s without the extension"
+    assert "needs the compiled extension" in got["c_error"], got["c_error"]

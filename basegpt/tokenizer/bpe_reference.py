@@ -18,7 +18,7 @@ the two to the same answer.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 Pair = tuple[int, int]
 
@@ -46,11 +46,13 @@ def most_frequent_pair(counts: Counter) -> Pair:
     return min(counts, key=lambda pair: (-counts[pair], pair))
 
 
-def train_reference(chunks: Iterable[str], n_merges: int) -> list[Pair]:
+def train_reference(chunks: Iterable[str], n_merges: int,
+                    on_merge: Callable[[int], None] | None = None) -> list[Pair]:
     """Learn up to `n_merges` merges from text chunks (merges never cross two chunks).
 
     `chunks` is the corpus already cut by a Splitter (or whole documents, for no split).
-    Merge i creates token id 256 + i. Stops early when no pair is left.
+    Merge i creates token id 256 + i. Stops early when no pair is left. `on_merge(done)`, if
+    given, is called after each merge with the number done so far (for a progress bar).
     """
     words = [list(chunk.encode("utf-8")) for chunk in chunks]
     merges: list[Pair] = []
@@ -63,4 +65,6 @@ def train_reference(chunks: Iterable[str], n_merges: int) -> list[Pair]:
         pair = most_frequent_pair(counts)
         words = [merge(ids, pair, new_id) for ids in words]
         merges.append(pair)
+        if on_merge is not None:
+            on_merge(len(merges))
     return merges

@@ -53,6 +53,9 @@ GPT4_TEMPLATE = (
     r"|[{WS}]+"
 )
 
+_PROBE = "Hello, World! 12 x=3.5;\n\tÉté 日本 😀 \x00"
+"""Common text that any custom pattern must split without losing a character."""
+
 BUILTIN_PATTERNS: dict[str, str | None] = {"gpt4": GPT4_TEMPLATE, "gpt2": GPT2_TEMPLATE,
                                            "none": None}
 DEFAULT_PATTERN = "gpt4"
@@ -85,8 +88,9 @@ class Splitter:
     """Cuts text into the chunks that BPE merges inside of.
 
     `pattern` is a built-in name ("gpt4", "gpt2", "none") or a custom Python regex whose
-    matches are the chunks (text between matches is dropped, so a custom pattern should match
-    everything; decode(encode(s)) == s is checked in the tokenizer's tests for built-ins).
+    matches are the chunks. Text between two matches would be lost, so a custom pattern must
+    match every character: split() raises a ValueError naming the first character it misses
+    (the built-ins match everything by construction, and skip that check).
     """
 
     def __init__(self, pattern: str = DEFAULT_PATTERN) -> None:
@@ -104,6 +108,11 @@ class Splitter:
             if self.regex.match("") is not None:
                 raise ValueError(f"custom split pattern {pattern!r} matches the empty "
                                  "string; chunks must be at least one character")
+            if self.regex.groups:
+                raise ValueError(f"custom split pattern {pattern!r} has a capturing group, so "
+                                 "re.findall would return the group, not the chunk; write "
+                                 "(?:...) for groups")
+            self.split(_PROBE)     # fail now, not hours into training, if it misses common text
         else:
             self.regex = re.compile(render(self.template)) if self.template else None
 
@@ -116,26 +125,56 @@ class Splitter:
         """The chunks of one document: split("Hi there") -> ["Hi", " there"] (gpt4)."""
         if self.regex is None:
             return [text] if text else []
-        return self.regex.findall(text)
+        chunks = self.regex.findall(text)
+        # Matches never overlap, so they cover the text exactly when their lengths add up.
+        if self.name == "custom" and sum(map(len, chunks)) != len(text):
+            self._raise_uncovered(text)
+        return chunks
 
-    def safe_cut(self, text: str) -> int:
-        """An index where `text` may be cut without changing its chunks, or 0 if none.
+    def _raise_uncovered(self, text: str) -> None:
+        end = 0
+        for match in self.regex.finditer(text):
+            if match.start() > end:
+                break
+            end = match.end()
+        fixed = self.template + r"|\s+|."        # "." is all but "\n", which \s+ takes
+        raise ValueError(f"custom split pattern {self.template!r} does not match "
+                         f"{text[end]!r} at index {end} of {text[:40]!r}, so that text would "
+                         "be lost; a pattern must match every character: add catch-all "
+                         f"alternatives, e.g. {fixed!r}")
 
-        For gpt2 and gpt4, a letter followed by a space always ends a chunk: every
-        alternative that takes a letter stops at the first non-letter, and the next match
-        starts afresh at the space (no alternative looks behind). Cutting there gives the
-        same chunks as splitting the whole text, so long files can be read block by block.
-        (A cut at a line break would not do: gpt2's `\\s+(?!\\S)` gives back the last space
-        of a run before a letter, but keeps it at the end of the text.) For `none` and custom
-        patterns there is no such guarantee and the answer is always 0.
+    def safe_cut(self, text: str, start: int = 0) -> int:
+        """The last index i > start where `text` may be cut without changing its chunks,
+        or 0 if there is none: split(text[:i]) + split(text[i:]) == split(text).
+
+        For gpt2 and gpt4, i is safe where text[i - 1] is a letter and text[i] is not, or
+        text[i - 1] is a number and text[i] is not. Why:
+        1. A chunk ends at i. The only alternatives that take letters take a run of them
+           (contractions too) and end at the first non-letter; numbers are only taken by the
+           number alternatives, which end at the first non-number ({L}, {N}, {WS} are
+           disjoint). So splitting the whole text ends a chunk at i.
+        2. The chunks before i do not change when the text ends at i. No alternative looks
+           behind or at anchors, so a match depends on later text only through what it reads
+           there; reading past the end can only fail, except for the lookahead of
+           `{WS}+(?!...)`, which succeeds at the end of the text. That lookahead is only
+           evaluated at i after a whitespace run ending at i - 1, and text[i - 1] is a letter
+           or number. (Hence no cut after whitespace: gpt2's `\\s+(?!\\S)` keeps the last
+           space of "a  b" apart, but not of the text "a  "; gpt4 also joins "\\n\\n".)
+        3. The chunks from i on do not change: matching restarts at i in both cases.
+        tests/test_tokenizer_train.py checks it on random text. Text without such a pair
+        (one endless word, only punctuation and spaces) has no cut here. For `none` and
+        custom patterns nothing is known and the answer is always 0.
+
+        `start` lets a caller that already searched text[:start + 1] look only further on.
         """
         if self.name not in ("gpt2", "gpt4"):
             return 0
-        i = len(text)
-        while (i := text.rfind(" ", 0, i)) > 0:
-            if _LETTER.match(text, i - 1):
-                return i
-        return 0
+        # The last cut is the first match in the reversed text: "<not X><X>" there.
+        match = _CUT_REVERSED.search(text[start:][::-1])
+        return len(text) - 1 - match.start() if match else 0
 
 
-_LETTER = re.compile(f"[{_python_ranges(LETTER)}]")
+_CUT_REVERSED = re.compile(f"[^{_python_ranges(LETTER)}][{_python_ranges(LETTER)}]"
+                           f"|[^{_python_ranges(NUMBER)}][{_python_ranges(NUMBER)}]")
+"""A safe cut of Splitter.safe_cut, spelled backwards: a non-letter then a letter, or a
+non-number then a number, in the reversed text."""

@@ -5,8 +5,9 @@ order they were learned -> token ids. Decoding concatenates each id's bytes, so
 decode(encode(s)) == s for every string that is valid UTF-8: no text is ever lost, because
 every byte has a token of its own.
 
-    tok = Tokenizer(vocab_size=300).train("hello hello hello")
-    tok.encode("hello")  -> [263]         (one token once " hello"/"hello" merges are learned)
+    tok = Tokenizer(vocab_size=263).train("hello hello hello")   # 256 + 5 merges + 2 special
+    tok.encode("hello")  -> [259]         (merges 256..259 build "hello" from its bytes)
+    tok.encode(" hello") -> [260]         (the fifth merge: " " + "hello")
     tok.decode([104, 105]) -> "hi"
 
 Ids: 0..255 are the bytes, 256 .. 256+M-1 the M merges (merge i makes id 256 + i), then the
@@ -33,7 +34,8 @@ import heapq
 import json
 import os
 import re
-from collections.abc import Collection, Iterable, Sequence
+import warnings
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from basegpt._io import atomic_write_text
@@ -65,7 +67,8 @@ class Tokenizer:
 
     Args:
         vocab_size: the full vocabulary wanted, special tokens included (len(tokenizer)
-            equals it after training, unless the corpus runs out of pairs to merge first).
+            equals it after training, unless the corpus runs out of pairs to merge first,
+            which train() warns about).
         pattern: how text is pre-split before merging: "gpt4" (default), "gpt2", "none" (the
             original design's pure BPE over whole documents) or a custom Python regex.
             See `pretokenize.py` for why gpt4 is the default.
@@ -163,16 +166,34 @@ class Tokenizer:
               backend: str = "auto", progress: bool = True) -> Tokenizer:
         """Learn merges from text, replacing any earlier training. Returns self.
 
-        `texts` is one string, or an iterable of strings (documents) and/or file paths
-        (pathlib.Path; read in blocks, so memory grows with unique chunks, not corpus size).
-        Merges never cross two documents. backend: "auto", "c", "python", "reference".
+        `texts` is one string, or an iterable of strings (documents) and/or paths of files
+        or folders (pathlib.Path; files are read in blocks, so memory grows with unique
+        chunks, not corpus size). Merges never cross two documents. backend: "auto", "c",
+        "python", "reference". No text at all is a ValueError; text that runs out of pairs
+        to merge before vocab_size is reached gives a smaller vocabulary, with a warning.
         """
         n_merges = self.vocab_size - 256 - len(self.special_tokens)
-        documents = _checked_utf8(iter_documents(texts, self.splitter))
-        merges = learn_merges(documents, self.splitter, n_merges, backend, progress)
+        n_chars = 0
+
+        def documents() -> Iterator[str]:
+            nonlocal n_chars
+            for text in iter_documents(texts, self.splitter):
+                _check_utf8(text)
+                n_chars += len(text)
+                yield text
+        merges = learn_merges(documents(), self.splitter, n_merges, backend, progress)
+        if n_chars == 0:
+            raise ValueError("no text to train on: the input holds no characters (no "
+                             "documents, or only empty ones and empty files); pass text, or "
+                             "files or folders that have some")
         n_vocab = 256 + len(merges)
         names = sorted(self._native_specials, key=self._native_specials.get)
         self._set(merges, {name: n_vocab + i for i, name in enumerate(names)})   # identity ids
+        if len(merges) < n_merges:
+            warnings.warn(f"learned only {len(merges)} of the {n_merges} merges that "
+                          f"vocab_size={self.vocab_size} asks for: every chunk of the text is "
+                          f"already one token; the vocabulary has {len(self)} tokens. Train "
+                          f"on more text, or ask for vocab_size={len(self)}", stacklevel=2)
         return self
 
     def trainTokenizer(self, text: str | Iterable[str]) -> Tokenizer:  # noqa: N802
@@ -291,7 +312,8 @@ class Tokenizer:
         vocab = self.vocab
         ids = _as_int_list(ids)
         try:
-            if min(ids, default=0) < 0:
+            # A bool would index vocab as 0 or 1; `in` over map(type, ...) stays in C.
+            if min(ids, default=0) < 0 or bool in map(type, ids):
                 raise IndexError
             return b"".join([vocab[i] for i in ids])
         except (IndexError, TypeError):
@@ -359,6 +381,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write tokenizer.json to `path` atomically."""
+        _check_file_path(path, "tokenizer.json")
         atomic_write_text(path, self.to_json())
 
     def save_vocab(self, path: str | os.PathLike) -> None:
@@ -368,6 +391,7 @@ class Tokenizer:
 
         Ids are public ids (the merge's parts too), lines in public id order.
         """
+        _check_file_path(path, "tokenizer.vocab")
         public = self._token_ids or range(len(self))
         native_of = [0] * len(self)
         for native, token_id in enumerate(public):
@@ -410,7 +434,7 @@ class Tokenizer:
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(f"unknown tokenizer format version {data.get('version')!r}; this "
                              f"basegpt reads version {FORMAT_VERSION} (upgrade basegpt?)")
-        missing = {"pattern", "merges", "special_tokens", "hash"} - set(data)
+        missing = {"vocab_size", "pattern", "merges", "special_tokens", "hash"} - set(data)
         if missing:
             raise ValueError(f"missing fields {sorted(missing)}")
         pattern = data["pattern"]
@@ -425,6 +449,10 @@ class Tokenizer:
         if not isinstance(specials, dict) or not all(isinstance(v, int) for v in specials.values()):
             raise ValueError(f"special_tokens must map names to integer ids, got {specials!r}")
         n_vocab = 256 + len(merges) + len(specials)
+        if data["vocab_size"] != n_vocab or isinstance(data["vocab_size"], bool):
+            raise ValueError(f"vocab_size is {data['vocab_size']!r} but the file defines "
+                             f"{n_vocab} tokens (256 bytes + {len(merges)} merges + "
+                             f"{len(specials)} special tokens); it was edited or corrupted")
         token_ids = data.get("token_ids")
         if token_ids is not None:     # the file's special ids are public: make them native
             token_ids = _checked_token_ids(token_ids, n_vocab)
@@ -499,6 +527,13 @@ def _check_special_names(names: tuple[str, ...]) -> None:
         raise ValueError(f"special token names must be distinct, got {names!r}")
 
 
+def _check_file_path(path: str | os.PathLike, name: str) -> None:
+    # Caught here, not by the rename, whose error would name the temp file.
+    if Path(path).is_dir():
+        raise ValueError(f"{path} is a folder; give the path of the file to write, "
+                         f"e.g. {Path(path) / name}")
+
+
 def _check_utf8(text: str) -> None:
     # Lone surrogates (from bad decoding, e.g. surrogateescape) have no UTF-8 form.
     try:
@@ -507,12 +542,6 @@ def _check_utf8(text: str) -> None:
         raise ValueError(f"text has a lone surrogate U+{ord(text[error.start]):04X} at "
                          f"index {error.start}, which is not valid Unicode text; clean the "
                          "input, e.g. s.encode('utf-8', 'replace').decode()") from None
-
-
-def _checked_utf8(texts: Iterable[str]) -> Iterable[str]:
-    for text in texts:
-        _check_utf8(text)
-        yield text
 
 
 def _checked_merges(merges: object) -> list[Pair]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from basegpt.corpus import expand_paths
 from basegpt.tokenizer.bpe_fast import train_fast
 from basegpt.tokenizer.bpe_reference import Pair, train_reference
 from basegpt.tokenizer.pretokenize import Splitter
@@ -42,14 +43,19 @@ def iter_documents(sources: str | Source | Iterable[Source], splitter: Splitter,
     """Yield the texts to split: strings as they are, files (Path objects) block by block.
 
     A plain `str` is always text, never a path: pass `pathlib.Path` objects for files. A
-    block ends at `splitter.safe_cut`, so the chunks do not depend on the block size; with no
-    safe cut (pattern none or custom) a file is read whole.
+    folder is its files, found as the CLI finds them (`corpus.expand_paths`: recursive,
+    sorted, hidden files skipped), each one document. A block ends at `splitter.safe_cut`, so
+    the chunks do not depend on the block size; with no safe cut (pattern none or custom) a
+    file is read whole.
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     for source in sources:
         if isinstance(source, str):
             yield source
+        elif isinstance(source, os.PathLike) and Path(source).is_dir():
+            for path in expand_paths([source]):
+                yield from _file_blocks(path, splitter, block_chars)
         elif isinstance(source, os.PathLike):
             yield from _file_blocks(Path(source), splitter, block_chars)
         else:
@@ -89,21 +95,26 @@ def learn_merges(texts: Iterable[str], splitter: Splitter, n_merges: int,
     """Learn up to `n_merges` merges from `texts` with the chosen backend.
 
     backend: "auto" (C if compiled, else Python), "c", "python" (bpe_fast) or "reference"
-    (bpe_reference: slow, for checking and teaching).
+    (bpe_reference: slow, for checking and teaching). All show the same tqdm bar of merges
+    done unless progress is False.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown training backend {backend!r}; choose one of {BACKENDS}")
     if backend == "c" and _bpe is None:
         raise ValueError("backend 'c' needs the compiled extension basegpt.tokenizer._bpe, "
                          "which is not installed; reinstall with a C compiler or use 'python'")
-    if backend == "reference":
-        chunks = [chunk for text in texts for chunk in splitter.split(text)]
-        return train_reference(chunks, n_merges)
     use_c = backend in ("auto", "c") and _bpe is not None
-    words, counts = _unique_words(texts, splitter, use_c)
-    with tqdm(total=n_merges, desc="BPE merges", unit="merge", disable=not progress) as bar:
+    if backend == "reference":    # every chunk as a string, as the reference reads them
+        words = [chunk for text in texts for chunk in splitter.split(text)]
+    else:                         # the unique chunks as UTF-8, and how often each occurs
+        words, counts = _unique_words(texts, splitter, use_c)
+    # No bar for no text: Tokenizer.train turns that into an error message instead.
+    with tqdm(total=n_merges, desc="BPE merges", unit="merge",
+              disable=not progress or not words) as bar:
         def on_merge(done: int) -> None:
             bar.update(done - bar.n)
+        if backend == "reference":
+            return train_reference(words, n_merges, on_merge)
         train = _bpe.train if use_c else train_fast
         return train(words, counts, n_merges, on_merge)
 
