@@ -8,7 +8,7 @@ POSIX and Windows, so readers see either the old file or the new one, never a mi
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -16,7 +16,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically (temp file + fsync + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = open_temp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -34,6 +34,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` as UTF-8 to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def open_temp(directory: str | os.PathLike, prefix: str, suffix: str) -> tuple[int, str]:
+    """Create a new, empty file with a random name in `directory`; return (fd, path).
+
+    Like tempfile.mkstemp, but the file gets the mode of any normally created file,
+    0o666 & ~umask (e.g. 0o644), not mkstemp's owner-only 0o600: it is about to be renamed
+    into a user's file (shards, meta.json, checkpoints), which others may need to read.
+    The kernel applies the umask (and a folder's default ACL) itself, so nothing here reads
+    or changes the process-wide umask.
+    """
+    path = os.path.join(directory, f"{prefix}{secrets.token_hex(8)}{suffix}")
+    # O_EXCL never opens an existing file; with 64 random bits a clash is practically impossible.
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    return os.open(path, flags, 0o666), path
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -77,21 +77,42 @@ def builtin_corpus(max_bytes: int | None = DEFAULT_BUILTIN_BYTES,
                 return
 
 
-def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+def expand_paths(inputs: Iterable[str | os.PathLike],
+                 exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
     """Turn files, folders (searched recursively) and glob patterns into a sorted file list.
 
-    Raises FileNotFoundError naming the first input that matches no file.
+    A folder gives its files except hidden ones (a name starting with "."), and except those
+    inside hidden folders (.git, .venv, ...) -- as glob patterns already do. Folders and
+    globs also skip everything under the folders in `exclude`: `prepare` excludes its output
+    folder, so `prepare books --out books/shards` does not read its own shards on a re-run.
+    A file named explicitly is always taken. Raises FileNotFoundError naming the first input
+    that matches no file.
     """
+    excluded = [Path(p).resolve() for p in exclude]
+
+    def wanted(path: Path) -> bool:
+        return path.is_file() and not any(path.resolve().is_relative_to(e) for e in excluded)
+
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file())
+            found = []
+            for directory, subdirs, names in os.walk(path):
+                # Pruned, not filtered afterwards: .git or .venv may hold many thousand files.
+                subdirs[:] = [d for d in subdirs if not d.startswith(".")
+                              and Path(directory, d).resolve() not in excluded]
+                found.extend(Path(directory, n) for n in names if not n.startswith("."))
+            found = sorted(p for p in found if wanted(p))
         elif path.is_file():
             found = [path]
         else:
             found = sorted(Path(p) for p in glob.glob(str(item), recursive=True)
-                           if Path(p).is_file())
+                           if wanted(Path(p)))
+        if not found and path.is_dir():
+            skipped = "hidden files and the output folder" if excluded else "hidden files"
+            raise FileNotFoundError(f"{item}: the folder holds no files to read ({skipped} "
+                                    "are skipped); give a folder of text files")
         if not found:
             raise FileNotFoundError(f"{item}: no such file, folder or glob match; "
                                     "check the path (folders are read recursively)")
@@ -102,6 +123,9 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 def read_text_file(path: str | os.PathLike) -> str:
     """Read a UTF-8 text file, with an error naming the file if it is not UTF-8."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a directory, not a file; give the path of a text "
+                                "file in it")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:

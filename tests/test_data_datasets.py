@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import shutil
 import socket
+import stat
 import threading
 from pathlib import Path
 
@@ -86,6 +88,17 @@ def test_download_once_then_cache_hit(tiny, tmp_path):
     assert fetch_dataset("tiny", cache) == path
     assert tiny == ["/tiny.txt"], "the second call is served from the cache"
     assert [p.name for p in cache.iterdir()] == ["tiny.txt"], "no temporary files left"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+def test_download_gets_the_mode_the_umask_gives(tiny, tmp_path):
+    old = os.umask(0o027)
+    try:
+        path = fetch_dataset("tiny", tmp_path / "cache")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640, \
+        f"mode {oct(stat.S_IMODE(path.stat().st_mode))}: 0o666 & ~umask, not owner-only"
 
 
 def test_corrupt_cache_is_downloaded_again(tiny, tmp_path):
@@ -173,3 +186,13 @@ def test_cli_prepare_missing_input(tmp_path, tok_path, capsys):
                  "--out", str(tmp_path / "o")]) == 2, "user error -> exit 2"
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(missing) in err, f"one line naming the file: {err!r}"
+
+
+def test_cli_prepare_into_a_file_is_a_user_error(tmp_path, tok_path, capsys):
+    (tmp_path / "a.txt").write_text("hello world\n")
+    (tmp_path / "afile").write_text("not a folder")
+    assert main(["prepare", str(tmp_path / "a.txt"), "--tokenizer", str(tok_path),
+                 "--out", str(tmp_path / "afile"), "--quiet"]) == 2, "user error -> exit 2"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "afile is a file, not a folder" in err, \
+        f"one line naming the file: {err!r}"

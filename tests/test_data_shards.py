@@ -8,17 +8,26 @@ the expected token streams are just the documents' bytes with 256 after each one
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 import struct
+import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader, TensorDataset
 
 from basegpt import Tokenizer
+from basegpt._io import atomic_write_text
 from basegpt.data import (ResumableSampler, ShardDataset, ShardWriter, dtype_for_vocab,
                           open_shard, prepare, read_header, validation_documents, write_shard)
+from basegpt.data.pipeline import _blocks
+from basegpt.data.streams import BatchStream
 from basegpt.tokenizer import EOT, PAD
 
 EOT_ID = 256
@@ -216,6 +225,100 @@ def test_prepare_builtin_corpus_by_default(byte_tok, tmp_path):
         meta["documents"].values()), "byte tokenizer: one token per byte, plus one eot per doc"
 
 
+# No ASCII space anywhere: letters (CJK and kana are letters), digits, CJK punctuation.
+CJK = "東京は日本の首都です。人口は約1400万人、面積は2194平方キロメートル！「東京都」とも。\n" * 12
+
+
+@pytest.fixture(scope="module")
+def cut_toks() -> dict[str, Tokenizer]:
+    text = CJK + " ".join(DOCS.values()) + ' x = 12345\n\n  {"k":[1,2]} foo_bar'
+    return {p: Tokenizer(vocab_size=360, pattern=p).train(text, progress=False)
+            for p in ("gpt4", "gpt2")}
+
+
+def test_text_without_spaces_is_read_in_blocks(cut_toks, tmp_path):
+    path = tmp_path / "cjk.txt"
+    path.write_text(CJK, encoding="utf-8")
+    tok = cut_toks["gpt4"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # cuts are found: no warning
+        blocks = [block for block, _ in _blocks(path, tok.splitter, 16)]
+    assert "".join(blocks) == CJK, "the blocks are the file"
+    assert len(blocks) > 30 and max(map(len, blocks)) < 64, \
+        f"cut after letters and digits: {len(blocks)} blocks, longest {max(map(len, blocks))}"
+    prepare([path], tok, tmp_path / "o", val_fraction=0.0, workers=1, block_chars=16,
+            progress=False)
+    assert shard_tokens(tmp_path / "o", "train") == tok.encode(CJK) + [tok.eot_id], \
+        "encoding 16-character blocks = encoding the file whole"
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.lists(st.sampled_from(list("ab日本。、05 \n\r\t_.{}:\"'")
+                                     + ["'ll", "\r\n", "123456"]), max_size=60).map("".join),
+       block_chars=st.integers(1, 12), pattern=st.sampled_from(["gpt4", "gpt2"]))
+def test_blocks_encode_like_the_whole_text(cut_toks, text, block_chars, pattern):
+    tok = cut_toks[pattern]
+    blocks = [block for block, _ in _blocks(text, tok.splitter, block_chars)]
+    assert "".join(blocks) == text, "the blocks are the text"
+    assert [t for block in blocks for t in tok.encode(block)] == tok.encode(text), \
+        f"blocks {blocks!r} encode differently from the whole text"
+
+
+def test_a_block_without_a_safe_cut_warns_once(byte_tok, tmp_path):
+    path = tmp_path / "word.txt"
+    path.write_text("a" * 400)
+    with pytest.warns(UserWarning, match=r"word.txt: \d+ characters without a safe place to "
+                                         r"cut \(it has no letter or digit followed") as record:
+        blocks = [block for block, _ in _blocks(path, byte_tok.splitter, 16)]
+    assert blocks == ["a" * 400], "one word is one chunk, so it is one block"
+    assert len(record) == 1, f"one warning per file, got {len(record)}"
+    none = Tokenizer(vocab_size=258, pattern="none")
+    path.write_text("a b. " * 40)
+    with pytest.warns(UserWarning, match="split pattern 'none' merges across the whole document"):
+        assert len(list(_blocks(path, none.splitter, 16))) == 1, "pattern none: read whole"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(list(_blocks(path, none.splitter, 25))) == 1, "200 characters: no warning"
+
+
+def test_output_folder_that_is_a_file(byte_tok, corpus, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "sub"):
+        with pytest.raises(ValueError, match=r"cannot write shards into .*afile.*: .*afile is a "
+                                             "file, not a folder; choose a new output folder"):
+            prepare([corpus], byte_tok, out, workers=1, progress=False)
+
+
+def test_folder_input_skips_hidden_files_and_the_output_folder(byte_tok, corpus):
+    (corpus / ".DS_Store").write_bytes(b"\xff\x00")           # not UTF-8: reading it would fail
+    (corpus / ".git").mkdir()
+    (corpus / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    out = corpus / "shards"
+    runs = []
+    for _ in range(2):                  # the second run finds the first one's shards in corpus/
+        meta = prepare([corpus], byte_tok, out, workers=1, progress=False)
+        runs.append({p.name: p.read_bytes() for p in out.iterdir()})
+        assert meta["bytes"] == sum(len(t.encode()) for t in DOCS.values()), "only the 10 docs"
+    assert runs[0] == runs[1], "re-running over the folder gives the same shards"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+@pytest.mark.parametrize("mask", [0o022, 0o007])
+def test_files_get_the_mode_the_umask_gives(byte_tok, corpus, tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        prepare([corpus], byte_tok, tmp_path / "o", workers=1, progress=False)
+        atomic_write_text(tmp_path / "note.txt", "hi")
+    finally:
+        os.umask(old)
+    paths = [*(tmp_path / "o").iterdir(), tmp_path / "note.txt"]
+    assert len(paths) == 5, f"2 shards, meta.json, tokenizer.json, note.txt: {paths}"
+    for path in paths:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == 0o666 & ~mask, \
+            f"{path.name} has mode {oct(mode)}, wanted {oct(0o666 & ~mask)}"
+
+
 # ------------------------------------------------------------------------ ShardDataset
 
 @pytest.fixture
@@ -264,6 +367,40 @@ def test_model_vocab_too_small(prepared):
     assert len(ShardDataset(prepared, n_context=8, vocab_size=512)) > 0, "bigger model vocab ok"
 
 
+def test_dataset_has_the_shards_tokenizer(prepared, trained_tok):
+    ds = ShardDataset(prepared, n_context=8)
+    assert ds.tokenizer.hash == trained_tok.hash, "not given: the folder's tokenizer.json"
+    assert ShardDataset(prepared, n_context=8, tokenizer=trained_tok).tokenizer is trained_tok
+    assert pickle.loads(pickle.dumps(ds)).tokenizer.hash == trained_tok.hash, \
+        "a copy for a DataLoader worker reloads it"
+    (prepared / "tokenizer.json").unlink()
+    assert ShardDataset(prepared, n_context=8).tokenizer is None, "a folder without one"
+
+
+def test_dataset_never_loads_a_whole_shard(byte_tok, tmp_path):
+    text = "".join(f"line {i:06d}\n" for i in range(100_000))      # 1.2 M tokens, 2.4 MB
+    (tmp_path / "big.txt").write_text(text)
+    prepare([tmp_path / "big.txt"], byte_tok, tmp_path / "o", val_fraction=0.0, workers=1,
+            progress=False)
+    ds = ShardDataset(tmp_path / "o", n_context=16)
+    shard_bytes = ds.n_tokens * 2                                   # one uint16 shard
+    tracemalloc.start()                   # numpy reports its buffers to tracemalloc
+    try:
+        windows = {i: ds[i] for i in range(0, len(ds), len(ds) // 64)}   # opens the maps too
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < shard_bytes / 20, f"reading 65 windows allocated {peak:,} bytes, the " \
+                                    f"shard is {shard_bytes:,}"
+    assert all(isinstance(m, np.memmap) for m in ds._maps), "the shards are memory-mapped"
+    in_ram = [name for name, value in vars(ds).items() if isinstance(value, np.ndarray)
+              and not isinstance(value, np.memmap) and value.size >= ds.n_tokens // 2]
+    assert not in_ram, f"attributes holding the shard's tokens in RAM: {in_ram}"
+    data = text.encode()
+    for i, (x, y) in windows.items():
+        assert x.tolist() == list(data[16 * i:16 * i + 16]), f"window {i} is the text"
+
+
 def test_damaged_shards_are_reported(prepared):
     shard = prepared / "train_000001.bin"
     raw = shard.read_bytes()
@@ -305,6 +442,29 @@ def test_sampler_state_restores_the_remaining_order():
     assert list(resumed) == epoch1, "then the next epoch as if never interrupted"
     with pytest.raises(ValueError, match="30 items but this dataset has 31"):
         ResumableSampler(31).load_state_dict(state)
+
+
+def test_batch_stream_draws_each_epoch_order_once(monkeypatch):
+    calls = []
+    permutation = ResumableSampler.permutation
+    monkeypatch.setattr(ResumableSampler, "permutation",
+                        lambda self, epoch: calls.append(epoch) or permutation(self, epoch))
+    data = TensorDataset(torch.arange(10), torch.arange(10))         # item i is (i, i)
+    stream = BatchStream(data, batch_size=3, seed=5)
+    got = [next(stream)[0].tolist() for _ in range(7)]
+    # The documented order: epoch e is PCG64((seed, e))'s permutation; 3 batches of 3 per
+    # epoch, the 10th window (the ragged tail) dropped.
+    orders = [np.random.default_rng([5, e]).permutation(10).tolist() for e in range(3)]
+    expected = [orders[e][b * 3:b * 3 + 3] for e in range(3) for b in range(3)][:7]
+    assert got == expected, "batches in ResumableSampler order"
+    assert calls == [0, 1, 2], f"one permutation per epoch, not per batch: {calls}"
+    rewind = BatchStream(data, batch_size=3, seed=5)
+    for _ in range(4):
+        next(rewind)
+    state = rewind.state_dict()                      # epoch 1, position 3
+    stream.load_state_dict(state)                    # stream holds epoch 2's order
+    assert [next(stream)[0].tolist() for _ in range(3)] == expected[4:7], \
+        "after load_state_dict the restored epoch's order, not the cached one"
 
 
 def test_sampler_resume_through_a_dataloader(prepared):

@@ -54,3 +54,20 @@ def test_expand_paths_and_read_errors(tmp_path: Path):
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(ValueError, match="bad.txt is not valid UTF-8"):
         read_text_file(tmp_path / "bad.txt")
+
+
+def test_expand_paths_skips_hidden_files_and_excluded_folders(tmp_path: Path):
+    for name in ("a.txt", ".hidden.txt", ".git/HEAD", "sub/b.txt", "sub/.cache/c.txt",
+                 "out/train_000000.bin"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert expand_paths([tmp_path], exclude=[tmp_path / "out"]) == \
+        [tmp_path / "a.txt", tmp_path / "sub" / "b.txt"], "no dot-names, nothing under out/"
+    assert tmp_path / "out" / "train_000000.bin" in expand_paths([tmp_path]), "out/ by default"
+    assert expand_paths([f"{tmp_path}/**/*"], exclude=[tmp_path / "out"]) == \
+        [tmp_path / "a.txt", tmp_path / "sub" / "b.txt"], "globs skip the excluded folder too"
+    assert expand_paths([tmp_path / ".hidden.txt"]) == [tmp_path / ".hidden.txt"], \
+        "a file named explicitly is taken"
+    with pytest.raises(FileNotFoundError, match="the folder holds no files to read .hidden "
+                                                "files and the output folder are skipped"):
+        expand_paths([tmp_path / "out"], exclude=[tmp_path / "out"])

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from basegpt._io import _fsync_dir
+from basegpt._io import _fsync_dir, open_temp
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ def fetch_dataset(name: str, cache: str | os.PathLike | None = None,
     if path.is_file() and sha256_file(path) == dataset.sha256:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".download", dir=path.parent)
+    fd, tmp = open_temp(path.parent, prefix=f".{path.name}.", suffix=".download")
     try:
         digest, size = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as f:

@@ -63,6 +63,16 @@ def check_tokenizer(meta: dict, tokenizer: Tokenizer | None = None,
                          f"vocab_size={meta['vocab_size']} (len(tokenizer))")
 
 
+def check_shard_data(data: object, tokenizer: Tokenizer | None,
+                     vocab_size: int | None) -> None:
+    """check_tokenizer() for training data that reads prepared shards: a ShardDataset, or a
+    DataLoader (or Subset) around one. Any other data has no meta.json to check against."""
+    while not isinstance(data, ShardDataset) and hasattr(data, "dataset"):
+        data = data.dataset
+    if isinstance(data, ShardDataset):
+        check_tokenizer(data.meta, tokenizer, vocab_size, where=f"the shards in {data.data_dir}")
+
+
 RELEASE_EVERY = 16
 """Windows read between two releases of the mapped pages (see _release): measured on the
 300 MB benchmark corpus, every 16 keeps the loader's RSS within ~15 MB of its start at a
@@ -77,8 +87,11 @@ class ShardDataset(Dataset):
         n_context: input length T.
         split: "train" or "val".
         stride: tokens between window starts; default n_context (non-overlapping).
-        tokenizer: if given, its hash must equal the one the shards were made with.
-        vocab_size: if given (the model's), it must cover the shards' vocabulary.
+        tokenizer: if given, its hash must equal the one the shards were made with. Either
+            way `dataset.tokenizer` is the shards' tokenizer: this one, else the
+            tokenizer.json that prepare() saved beside them (loaded on first use).
+        vocab_size: if given (the model's), it must cover the shards' vocabulary. fit()
+            checks both against the model and tokenizer it trains with.
 
     The split's shards form one stream of N tokens. Window i is stream[s : s + T + 1] with
     s = i * stride, input = its first T tokens, target = its last T; only whole windows are
@@ -98,6 +111,7 @@ class ShardDataset(Dataset):
         self.data_dir = Path(data_dir)
         self.meta = load_meta(data_dir)
         check_tokenizer(self.meta, tokenizer, vocab_size, where=f"the shards in {data_dir}")
+        self._tokenizer = tokenizer
         self.n_context = n_context
         self.stride = stride if stride is not None else n_context
         self.split = split
@@ -117,6 +131,14 @@ class ShardDataset(Dataset):
                              f"few for one window of n_context={n_context} (+1 target); use a "
                              "smaller n_context or more text")
         self._maps: list | None = None
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """The tokenizer given, else data_dir/tokenizer.json, else None (a folder without
+        one). fit() uses it for bits per byte and saves it into the run directory."""
+        if self._tokenizer is None and (self.data_dir / "tokenizer.json").is_file():
+            self._tokenizer = Tokenizer.load(self.data_dir / "tokenizer.json")
+        return self._tokenizer
 
     def __len__(self) -> int:
         return (self.n_tokens - self.n_context - 1) // self.stride + 1
@@ -150,7 +172,9 @@ class ShardDataset(Dataset):
 
     def __getstate__(self) -> dict:
         # Pickling a memmap would copy the whole file; DataLoader workers re-open it instead.
-        return {**self.__dict__, "_maps": None}
+        # The tokenizer (megabytes pickled, for a large vocabulary) is left out too: workers
+        # only read windows, and a copy that asks reloads data_dir/tokenizer.json.
+        return {**self.__dict__, "_maps": None, "_tokenizer": None}
 
 
 def _open_random_access(path: Path) -> np.ndarray:

@@ -8,9 +8,12 @@
 
 Why each step:
 - Blocks: a large file is read in pieces that end where the split pattern cuts anyway
-  (`Splitter.safe_cut`), so encoding block by block gives exactly the tokens of encoding
-  the whole file, while memory stays bounded by (workers + a few) blocks. With pattern
-  "none" or a custom regex no such cut is known and a file is read whole.
+  (`Splitter.safe_cut`: after a letter or digit followed by another kind of character), so
+  encoding block by block gives exactly the tokens of encoding the whole file, while memory
+  stays bounded by (workers + a few) blocks. Text without such a place (one endless word)
+  stays in one growing block. With pattern "none" or a custom regex no cut is known to be
+  safe and a file is read whole. Either way, a block that grows past WARN_BLOCKS blocks
+  gets a warning.
 - Order: blocks are encoded in parallel but written in the order they were read, so the
   shards are byte-identical for any number of workers, and re-running gives the same bytes.
 - Workers are started with the "spawn" method and call top-level functions, so this works
@@ -36,6 +39,7 @@ import json
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
@@ -58,6 +62,9 @@ DEFAULT_SHARD_TOKENS = 100_000_000           # 200 MB of uint16 per shard
 DEFAULT_VAL_FRACTION = 0.1
 BLOCK_CHARS = 1 << 20
 """Characters per block of a file: the unit of work sent to a worker process."""
+WARN_BLOCKS = 8
+"""A block that grows past this many times block_chars without a safe cut gets a warning:
+memory is then no longer bounded by a few blocks (see _blocks)."""
 BYTES_PER_WORKER = 32_000_000
 """Default workers: one per this many bytes (at ~20 MB/s per process with the C encoder, a
 worker must have a few seconds of work to repay its start-up)."""
@@ -78,11 +85,11 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
     """Tokenize a corpus into `out_dir` and return the content of its meta.json.
 
     Args:
-        inputs: UTF-8 text files, folders (recursive) or glob patterns, each file one
-            document; None or [] means the named dataset `data`.
+        inputs: UTF-8 text files, folders (recursive; hidden files and out_dir skipped) or
+            glob patterns, each file one document; None or [] means the named dataset `data`.
         tokenizer: a Tokenizer or the path of a tokenizer.json.
-        out_dir: created if needed; gets train_*.bin, val_*.bin, meta.json, tokenizer.json.
-            Shards of an earlier run there are replaced.
+        out_dir: a folder, created if needed; gets train_*.bin, val_*.bin, meta.json,
+            tokenizer.json. Shards of an earlier run there are replaced.
         data: a named dataset (see datasets.DATASETS) when no inputs are given; default
             "stdlib", the built-in corpus, capped at `max_bytes` bytes.
         val_fraction: share of documents held out for validation, 0 <= f < 1.
@@ -95,10 +102,16 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    out_dir = Path(out_dir)
+    # The nearest existing path of out_dir (itself or a parent) must be a folder to write in.
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"cannot write shards into {out_dir}: {existing} is a file, not a "
+                         "folder; choose a new output folder (or one holding earlier shards)")
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = Tokenizer.load(tokenizer)
-    documents, described = resolve_documents(inputs, data, max_bytes, cache_dir)
-    out_dir = Path(out_dir)
+    documents, described = resolve_documents(inputs, data, max_bytes, cache_dir,
+                                             exclude=[out_dir])
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = dtype_for_vocab(len(tokenizer))
     val_docs = validation_documents(len(documents), val_fraction)
@@ -158,18 +171,20 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
 def resolve_documents(inputs: Sequence[str | os.PathLike] | None, data: str | None,
                       max_bytes: int | None = DEFAULT_BUILTIN_BYTES,
                       cache_dir: str | os.PathLike | None = None,
+                      exclude: Sequence[str | os.PathLike] = (),
                       ) -> tuple[list[Document], list[str]]:
     """The documents to tokenize, and how to describe them in meta.json.
 
     Files, folders and globs give one document per file (missing ones raise
-    FileNotFoundError); no inputs give the named dataset `data` (default "stdlib").
+    FileNotFoundError; folders and globs skip what is under `exclude`, see expand_paths);
+    no inputs give the named dataset `data` (default "stdlib").
     """
     if inputs and data is not None:
         raise ValueError(f"give input files or a named dataset (data={data!r}), not both")
     if inputs:
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
-        return list(expand_paths(inputs)), [str(item) for item in inputs]
+        return list(expand_paths(inputs, exclude)), [str(item) for item in inputs]
     name = data if data is not None else DEFAULT_DATASET
     dataset = get_dataset(name)
     if dataset.url is None:      # the built-in corpus
@@ -234,18 +249,39 @@ def _blocks(doc: Document, splitter: Splitter, block_chars: int) -> Iterator[tup
     """(text, n_bytes) blocks of one document, each ending at a safe cut of the split pattern.
 
     Files are decoded as strict UTF-8 in pieces, so a bad byte is reported with the file
-    name and its byte offset.
+    name and its byte offset. A block grows until a safe cut turns up (none ever does for
+    pattern "none" or a custom one); past WARN_BLOCKS * block_chars characters without one,
+    a warning says that the file is being read into memory whole.
     """
-    pending = ""
+    pending, searched, warned = "", 0, False
     for piece in (_file_pieces(doc, block_chars) if isinstance(doc, Path)
                   else (doc[i:i + block_chars] for i in range(0, len(doc), block_chars))):
         pending += piece
-        cut = splitter.safe_cut(pending) if len(pending) >= block_chars else 0
+        if len(pending) < block_chars:
+            continue
+        cut = splitter.safe_cut(pending, searched)
         if cut:
-            head, pending = pending[:cut], pending[cut:]
+            head, pending, searched = pending[:cut], pending[cut:], 0
             yield head, len(head.encode("utf-8"))
+            continue
+        searched = len(pending) - 1           # no cut up to here: search only new text next
+        if len(pending) > WARN_BLOCKS * block_chars and isinstance(doc, Path) and not warned:
+            warnings.warn(_no_cut_message(doc, splitter, len(pending)))
+            warned = True
     if pending:
         yield pending, len(pending.encode("utf-8"))
+
+
+def _no_cut_message(path: Path, splitter: Splitter, n_chars: int) -> str:
+    if splitter.name in ("gpt2", "gpt4"):
+        why = ("it has no letter or digit followed by another kind of character, where the "
+               f"{splitter.name} split pattern is known to cut")
+    elif splitter.name == "none":
+        why = "split pattern 'none' merges across the whole document"
+    else:
+        why = "no safe cut is known for a custom split pattern"
+    return (f"{path}: {n_chars:,} characters without a safe place to cut ({why}); the file "
+            "is read into memory whole until one turns up, so memory grows with its size")
 
 
 def _file_pieces(path: Path, block_chars: int) -> Iterator[str]:

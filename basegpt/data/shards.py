@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from basegpt._io import _fsync_dir
+from basegpt._io import _fsync_dir, open_temp
 
 MAGIC = b"BGPTTOK\0"
 FORMAT_VERSION = 1
@@ -172,7 +171,7 @@ class ShardWriter:
             self._file = None
 
     def _open(self) -> None:
-        fd, self._tmp = tempfile.mkstemp(prefix=".shard.", suffix=".tmp", dir=self.out_dir)
+        fd, self._tmp = open_temp(self.out_dir, prefix=".shard.", suffix=".tmp")
         self._file = os.fdopen(fd, "wb")
         self._file.write(HEADER.pack(MAGIC, FORMAT_VERSION, self.dtype.itemsize, 0))
         self._count = 0
