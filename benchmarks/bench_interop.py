@@ -10,7 +10,7 @@ save_pretrained, beside a byte-level BPE trained here with `tokenizers` (4,096 t
 other rows become unused tokens); `basegpt.interop.hf_gpt2.import_hf` turns the directory into
 a run, which `load_run` loads. Both then continue the same prompt greedily for --new-tokens
 tokens, each on its KV cache: basegpt with `generate_ids(temperature=0)`, transformers with
-`generate(do_sample=False)`. The tokens must be identical (mapped through the import's IdMap);
+`generate(do_sample=False)`. The tokens must be identical (the run speaks HF's token ids);
 each round times both, alternating, and the best round of each is reported (the machine may be
 shared, and the minimum is the least disturbed measurement). Nothing is downloaded.
 """

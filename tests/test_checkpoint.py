@@ -15,7 +15,7 @@ from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
-    return Tokenizer(vocab_size=300).train("hello world, hello there " * 30, progress=False)
+    return Tokenizer(vocab_size=272).train("hello world, hello there " * 30, progress=False)
 
 
 def _model(tokenizer: Tokenizer, **kw) -> B2lM:
@@ -69,7 +69,7 @@ def test_damaged_runs_give_clear_errors(tokenizer, tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="no such run directory"):
         load_run(run)
     save_run(run, _model(tokenizer), tokenizer)
-    other = Tokenizer(vocab_size=300).train("completely different text " * 30, progress=False)
+    other = Tokenizer(vocab_size=280).train("completely different text " * 30, progress=False)
     other.save(run / TOKENIZER_FILE)
     with pytest.raises(ValueError, match="is not the tokenizer this model was trained with"):
         load_run(run)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from basegpt import SlidingWindowDataset, Tokenizer
+from basegpt import SlidingWindowDataset, Tokenizer, builtin_corpus
 from basegpt.data import IGNORE_INDEX, window_starts
 
 EOT, PAD, X = 256, 257, IGNORE_INDEX
@@ -124,7 +124,7 @@ def test_padding_never_counts_in_the_loss(tok):
 
 def test_seed_snippet_with_dataloader():
     """The original design's usage, verbatim, up to the model."""
-    text = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(60))
+    text = "".join(builtin_corpus(20_000))                 # enough text for 242 merges
     tokenizer = Tokenizer(vocab_size=500)
     tokenizer.trainTokenizer(text)
 

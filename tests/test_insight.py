@@ -16,7 +16,7 @@ TEXT = "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n" * 8
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    tok = Tokenizer(vocab_size=300)
+    tok = Tokenizer(vocab_size=289)                 # every merge TEXT has
     tok.train([TEXT], progress=False)
     return tok
 

@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
@@ -73,7 +73,10 @@ def _hf_ids(hf_tok, text: str) -> list[int]:
     # basegpt encodes special-token text as ordinary text; HF's equivalent switch:
     backend = hf_tok.backend_tokenizer
     backend.encode_special_tokens = True
-    return backend.encode(text, add_special_tokens=False).ids
+    try:
+        return backend.encode(text, add_special_tokens=False).ids
+    finally:
+        backend.encode_special_tokens = False     # HF's default again, for hf_tok(text)
 
 
 def _greedy(model: B2lM, ids: list[int], n: int) -> list[int]:
@@ -172,10 +175,13 @@ def test_export_of_import_reproduces_every_tensor_bit_for_bit(imported, tmp_path
 
 @settings(max_examples=60, deadline=None)
 @given(text=unicode_text)
+@example(text="one<|endoftext|>two")     # special-token text: ordinary text unless allowed
 def test_imported_tokenizer_gives_hf_ids_on_random_strings(imported, text):
     _, _, hf_tok, run_dir, _ = imported
     tok = Tokenizer.load(run_dir / "tokenizer.json")
-    assert tok.encode(text) == hf_tok(text).input_ids, f"differs on {text!r}"
+    assert tok.encode(text) == _hf_ids(hf_tok, text), f"differs on {text!r}"
+    assert tok.encode(text, allowed_special="all") == hf_tok(text).input_ids, \
+        f"differs on {text!r} with special tokens allowed (HF's default)"
 
 
 def test_vocab_json_and_merges_txt_give_the_same_tokenizer(hf_tokenizer, tmp_path):
@@ -257,6 +263,7 @@ def test_export_loads_in_transformers_with_the_same_ids_logits_and_tokens(export
 
 @settings(max_examples=60, deadline=None)
 @given(text=unicode_text)
+@example(text="one<|endoftext|>two")     # special-token text: ordinary text unless allowed
 def test_exported_tokenizer_gives_basegpt_ids_on_random_strings(exported, text):
     _, tok, _, hf_tok, _, _ = exported
     assert _hf_ids(hf_tok, text) == tok.encode(text), f"differs on {text!r}"

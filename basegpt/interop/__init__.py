@@ -7,6 +7,6 @@ of them: it reads JSON and safetensors directly.)
     tokenizers.py   Tokenizer -> tiktoken Encoding / rank file, HF tokenizers tokenizer.json;
                     HF byte-level BPE (tokenizer.json, vocab.json + merges.txt) -> Tokenizer
     hf_gpt2.py      run directory <-> Hugging Face GPT-2 directory (config.json,
-                    model.safetensors, tokenizer files), with the id map between the two
-                    numberings; `basegpt export` / `basegpt import hf`
+                    model.safetensors, tokenizer files); an imported tokenizer keeps HF's
+                    token ids as its numbering; `basegpt export` / `basegpt import hf`
 """
