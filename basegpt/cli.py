@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,8 +80,8 @@ def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--vocab-size", type=int, default=4096,
                    help="full vocabulary including special tokens (default 4096)")
     t.add_argument("--pattern", default=DEFAULT_PATTERN,
-                   help=f"pre-split: {', '.join(BUILTIN_PATTERNS)} or a Python regex "
-                        f"(default {DEFAULT_PATTERN})")
+                   help=f"pre-split: {', '.join(BUILTIN_PATTERNS)} or a Python regex that "
+                        f"matches every character (default {DEFAULT_PATTERN})")
     t.add_argument("--max-bytes", type=int, default=DEFAULT_BUILTIN_BYTES,
                    help="byte budget of the built-in corpus (default %(default)s)")
     t.add_argument("--backend", default="auto", choices=["auto", "c", "python", "reference"],
@@ -124,6 +125,14 @@ def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
 
 def _run_tokenizer_train(args: argparse.Namespace) -> None:
     tokenizer = Tokenizer(vocab_size=args.vocab_size, pattern=args.pattern)
+    vocab_path = args.out.with_suffix(".vocab")
+    # Checked before training, not after minutes of it.
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give the path of the file to write, "
+                         f"e.g. --out {args.out / 'tokenizer.json'}")
+    if vocab_path.is_dir():
+        raise ValueError(f"--out {args.out} writes its .vocab file to {vocab_path}, but that is "
+                         "a folder; choose another --out name")
     if args.inputs:
         sources = expand_paths(args.inputs)
         what = f"{len(sources)} file(s)"
@@ -135,10 +144,13 @@ def _run_tokenizer_train(args: argparse.Namespace) -> None:
     _log(f"training a {args.vocab_size}-token tokenizer on {what} ({n_bytes / 1e6:.1f} MB), "
          f"pattern {tokenizer.splitter.name}")
     start = time.perf_counter()
-    tokenizer.train(sources, backend=args.backend, progress=not args.quiet)
+    with warnings.catch_warnings(record=True) as caught:   # shown as one line each, below
+        warnings.simplefilter("always")
+        tokenizer.train(sources, backend=args.backend, progress=not args.quiet)
+    for warning in caught:
+        _log(f"basegpt: warning: {warning.message}")
     seconds = time.perf_counter() - start
     tokenizer.save(args.out)
-    vocab_path = args.out.with_suffix(".vocab")
     tokenizer.save_vocab(vocab_path)
     print(f"trained {tokenizer} in {seconds:.1f} s")
     print(f"wrote {args.out} and {vocab_path}")
@@ -569,25 +581,36 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="stop at this text (repeatable; '\\n' and '\\t' are unescaped)")
     p.add_argument("--seed", type=int, help="same seed, same text (sample i uses seed + i)")
     p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default 1)")
-    p.add_argument("--no-stream", action="store_true", help="print each sample when complete")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                   help="print the text as it is generated (default); --no-stream prints each "
+                        "sample when it is complete")
     p.add_argument("--interactive", action="store_true",
-                   help="read prompts from stdin, one per line, until EOF (Ctrl-D)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+                   help="read prompts from stdin, one per line, until EOF (Ctrl-D); not with "
+                        "--prompt / --prompt-file")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
     p.set_defaults(run=_run_generate)
 
 
 def _run_generate(args: argparse.Namespace) -> None:
     from basegpt.checkpoint import load_run
-    from basegpt.generate import generate, stream
+    from basegpt.devices import pick_device
+    from basegpt.generate import stream
+    from basegpt.sampling import SamplingSettings
     if args.prompt is not None and args.prompt_file is not None:
         raise ValueError("give --prompt or --prompt-file, not both")
+    if args.interactive and (args.prompt is not None or args.prompt_file is not None):
+        raise ValueError("--interactive reads its prompts from stdin; drop --prompt / "
+                         "--prompt-file, or drop --interactive to continue that one prompt")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples={args.num_samples}: must be >= 1")
+    # Checked before anything is loaded or printed, so a bad flag never follows the prompt.
+    SamplingSettings.of(args.temperature, args.top_k, args.top_p, args.min_p,
+                        args.repetition_penalty)
     prompt = args.prompt or ""
     if args.prompt_file is not None:
         from basegpt.corpus import read_text_file
         prompt = read_text_file(args.prompt_file)
-    run = load_run(args.run_dir, device=args.device)
+    run = load_run(args.run_dir, device=pick_device(args.device))
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
@@ -596,15 +619,17 @@ def _run_generate(args: argparse.Namespace) -> None:
     def samples(text: str, echo: bool) -> None:
         for i in range(args.num_samples):
             seed = None if args.seed is None else args.seed + i
+            # stream() checks every argument when called: still nothing printed on an error.
+            pieces = stream(run.model, run.tokenizer, text, seed=seed, **options)
             if args.num_samples > 1:
                 print(f"=== sample {i + 1} of {args.num_samples} ===")
             if echo:
                 print(text, end="", flush=True)
-            if args.no_stream:
-                print(generate(run.model, run.tokenizer, text, seed=seed, **options), end="")
-            else:
-                for piece in stream(run.model, run.tokenizer, text, seed=seed, **options):
+            if args.stream:
+                for piece in pieces:
                     print(piece, end="", flush=True)
+            else:
+                print("".join(pieces), end="")          # == generate(...) (stream's contract)
             print(flush=True)
 
     if not args.interactive:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args, get_type_hints
 
@@ -59,6 +60,17 @@ class BlockOverride:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "blocks[?]") -> BlockOverride:
+        """Build from one entry of a config's `blocks` list, e.g. `{"n_head": 2, "n_ff": 512}`.
+
+        A model-wide field (`n_embed`, `positional`, ...) is a ValueError saying a block cannot
+        override it; any other unknown key is a ValueError naming the nearest per-block field.
+        `where` names the entry in messages ("blocks[2]").
+        """
+        for key in d:
+            if key not in BLOCK_FIELDS and key in {f.name for f in fields(ModelConfig)}:
+                raise ValueError(f"{where}: {key!r} is a model-wide field that a block cannot "
+                                 f"override (every block shares it); set it at the top level of "
+                                 f"the config. A block may set: {', '.join(BLOCK_FIELDS)}")
         _check_keys(d, cls, where)
         return cls(**d)
 
@@ -162,6 +174,7 @@ class ModelConfig:
 
     @property
     def block_configs(self) -> tuple[BlockConfig, ...]:
+        """The resolved settings of every block, `block_config(i)` for i in 0..n_block-1."""
         return tuple(self.block_config(i) for i in range(self.n_block))
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,7 +223,7 @@ class TrainConfig:
     checkpoint_every: int = 0           # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = 2           # latest checkpoints kept in run_dir/checkpoints/
     seed: int = 0
-    device: str = "auto"                # auto: cuda, then mps, then cpu
+    device: str = "auto"                # auto | cpu | cuda | cuda:N | mps; auto: cuda, mps, cpu
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
     on_nonfinite: Literal["stop", "skip"] = "stop"
@@ -241,6 +254,7 @@ class TrainConfig:
         hints = get_type_hints(TrainConfig)
         for name in ("optimizer", "schedule", "dtype", "compile", "on_nonfinite"):
             _check_choice(name, getattr(self, name), hints[name])
+        _check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -360,6 +374,27 @@ def _check_choice(name: str, value: Any, literal: Any) -> None:
         near = difflib.get_close_matches(str(value), choices, n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise ValueError(f"{name}={value!r}: choose one of {', '.join(map(repr, choices))}{hint}")
+
+
+DEVICE_FORMS = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def _check_device(value: Any) -> None:
+    """The form of a device name only ("cuda:7" passes); whether this machine has it is
+    decided when training starts (devices.pick_device)."""
+    form = r"auto|cpu|mps|cuda(:\d+)?"
+    if isinstance(value, str) and re.fullmatch(form, value):
+        return
+    text = str(value).strip().lower()
+    if re.fullmatch(form, text):
+        near = [text]                                     # "CPU", "cuda "
+    elif text.startswith("gpu"):
+        near = ["cuda" + text[3:]]                        # "gpu", "gpu:1": torch says cuda
+    else:
+        near = difflib.get_close_matches(text, ["auto", "cpu", "cuda", "mps"], n=1)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    raise ValueError(f"device={value!r}: choose one of {', '.join(DEVICE_FORMS)} "
+                     f"(N = the GPU's index){hint}")
 
 
 def _check_dropout(name: str, value: Any) -> None:

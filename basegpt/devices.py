@@ -2,14 +2,16 @@
 
 Decisions live here, not in the loop, and arrive as settings ("auto" or explicit):
     device  auto: CUDA, then Apple's MPS, then the CPU
-    dtype   auto: bf16 autocast on GPUs that support it, fp16 (with a gradient scaler) on
-            older GPUs, fp32 on CPU and MPS
+    dtype   auto: bf16 autocast on GPUs with bf16 tensor cores (compute capability 8.0+),
+            fp16 (with a gradient scaler) on older GPUs, fp32 on CPU and MPS
     compile auto: on for CUDA under Linux
-PEAK_TFLOPS turns tokens/s into MFU (model FLOPs utilisation) on known GPUs.
+PEAK_TFLOPS turns tokens/s into MFU (model FLOPs utilisation) on known GPUs. compile_decision
+and dtype_reason say why, for the summary fit prints before training.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -18,59 +20,129 @@ from typing import Any
 import torch
 
 PEAK_TFLOPS: dict[str, dict[str, float]] = {
-    # Dense (no sparsity) tensor-core peaks from the vendors' data sheets, TFLOP/s.
-    "H200": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0},
-    "H100 SXM": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0},
-    "H100 PCIe": {"bfloat16": 756.0, "float16": 756.0, "float32": 51.0},
-    "H100": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0},
-    "A100": {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5},
-    "L40S": {"bfloat16": 362.0, "float16": 362.0, "float32": 91.6},
-    "L4": {"bfloat16": 121.0, "float16": 121.0, "float32": 30.3},
-    "A10": {"bfloat16": 125.0, "float16": 125.0, "float32": 31.2},
-    "V100": {"float16": 125.0, "float32": 15.7},
-    "T4": {"float16": 65.0, "float32": 8.1},
+    # Peak TFLOP/s from NVIDIA's data sheets: bf16/fp16 are the dense tensor-core figures,
+    # WITHOUT 2:4 structured sparsity (from Ampere on, the data sheets' headline numbers are
+    # "with sparsity", twice these; V100 and T4 have none); float32 is the plain (non
+    # tensor-core) FP32 rate, which is what an fp32 matmul gets unless TF32 is switched on.
+    # Keys are regexes searched in torch.cuda.get_device_name(); the first match wins, so a
+    # specific name comes before the one it contains ("H100 PCIe" before "H100", "L40S" before
+    # "L40" before "L4"), and \b makes "A10" miss "A10G" and "L4" miss "L40".
+    # Recognised but left without figures (so MFU is omitted; pass peak_tflops): the NVL
+    # cards, whose published per-GPU figures differ between data sheet versions, and the A10G,
+    # which has no NVIDIA data sheet.
+    r"\b[HG]?H[12]00\b.*\bNVL\b": {},
+    r"\bH100\b.*\bPCIe\b": {"bfloat16": 756.0, "float16": 756.0, "float32": 51.0},
+    r"\bH100\b": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0},    # SXM: "H100 80GB HBM3"
+    r"\bH200\b": {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0},    # SXM
+    r"\bA100\b": {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5},    # SXM4 and PCIe
+    r"\bL40S\b": {"bfloat16": 362.05, "float16": 362.05, "float32": 91.6},
+    r"\bL40\b": {"bfloat16": 181.05, "float16": 181.05, "float32": 90.5},
+    r"\bL4\b": {"bfloat16": 121.0, "float16": 121.0, "float32": 30.3},
+    r"\bA10G\b": {},
+    r"\bA10\b": {"bfloat16": 125.0, "float16": 125.0, "float32": 31.2},
+    r"\bV100S\b": {"float16": 130.0, "float32": 16.4},                     # V100S PCIe
+    r"\bV100\b.*\bPCIE\b": {"float16": 112.0, "float32": 14.0},
+    r"\bV100\b": {"float16": 125.0, "float32": 15.7},                      # SXM2
+    r"\bT4\b": {"float16": 65.0, "float32": 8.1},
 }
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """auto: CUDA if available, then Apple's MPS, then the CPU."""
-    if name != "auto":
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available; "
-                             "use --device cpu (or auto)")
-        return device
+def available_devices() -> list[str]:
+    """The device names `pick_device` accepts on this machine, e.g. ["auto", "cpu", "cuda",
+    "cuda:0"] on a one-GPU Linux box."""
+    names = ["auto", "cpu"]
     if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        names.append("mps")
+    return names
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto: CUDA if available, then Apple's MPS, then the CPU. Any other name must be one of
+    `available_devices()`; an unknown name ("foo") or a device this machine lacks ("cuda"
+    without CUDA, "cuda:3" with one GPU) is a ValueError that lists the valid ones."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    choices = ", ".join(available_devices())
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; choose one of: {choices}") from None
+    present = (device.type == "cpu"
+               or (device.type == "cuda" and torch.cuda.is_available()
+                   and (device.index is None or device.index < torch.cuda.device_count()))
+               or (device.type == "mps" and _mps_available()))
+    if not present:
+        raise ValueError(f"device {name!r} is not available on this machine; choose one of: "
+                         f"{choices}")
+    return device
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+BF16_MIN_CAPABILITY = 8     # Ampere: the first GPUs whose tensor cores multiply bf16
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """auto: bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU and MPS.
+    """auto: bf16 on GPUs with bf16 tensor cores (compute capability 8.0+: A100, H100, L4,
+    ...), fp16 on older GPUs (V100, T4), fp32 on CPU and MPS.
 
-    CPU stays fp32 by default: see BENCHMARKS.md (bf16 autocast on CPU) for the measurement
-    that decided it.
+    The capability is asked directly: torch.cuda.is_bf16_supported() also says True on 7.x
+    GPUs, where bf16 is emulated and runs far slower than fp16. CPU stays fp32 by default:
+    see BENCHMARKS.md (bf16 autocast on CPU) for the measurement that decided it.
     """
     if name != "auto":
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= BF16_MIN_CAPABILITY else torch.float16
     return torch.float32
 
 
+def dtype_reason(setting: str, device: torch.device) -> str:
+    """Why pick_dtype(setting, device) chose what it did, for the pre-training summary."""
+    if setting != "auto":
+        return f"dtype={setting!r}"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        has = "has" if major >= BF16_MIN_CAPABILITY else "lacks"
+        return f"auto: compute capability {major}.{minor} {has} bf16 tensor cores"
+    return f"auto: fp32 on {device.type}"
+
+
 def peak_flops(device: torch.device, dtype: torch.dtype, override_tflops: float | None) -> float | None:
-    """Peak FLOP/s of the device for this dtype (None when unknown, e.g. CPUs)."""
+    """Peak FLOP/s of one device for this dtype, from PEAK_TFLOPS by the GPU's name; None
+    when unknown (CPUs, MPS, GPUs not in the table), and then training reports no MFU.
+    `override_tflops` (TrainConfig.peak_tflops, `--peak-tflops`) replaces the lookup, e.g.
+    for a GPU the table lacks."""
     if override_tflops:
         return override_tflops * 1e12
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
+    figures = gpu_peak_tflops(torch.cuda.get_device_name(device))
     dtype_name = str(dtype).removeprefix("torch.")
-    for key in PEAK_TFLOPS:            # ordered: specific names ("H100 PCIe") before "H100"
-        if key in name and dtype_name in PEAK_TFLOPS[key]:
-            return PEAK_TFLOPS[key][dtype_name] * 1e12
+    if figures is None or dtype_name not in figures:
+        return None
+    return figures[dtype_name] * 1e12
+
+
+def gpu_peak_tflops(name: str) -> dict[str, float] | None:
+    """The PEAK_TFLOPS entry for a GPU name, by the first pattern that matches (None if none).
+
+        gpu_peak_tflops("NVIDIA H100 PCIe")["bfloat16"] -> 756.0
+        gpu_peak_tflops("NVIDIA L40")["bfloat16"]       -> 181.05   (not the L4's 121)
+        gpu_peak_tflops("NVIDIA A10G")                  -> None     (recognised, no figures)
+    """
+    for pattern, figures in PEAK_TFLOPS.items():
+        if re.search(pattern, name, flags=re.IGNORECASE):
+            return figures or None
     return None
 
 
@@ -84,5 +156,17 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Callable[[], Any]:
 def wants_compile(setting: str, device: torch.device) -> bool:
     """compile "auto": on for CUDA under Linux only. On this project's 2-core CPU the
     start-up cost did not pay back within a laptop-sized run (BENCHMARKS.md)."""
-    return setting == "on" or (setting == "auto" and device.type == "cuda"
-                               and sys.platform.startswith("linux"))
+    return compile_decision(setting, device)[0]
+
+
+def compile_decision(setting: str, device: torch.device) -> tuple[bool, str]:
+    """(compile?, why) for the pre-training summary, e.g. (False, "auto: off on cpu, ...").
+    A "yes" can still end eager: fit falls back if compiling fails (it warns once)."""
+    if setting != "auto":
+        return setting == "on", f"compile={setting!r}"
+    if device.type != "cuda":
+        return False, (f"auto: off on {device.type}, where its start-up cost did not pay "
+                       "back in a laptop-sized run, see BENCHMARKS.md")
+    if not sys.platform.startswith("linux"):
+        return False, f"auto: off for CUDA on {sys.platform} (on under Linux only)"
+    return True, "auto: on for CUDA under Linux"

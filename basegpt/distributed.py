@@ -9,6 +9,11 @@ replica takes the same optimizer step. NCCL on GPUs, gloo on CPUs. Only rank 0 w
 With gradient accumulation, only the last micro-batch of a step needs to synchronise:
 `no_sync` skips the all-reduce for the others (the gradients accumulate locally and the last
 all-reduce averages the sums).
+
+Every process must make the same collective calls in the same order, or the job hangs. So
+whatever can differ between processes (each one's clock, a Ctrl-C that reaches one first) is
+summed across them before anyone acts on it: train.py folds those votes into the loss
+all-reduce it makes every step anyway, and all processes stop after the same step.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ class Dist:
         return self.rank == 0
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` in DistributedDataParallel (which averages gradients across processes
+        during backward and broadcasts rank 0's weights now); the model itself with one
+        process. On GPUs each process drives its own device (device_ids=[local rank])."""
         if not self.enabled:
             return model
         from torch.nn.parallel import DistributedDataParallel
@@ -51,12 +59,26 @@ class Dist:
 
     def sum(self, value: float | int) -> float | int:
         """Sum a number over all processes (identity with one process)."""
+        return type(value)(self.sum_all([value])[0])
+
+    def sum_all(self, values: list[float | int]) -> list[float]:
+        """Sum each of several numbers over all processes in ONE all-reduce (the training
+        loop folds its stop votes into the loss sum this way); identity with one process."""
         if not self.enabled:
-            return value
-        t = torch.tensor([float(value)], dtype=torch.float64,
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64,
                          device=self.device if self.device is not None and self.device.type == "cuda" else "cpu")
         torch_dist.all_reduce(t)
-        return type(value)(t.item())
+        return t.tolist()
+
+    def barrier(self) -> None:
+        """Wait until every process gets here (nothing to wait for with one process)."""
+        if not self.enabled:
+            return
+        if self.device is not None and self.device.type == "cuda":
+            torch_dist.barrier(device_ids=[self.device.index])   # NCCL: on this rank's GPU
+        else:
+            torch_dist.barrier()
 
 
 def setup() -> Dist:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:                       # matplotlib stays optional: imported where used
+    from matplotlib.figure import Figure
 
 
 def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
@@ -52,8 +56,10 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
     return save_figure(fig, out)
 
 
-def save_figure(fig, out: str | os.PathLike) -> Path:
-    """Write a matplotlib figure to the PNG `out` atomically (temp file + rename), close it."""
+def save_figure(fig: Figure, out: str | os.PathLike) -> Path:
+    """Write a matplotlib figure to the PNG `out` atomically (temp file + rename), close it,
+    and return `out` as a Path. Its folder is created if missing; a crash mid-write leaves
+    any earlier `out` intact (readers never see half a PNG)."""
     import matplotlib.pyplot as plt
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,11 +26,15 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from basegpt.config import DataConfig
 from basegpt.corpus import expand_paths
 from basegpt.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from basegpt.model import B2lM
+    from basegpt.train import TrainResult
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "laptop"
@@ -45,6 +49,8 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
+    """The spec of a shipped preset (basegpt/presets/NAME.json); an unknown name is a
+    ValueError suggesting the nearest and listing them all."""
     path = PRESETS_DIR / f"{name}.json"
     if not path.is_file():
         near = difflib.get_close_matches(name, preset_names(), n=1)
@@ -191,11 +197,19 @@ def get_shards(data: DataConfig, tokenizer: Tokenizer, progress: bool,
 
 def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = False,
               overwrite: bool = False, progress: bool = True,
-              log: Callable[[str], None] | None = None, on_step=None):
+              log: Callable[[str], None] | None = None,
+              on_step: Callable[[dict[str, Any]], None] | None = None,
+              ) -> tuple[TrainResult, B2lM, Tokenizer]:
     """Run the spec into run directory `out` (or continue it with resume=True).
 
-    Returns (fit's TrainResult, the model, the tokenizer).
+    With resume=True, `spec` holds only the training flags to change ({"train": {...}});
+    the model and data come from the run's config.json. `on_step` is fit's: called with
+    each step's metrics record. Under torchrun, process 0 trains the tokenizer and prepares
+    the shards into the cache while the others wait, then they read them from there.
+
+    Returns (fit's TrainResult, the trained model, the tokenizer).
     """
+    from basegpt import distributed
     from basegpt.config import ModelConfig
     from basegpt.data import ShardDataset
     from basegpt.model import B2lM
@@ -211,9 +225,16 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
         raise ValueError(f"{out} already holds a run; continue it with --resume {out}, "
                          "choose another --out, or pass --overwrite")
     _, train_config, data = check_spec(spec)
+    # Under torchrun, process 0 alone trains the tokenizer and tokenizes the data into the
+    # cache; the others wait at the barrier, then find both cached. One process: no waiting.
+    dist = distributed.setup()
+    if not dist.is_main:
+        dist.barrier()
     tokenizer = (Tokenizer.load(out / "tokenizer.json") if resume
                  else get_tokenizer(data, progress, log))
     shards = get_shards(data, tokenizer, progress, log)
+    if dist.is_main:
+        dist.barrier()
     model_config = ModelConfig.from_dict({**spec["model"], "vocab_size": len(tokenizer)})
     model = B2lM(model_config)
     T = model_config.n_context

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -43,14 +43,24 @@ from tqdm.auto import tqdm
 from basegpt.checkpoint import save_config, unwrap
 from basegpt.config import TrainConfig
 from basegpt.data import IGNORE_INDEX
+from basegpt.data.memmap import check_shard_data
 from basegpt.data.streams import BatchStream, LoaderStream, make_stream
 from basegpt.devices import autocast as make_autocast
-from basegpt.devices import peak_flops, pick_device, pick_dtype, wants_compile
+from basegpt.devices import (compile_decision, dtype_reason, peak_flops, pick_device,
+                             pick_dtype)
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
 from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, last_checkpoint,
                                  record_run_info, resume as resume_from,
-                                 save_best, save_checkpoint)
+                                 save_best, save_checkpoint, update_train_config)
+
+if TYPE_CHECKING:
+    from basegpt.distributed import Dist
+
+MIN_LOSS_SCALE = 1.0
+"""fp16: the gradient scaler halves its scale after every overflow. Below 1 it is shrinking
+the gradients, so an overflow there means they do not fit fp16 even unscaled: divergence,
+not the routine overflow of a scale that is still searching for its level."""
 
 
 @dataclass
@@ -64,7 +74,8 @@ class TrainResult:
     train_loss: list[tuple[int, float]] = field(default_factory=list)   # (step, loss)
     evals: list[dict[str, float]] = field(default_factory=list)
     stopped_by: str = ""                # "max_steps" | "epochs" | "max_minutes" | "signal"
-    skipped_steps: int = 0
+    skipped_steps: int = 0              # non-finite, skipped with on_nonfinite="skip"
+    overflow_steps: int = 0             # fp16: updates the gradient scaler skipped (overflow)
     run_dir: Path | None = None
 
 
@@ -202,6 +213,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     raw.to(device)
     tokenizer = tokenizer or getattr(train_data, "tokenizer", None) or getattr(
         getattr(train_data, "dataset", None), "tokenizer", None)
+    for data in (train_data, val_data):         # prepared shards: made by this tokenizer?
+        check_shard_data(data, tokenizer, raw.config.vocab_size)
     stream = make_stream(train_data, config.batch_size, config.seed, dist.rank, dist.world)
     T = _window_len(stream.dataset if isinstance(stream, BatchStream) else stream.loader.dataset)
     if T > raw.config.n_context:
@@ -223,7 +236,14 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         start_step, best, elapsed_before = saved["step"], saved["best_val"], saved["seconds"]
         saved_train_seconds = saved.get("train_seconds", 0.0)
         result.tokens = saved["tokens"]
+        if dist.is_main:                     # the settings in force now, for the next resume
+            update_train_config(run_dir, config.to_dict(), extra_config)
         log(f"resumed {run_dir} at step {start_step}")
+        if isinstance(stream, LoaderStream) and not stream.restorable:
+            log("warning: this DataLoader draws its order from its own generator=, which a "
+                "resume cannot rewind, so the batches from here on differ from an "
+                "uninterrupted run's; for an exact resume drop generator= (fit seeds the "
+                "shuffle itself) or pass the Dataset instead of a DataLoader")
     elif run_dir is not None and dist.is_main:
         if tokenizer is None:
             raise ValueError("a run directory needs the tokenizer beside the model: pass "
@@ -235,17 +255,21 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     if run_dir is not None and dist.is_main:
         record_run_info(run_dir, device, dtype, dist.world, resumed=resume)
 
-    compiled = torch.compile(raw) if wants_compile(config.compile, device) else None
+    compile_on, compile_why = compile_decision(config.compile, device)
+    compiled = torch.compile(raw) if compile_on else None
     train_model = dist.wrap(compiled if compiled is not None else raw)
     autocast = make_autocast(device, dtype)
     steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
     total_steps = _total_steps(config, steps_per_epoch)
     bytes_per_token = token_bytes(tokenizer, raw.config.vocab_size)
-    peak = peak_flops(device, dtype, config.peak_tflops)
-    flops_per_token = raw.flops_per_token()
+    peak = peak_flops(device, dtype, config.peak_tflops)        # one device's
+    flops_per_token = raw.flops_per_token(T)     # attention costs by the windows' length T
     tokens_per_step = accum * micro_tokens * dist.world
     log(summary(raw, dataclasses.replace(config, batch_size=batch_size), device, dtype, T, accum,
-                dist.world, total_steps))
+                dist.world, total_steps, decisions={
+                    "dtype": dtype_reason(config.dtype, device),
+                    "compile": f"{'on' if compile_on else 'off'} ({compile_why})",
+                    "optimizer": _optimizer_kernels(optimizer)}))
 
     stop = _StopFlag()
     stop.install()
@@ -260,14 +284,19 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     clock = time.perf_counter()
     step = start_step
     train_seconds = saved_train_seconds      # time in training steps only (no evals, saves)
+    elapsed = elapsed_before                 # run time on the clock all processes agree on
+    saved_at = start_step if resume else -1  # the step of the last checkpoint written
+    # Steps and epochs come out the same in every process; the clock and Ctrl-C do not, so
+    # those are voted on inside each step's loss all-reduce (below). A process that stopped
+    # on its own would leave the others waiting forever in their next collective.
+    reason = _stop_reason(config, step, total_steps, elapsed)
     try:
         while True:
-            reason = _stop_reason(config, step, total_steps, stream, elapsed_before + time.perf_counter() - clock, stop)
+            if stop.raised and not dist.enabled:
+                reason = reason or "signal"      # one process: stop now, nothing to agree on
             if reason:
-                result.stopped_by = reason
                 break
             step_start = time.perf_counter()
-            elapsed = elapsed_before + step_start - clock
             frac = _progress(config, step, total_steps, elapsed)
             lr = learning_rate(config, step, frac)
             for group in optimizer.param_groups:
@@ -275,43 +304,59 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             batches = [next(stream) for _ in range(accum)]
             n_real = sum(int((y != IGNORE_INDEX).sum()) for _, y in batches)
             n_real = dist.sum(n_real)
-            loss_sum = torch.zeros((), device=device)
-            for i, (x, y) in enumerate(batches):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with dist.no_sync(train_model, last=i == accum - 1), autocast():
-                    try:
-                        logits = train_model(x)                                 # (B, T, V)
-                    except Exception as error:
-                        if compiled is None or step > start_step:
-                            raise
-                        # torch.compile fails lazily, at the first call; eager always works.
-                        log(f"warning: torch.compile failed ({type(error).__name__}: "
-                            f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly")
-                        compiled, train_model = None, dist.wrap(raw)
-                        logits = train_model(x)
-                    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
-                                           ignore_index=IGNORE_INDEX, reduction="sum")
-                    scaled = loss * (dist.world / max(n_real, 1))
-                    scaler.scale(scaled).backward()
-                loss_sum += loss.detach()
+            try:
+                loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
+                                             scaler, dist)
+            except Exception as error:
+                if compiled is None or step > start_step:
+                    raise
+                # torch.compile fails lazily, in the first forward or the first compiled
+                # backward; eager always works. Gradients of the failed try are dropped.
+                log(f"warning: torch.compile failed ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly")
+                optimizer.zero_grad(set_to_none=True)
+                compiled, train_model = None, dist.wrap(raw)
+                loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
+                                             scaler, dist)
+            scale = scaler.get_scale() if scaler.is_enabled() else None
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(),
-                                                       config.grad_clip or float("inf"))
-            step_loss = dist.sum(loss_sum.item()) / max(n_real, 1)
-            if not (math.isfinite(step_loss) and math.isfinite(grad_norm.item())):
-                if config.on_nonfinite == "stop":
-                    raise TrainingDiverged(
-                        f"non-finite {'loss' if not math.isfinite(step_loss) else 'gradient'} at "
-                        f"step {step}: loss {step_loss}, grad norm {grad_norm.item()}, lr {lr:.3g}; "
-                        f"last good checkpoint: {last_checkpoint(run_dir)}. Lower lr, raise "
-                        "warmup_steps or grad_clip, or pass on_nonfinite='skip'")
-                optimizer.zero_grad(set_to_none=True)
+                                                       config.grad_clip or float("inf")).item()
+            loss_total, clock_total, signals = dist.sum_all(
+                [loss_sum.item(), elapsed_before + time.perf_counter() - clock, stop.raised])
+            step_loss = loss_total / max(n_real, 1)
+            elapsed = clock_total / dist.world           # the mean of the processes' clocks
+            vote = "signal" if signals else ""
+            # With fp16 an inf gradient is usually the scaler's own overflow: scaler.step()
+            # then skips the update and update() halves the scale. Only a non-finite loss,
+            # or overflow at a scale below MIN_LOSS_SCALE, is divergence.
+            bad = not math.isfinite(step_loss) or (not math.isfinite(grad_norm)
+                                                   and scale is None)
+            if not bad:
+                scaler.step(optimizer)
                 scaler.update()
+                overflow = scale is not None and scaler.get_scale() < scale
+                if overflow:
+                    result.overflow_steps += 1
+                bad = overflow and scaler.get_scale() < MIN_LOSS_SCALE
+            if bad:
+                if config.on_nonfinite == "stop":
+                    what = "loss" if not math.isfinite(step_loss) else "gradient"
+                    floor = (f" even at loss scale {scaler.get_scale():g} (the fp16 gradient "
+                             f"scaler fell below {MIN_LOSS_SCALE:g})"
+                             if what == "gradient" and scale is not None else "")
+                    raise TrainingDiverged(
+                        f"non-finite {what} at step {step}{floor}: loss {step_loss}, grad norm "
+                        f"{grad_norm}, lr {lr:.3g}; last good checkpoint: "
+                        f"{last_checkpoint(run_dir)}. Lower lr, raise warmup_steps or "
+                        "grad_clip, or pass on_nonfinite='skip'")
+                if not math.isfinite(step_loss):   # (the scaler's overflow path has updated)
+                    scaler.update()
+                optimizer.zero_grad(set_to_none=True)
                 result.skipped_steps += 1
                 step += 1
+                reason = vote or _stop_reason(config, step, total_steps, elapsed)
                 continue
-            scaler.step(optimizer)
-            scaler.update()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             result.tokens += tokens_per_step
@@ -322,16 +367,20 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             tok_s = tokens_per_step / max(now - step_start, 1e-9)     # this step, no evals
             postfix = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
             record = {"step": step, "tokens": result.tokens, "epoch": round(stream.epoch, 4),
-                      "train_loss": step_loss, "lr": lr, "grad_norm": grad_norm.item(),
+                      "train_loss": step_loss, "lr": lr,
+                      "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
                       "tokens_per_s": tok_s, "seconds": elapsed_before + now - clock,
                       "train_seconds": train_seconds}
+            if scale is not None:
+                record["loss_scale"] = scaler.get_scale()
             if peak:
-                record["mfu"] = flops_per_token * tok_s / peak
+                # tok_s counts every process's tokens; MFU is per device, against one's peak.
+                record["mfu"] = flops_per_token * tok_s / (peak * dist.world)
                 postfix["mfu"] = f"{record['mfu']:.1%}"
             bar.set_postfix(postfix)
             refresh_plot = False
-            at_end = bool(_stop_reason(config, step, total_steps, stream,
-                                       elapsed_before + now - clock, stop))
+            reason = vote or _stop_reason(config, step, total_steps, elapsed)
+            at_end = bool(reason)
             if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or at_end):
                 scores = evaluate(raw, val_data, config.batch_size, device, autocast,
                                   config.eval_tokens, bytes_per_token)
@@ -346,13 +395,13 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             if is_best:
                 best = record["val_loss"]
             if run_dir is not None and dist.is_main:
-                progress_now = {"step": step, "tokens": result.tokens,
-                                "best_val": best if math.isfinite(best) else None,
-                                "seconds": elapsed_before + now - clock,
-                                "train_seconds": train_seconds}
                 if at_end or (config.checkpoint_every and step % config.checkpoint_every == 0):
                     save_checkpoint(run_dir, raw, optimizer, scaler, stream,
-                                    config.keep_checkpoints, progress_now, is_best)
+                                    config.keep_checkpoints,
+                                    _progress_record(step, result.tokens, best,
+                                                     elapsed_before + now - clock, train_seconds),
+                                    is_best)
+                    saved_at = step
                 elif is_best:
                     save_best(run_dir, raw, step, best)
             if refresh_plot and run_dir is not None and dist.is_main:
@@ -362,14 +411,16 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     finally:
         stop.uninstall()
         bar.close()
+    result.stopped_by = reason
     result.steps = step
     result.epochs = stream.epoch
     result.seconds = elapsed_before + time.perf_counter() - clock
-    if result.stopped_by == "signal" and run_dir is not None and dist.is_main:
+    # Ended between checkpoints (on a skipped step, or by Ctrl-C between steps): save it.
+    if run_dir is not None and dist.is_main and saved_at != step:
         save_checkpoint(run_dir, raw, optimizer, scaler, stream, config.keep_checkpoints,
-                        {"step": step, "tokens": result.tokens,
-                         "best_val": best if math.isfinite(best) else None,
-                         "seconds": result.seconds, "train_seconds": train_seconds}, False)
+                        _progress_record(step, result.tokens, best, result.seconds,
+                                         train_seconds), False)
+    if result.stopped_by == "signal" and run_dir is not None:
         log(f"interrupted at step {step}; saved. Continue with: basegpt train --resume {run_dir}")
     model.eval()
     return result
@@ -424,10 +475,45 @@ def _progress(config: TrainConfig, step: int, total: int | None, elapsed: float)
     return max(done) if done else 0.0
 
 
-def _stop_reason(config: TrainConfig, step: int, total: int | None, stream: Any, elapsed: float,
-                 stop: _StopFlag) -> str:
-    if stop.raised:
-        return "signal"
+def _forward_backward(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                      n_real: int, device: torch.device, autocast: Callable[[], Any],
+                      scaler: torch.amp.GradScaler, dist: Dist) -> torch.Tensor:
+    """One step's forward and backward passes; the gradients add up in the model.
+
+    Each micro-batch's summed loss is divided by n_real, the real targets of the whole
+    global batch, and multiplied by the world size (DDP averages gradients over processes),
+    so the accumulated gradient is that of the global batch's mean loss. Returns this
+    process's summed loss over its real targets, () float32, unscaled.
+    """
+    loss_sum = torch.zeros((), device=device)
+    for i, (x, y) in enumerate(batches):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with dist.no_sync(model, last=i == len(batches) - 1), autocast():
+            logits = model(x)                                           # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+            scaler.scale(loss * (dist.world / max(n_real, 1))).backward()
+        loss_sum += loss.detach()
+    return loss_sum
+
+
+def _progress_record(step: int, tokens: int, best: float, seconds: float,
+                     train_seconds: float) -> dict[str, Any]:
+    """What a checkpoint's train_state.json records about the run so far."""
+    return {"step": step, "tokens": tokens, "best_val": best if math.isfinite(best) else None,
+            "seconds": seconds, "train_seconds": train_seconds}
+
+
+def _optimizer_kernels(optimizer: torch.optim.Optimizer) -> str:
+    """ "adamw, fused kernels" etc., for the summary."""
+    kind = "fused" if optimizer.defaults.get("fused") else (
+        "foreach" if optimizer.defaults.get("foreach") else "for-loop")
+    return f"{type(optimizer).__name__.lower()}, {kind} kernels"
+
+
+def _stop_reason(config: TrainConfig, step: int, total: int | None, elapsed: float) -> str:
+    """Why training should stop now ("" = go on), from the step count and the agreed clock;
+    a signal is voted on separately (see fit)."""
     if config.max_steps is not None and step >= config.max_steps:
         return "max_steps"
     if total is not None and step >= total:
@@ -438,8 +524,13 @@ def _stop_reason(config: TrainConfig, step: int, total: int | None, stream: Any,
 
 
 def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch.dtype,
-            T: int, accum: int, world: int, total_steps: int | None) -> str:
+            T: int, accum: int, world: int, total_steps: int | None,
+            decisions: dict[str, str] | None = None) -> str:
     """One screen: size, batch, memory estimate and the device/precision/compile decisions.
+
+    `decisions` says what was chosen and why, e.g. {"dtype": "auto: fp32 on cpu",
+    "compile": "off (auto: off on cpu; ...)", "optimizer": "adam, foreach kernels"} (fit
+    fills it from devices.dtype_reason, devices.compile_decision and the optimizer it built).
 
     Memory: weights + gradients (4 bytes each) + Adam's two moments (8 bytes), and activations
     per Korthikanti et al. (2022), per block ~ T*B*C*(34 + 5*H*T/C) bytes at 16-bit, doubled
@@ -455,6 +546,11 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
     mb = 1 / 2 ** 20
     steps = f"{total_steps:,}" if total_steps else "until the time budget"
     budget = f", budget {config.max_minutes:g} min" if config.max_minutes else ""
+    why = decisions or {}
+    dtype_name = str(dtype).removeprefix("torch.")
+    scaler = " with a gradient scaler" if dtype == torch.float16 else ""
+    where = "torchrun local rank" if world > 1 else f"device={config.device!r}"
+    dtype_why = why.get("dtype", f"dtype={config.dtype!r}")
     return "\n".join([
         f"model: {n:,} parameters ({model.num_parameters(exclude_embeddings=True):,} without "
         f"embeddings), {c.n_block} blocks x {c.n_embed} wide, context {c.n_context}",
@@ -462,14 +558,17 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
         f"process(es) = {tokens_per_step:,} tokens/step; steps: {steps}{budget}",
         f"memory estimate: weights {n * 4 * mb:.1f} MB, gradients {n * 4 * mb:.1f} MB, "
         f"Adam {n * 8 * mb:.1f} MB, activations ~{act * mb:.0f} MB",
-        f"device {device}, {str(dtype).removeprefix('torch.')}, compile {config.compile}, "
-        f"optimizer {config.optimizer} lr {config.lr:g} ({config.schedule}, warmup {config.warmup_steps})",
+        f"device {device} ({where}); {dtype_name}{scaler} ({dtype_why}); "
+        f"compile {why.get('compile', config.compile)}",
+        f"optimizer {why.get('optimizer', config.optimizer)}, lr {config.lr:g} "
+        f"({config.schedule}, warmup {config.warmup_steps})",
     ])
 
 
 class _StopFlag:
     """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary (and save); a second
-    Ctrl-C interrupts at once."""
+    Ctrl-C interrupts at once. Under torchrun the processes vote on it in each step's
+    all-reduce, so all of them stop after the same step."""
 
     def __init__(self) -> None:
         self.raised = False

@@ -14,7 +14,8 @@ between the files leaves a JSON whose step does not match the tensors, and loadi
 
 A checkpoint goes to checkpoints/step_N/ (the latest keep_checkpoints are kept), then its
 files are copied to the top of the run directory (what generate and resume read), and to
-best/ when validation improved. metrics.jsonl gets one line per step; run.json one entry
+best/ when validation improved (with config.json and tokenizer.json, so best/ loads as a run
+of its own). metrics.jsonl gets one line per step; run.json one entry
 per start or resume (versions, git commit, hardware, command line).
 """
 
@@ -33,8 +34,8 @@ from typing import Any
 import torch
 
 from basegpt._io import atomic_write_bytes, atomic_write_text
-from basegpt.checkpoint import (WEIGHTS_FILE, load_model_tensors, load_tensors, model_tensors,
-                                save_tensors)
+from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_model_tensors,
+                                load_tensors, model_tensors, read_config, save_tensors)
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
 
@@ -85,6 +86,8 @@ def rng_to_flat() -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def rng_from_flat(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Inverse of rng_to_flat: set torch's CPU RNG, the CUDA RNGs (when this machine has
+    CUDA and the checkpoint saved them) and Python's random back to the saved states."""
     torch.set_rng_state(tensors["rng.torch"].cpu())
     cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.split(".")[-1]))
     if cuda and torch.cuda.is_available():
@@ -134,6 +137,8 @@ def load_train_state(directory: Path, optimizer: torch.optim.Optimizer,
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """Add one step's record (step, train_loss, lr, ... and val_* after an evaluation) as a
+    JSON line to run_dir/metrics.jsonl."""
     # Appending one line is atomic enough: a crash can only cut the last line, and readers
     # (plot, info) skip a line that does not parse.
     with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
@@ -172,6 +177,7 @@ def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer
     if is_best:
         _atomic_copy(folder / WEIGHTS_FILE, run_dir / "best" / WEIGHTS_FILE)
         _write_best_json(run_dir, step, progress["best_val"])
+        _complete_best(run_dir)
     kept = sorted((run_dir / "checkpoints").glob("step_*"))
     for old in kept[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -182,6 +188,15 @@ def save_best(run_dir: Path, model: B2lM, step: int, val_loss: float) -> None:
     save_tensors(run_dir / "best" / WEIGHTS_FILE, model_tensors(model),
                  metadata={"format": "pt", "step": str(step)})
     _write_best_json(run_dir, step, val_loss)
+    _complete_best(run_dir)
+
+
+def _complete_best(run_dir: Path) -> None:
+    """config.json and tokenizer.json beside the best weights make best/ a run directory of
+    its own: load_run("RUN/best") and `basegpt generate RUN/best` read it like any run."""
+    for name in (CONFIG_FILE, TOKENIZER_FILE):
+        if (run_dir / name).is_file():
+            _atomic_copy(run_dir / name, run_dir / "best" / name)
 
 
 def _write_best_json(run_dir: Path, step: int, val_loss: float) -> None:
@@ -194,6 +209,8 @@ def _atomic_copy(source: Path, target: Path) -> None:
 
 
 def last_checkpoint(run_dir: Path | None) -> str:
+    """The newest checkpoints/step_N folder of run_dir as text, for error messages
+    ("none yet" before the first save, "none (no run_dir)" without a run directory)."""
     if run_dir is None:
         return "none (no run_dir)"
     kept = sorted((run_dir / "checkpoints").glob("step_*"))
@@ -202,7 +219,6 @@ def last_checkpoint(run_dir: Path | None) -> str:
 
 def check_same_run(run_dir: Path, model: B2lM, tokenizer: Tokenizer | None) -> None:
     """Resuming needs the model config and the tokenizer the run was started with."""
-    from basegpt.checkpoint import read_config
     from basegpt.config import ModelConfig
     saved = read_config(run_dir)
     if ModelConfig.from_dict(saved["model"]) != model.config:
@@ -212,6 +228,16 @@ def check_same_run(run_dir: Path, model: B2lM, tokenizer: Tokenizer | None) -> N
         raise ValueError(f"{run_dir} was trained with another tokenizer (hash "
                          f"{str(saved.get('tokenizer_hash'))[:12]}, given {tokenizer.hash[:12]}); "
                          "resume with the run's own tokenizer.json")
+
+
+def update_train_config(run_dir: Path, train_config: dict[str, Any],
+                        extra: dict[str, Any] | None = None) -> None:
+    """On resume: write the training settings now in force (and `extra`, e.g. the CLI spec)
+    into config.json, so a later resume starts from them rather than the first run's."""
+    config = read_config(run_dir)
+    config["train"] = train_config
+    config.update(extra or {})
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
 
 
 def record_run_info(run_dir: Path, device: torch.device, dtype: torch.dtype, world: int,

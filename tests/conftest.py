@@ -4,6 +4,17 @@ The fixtures are tiny (2 blocks, width 32, T <= 16): for matrices that small one
 faster than several, and it keeps the suite's timing steady on a busy 2-core machine.
 """
 
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked @pytest.mark.gpu need CUDA; without it they skip, saying why."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

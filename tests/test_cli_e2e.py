@@ -169,6 +169,31 @@ def test_train_resume_continues_to_more_steps(world, tmp_path):
     assert state["progress"]["step"] == STEPS + 2, state["progress"]
 
 
+def test_a_second_resume_keeps_the_flags_of_the_first(world, tmp_path):
+    run, cache, work = world
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    ok(basegpt("train", "--resume", str(copy), "--max-steps", str(STEPS + 1), "--lr", "0.0005",
+               "--quiet", cache=cache, cwd=work))
+    ok(basegpt("train", "--resume", str(copy), "--max-steps", str(STEPS + 2), "--quiet",
+               cache=cache, cwd=work))
+    config = json.loads((copy / "config.json").read_text())
+    assert config["train"]["lr"] == 0.0005 and config["spec"]["train"]["lr"] == 0.0005, \
+        "the first resume's --lr is still in force"
+    assert config["train"]["max_steps"] == STEPS + 2, config["train"]
+    last = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()][-1]
+    warmup = config["train"]["warmup_steps"]
+    assert last["step"] == STEPS + 2 <= warmup, (last, warmup)      # in warmup: lr * step / warmup
+    assert math.isclose(last["lr"], 0.0005 * (STEPS + 2) / warmup), f"trained at lr 0.0005: {last}"
+
+
+def test_generate_from_best(world):
+    run, cache, work = world
+    out = ok(basegpt("generate", str(run / "best"), "--prompt", "def ", "--max-new-tokens", "10",
+                     "--seed", "0", "--no-stream", cache=cache, cwd=work))
+    assert out.startswith("def "), f"best/ loads as a run of its own: {out!r}"
+
+
 # ------------------------------------------------------------------------ user errors
 
 @pytest.mark.parametrize("command", [["eval"], ["info"], ["plot"],
@@ -194,3 +219,11 @@ def test_unknown_key_in_config_file_suggests_the_nearest(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"model": {"n_embd": 32}}))
     user_error(basegpt("train", "--config", "bad.json", "--out", "r", cache=tmp_path, cwd=tmp_path),
                "'n_embd'", "did you mean 'n_embed'")
+
+
+def test_bad_device_is_a_user_error_before_any_work(tmp_path):
+    line = user_error(basegpt("train", "--device", "cdua", "--out", "r", cache=tmp_path / "cache",
+                              cwd=tmp_path), "device='cdua'", "did you mean 'cuda'")
+    assert "cuda:N" in line, line
+    assert not (tmp_path / "cache").exists(), "no tokenizer or shards were made first"
+    assert not (tmp_path / "r").exists(), "and no run directory"

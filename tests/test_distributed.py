@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -58,3 +59,72 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path):
     flat_one = [x for row in one["weight"] for x in row]
     flat_two = [x for row in two["weight"] for x in row]
     assert flat_two == pytest.approx(flat_one, rel=1e-4, abs=1e-6), "same weights after 6 steps"
+
+
+BUDGET_SCRIPT = r'''
+import json, os, sys, time, torch
+torch.set_num_threads(1)
+from basegpt import B2lM, SlidingWindowDataset, Tokenizer
+from basegpt.train import TrainConfig, fit
+
+text = ("It is a truth universally acknowledged, that a single man in possession of a good "
+        "fortune, must be in want of a wife. ") * 20
+tokenizer = Tokenizer(vocab_size=300).train(text, progress=False)
+data = SlidingWindowDataset(tokenizer=tokenizer, n_context=16, texts=[text])
+torch.manual_seed(0)
+model = B2lM(vocab_size=len(tokenizer), n_embed=32, n_block=2, n_head=2, n_k=16, n_v=16,
+             n_ff=64, n_context=16)
+rank = int(os.environ["RANK"])
+time.sleep(1.0 * rank)        # the ranks' clocks start apart, as after uneven data loading
+config = TrainConfig(max_minutes=0.04, batch_size=4, checkpoint_every=1)   # 2.4 s
+result = fit(model, data, config=config, progress=False, run_dir=sys.argv[1])
+json.dump({"stopped_by": result.stopped_by, "steps": result.steps},
+          open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w"))
+'''
+
+
+@pytest.mark.slow
+def test_time_budget_stops_every_process_at_the_same_step(tmp_path: Path):
+    # Each process used to read its own clock: one stopped while the other waited in the
+    # next step's all-reduce (or saved a checkpoint the other never reached), and the job
+    # crashed. The stop is now voted on in the step's loss all-reduce.
+    script = tmp_path / "ddp_budget.py"
+    script.write_text(BUDGET_SCRIPT)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                    f"--master_port={_free_port()}", str(script), str(tmp_path / "run"),
+                    str(tmp_path)],
+                   check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1], f"the processes disagree on when to stop: {ranks}"
+    assert ranks[0]["stopped_by"] == "max_minutes" and ranks[0]["steps"] > 1, ranks
+    state = json.loads((tmp_path / "run" / "train_state.json").read_text())
+    assert state["progress"]["step"] == ranks[0]["steps"], "the last checkpoint is the end"
+
+
+def test_only_process_0_prepares_the_tokenizer_and_shards(tmp_path: Path, monkeypatch):
+    # Every rank used to train the tokenizer and write shards into the same cache at once.
+    import basegpt.data
+    import basegpt.train
+    from basegpt import distributed, recipe
+    from basegpt.tokenizer import Tokenizer
+    events: list[str] = []
+
+    class Recording(distributed.Dist):
+        def barrier(self) -> None:
+            events.append("barrier")
+
+    tokenizer = Tokenizer(vocab_size=260).train("abcabcabd " * 20, progress=False)
+    monkeypatch.setattr(recipe, "get_tokenizer", lambda *a: events.append("tokenizer") or tokenizer)
+    monkeypatch.setattr(recipe, "get_shards", lambda *a: events.append("shards") or tmp_path)
+    monkeypatch.setattr(basegpt.data, "ShardDataset", lambda *a, **k: None)
+    monkeypatch.setattr(basegpt.train, "fit", lambda *a, **k: "trained")
+    spec = recipe.resolve_spec("seed", None, {"train": {"max_steps": 1}})
+    order = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(distributed, "setup",
+                            lambda rank=rank: Recording(enabled=True, rank=rank, world=2))
+        events.clear()
+        recipe.train_run(spec, tmp_path / f"run{rank}", progress=False, log=lambda m: None)
+        order[rank] = list(events)
+    assert order[0] == ["tokenizer", "shards", "barrier"], f"rank 0 fills the cache: {order[0]}"
+    assert order[1] == ["barrier", "tokenizer", "shards"], f"the others wait, then read: {order[1]}"

@@ -14,6 +14,7 @@ from basegpt import Tokenizer
 from basegpt.checkpoint import load_run, save_run
 from basegpt.cli import main
 from basegpt.config import ModelConfig
+from basegpt.devices import pick_device
 from basegpt.generate import generate
 from basegpt.model import B2lM
 
@@ -28,7 +29,7 @@ def run_dir(tmp_path_factory):
 
 
 def library(run_dir, prompt, **kw):
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=pick_device("auto"))           # the CLI's default device
     return generate(run.model, run.tokenizer, prompt, **kw)
 
 
@@ -39,9 +40,29 @@ def test_generate_prints_the_prompt_and_the_streamed_text(run_dir, capsys):
     assert code == 0, "exit code 0"
     expected = "Hi" + library(run_dir, "Hi", max_new_tokens=20, seed=3, top_k=40) + "\n"
     assert out == expected, f"stdout {out!r} vs {expected!r}"
-    assert main(["generate", str(run_dir), "--prompt", "Hi", "--max-new-tokens", "20", "--seed",
-                 "3", "--top-k", "40", "--no-stream"]) == 0
-    assert capsys.readouterr().out == expected, "--no-stream prints the same text"
+    for flag in ("--stream", "--no-stream"):
+        assert main(["generate", str(run_dir), "--prompt", "Hi", "--max-new-tokens", "20",
+                     "--seed", "3", "--top-k", "40", flag]) == 0
+        assert capsys.readouterr().out == expected, f"{flag} prints the same text"
+
+
+def test_stream_flag_streams_and_no_stream_prints_once(run_dir, monkeypatch):
+    writes = []
+
+    class Recorder(io.StringIO):
+        def write(self, text: str) -> int:
+            if text:
+                writes.append(text)
+            return super().write(text)
+
+    monkeypatch.setattr("sys.stdout", Recorder())
+    args = ["generate", str(run_dir), "--prompt", "Hi", "--max-new-tokens", "20", "--seed", "3"]
+    assert main(args + ["--stream"]) == 0
+    streamed, writes[:] = list(writes), []
+    assert main(args + ["--no-stream"]) == 0
+    # --no-stream: the prompt, the whole text, the newline; streaming writes piece by piece.
+    assert len(writes) == 3 and "".join(writes) == "".join(streamed), f"printed {writes}"
+    assert len(streamed) > 3, f"--stream prints the text as it comes: {streamed}"
 
 
 def test_num_samples_use_consecutive_seeds_and_stop_strings_work(run_dir, capsys, tmp_path):
@@ -86,6 +107,33 @@ def test_missing_or_incompatible_run_directory_exits_2(run_dir, capsys, tmp_path
 
 def test_bad_sampling_flags_exit_2_with_the_valid_range(run_dir, capsys):
     assert main(["generate", str(run_dir), "--prompt", "x", "--top-p", "1.5"]) == 2
-    assert "top_p=1.5: must be in (0, 1]" in capsys.readouterr().err, "names the range"
+    out, err = capsys.readouterr()
+    assert "top_p=1.5: must be in (0, 1]" in err, "names the range"
+    assert out == "", f"checked before the prompt is printed: {out!r}"
+    assert main(["generate", str(run_dir), "--prompt", "x", "--stop", ""]) == 2
+    out, err = capsys.readouterr()
+    assert "empty stop string" in err and out == "", f"stdout {out!r}, stderr {err!r}"
     assert main(["generate", str(run_dir), "--prompt", "x", "--prompt-file", "f"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "foo"], "unknown device 'foo'; choose one of: auto, cpu"),
+    (["--device", "cuda"], "device 'cuda' is not available on this machine; choose one of: auto, cpu"),
+    (["--interactive"], "--interactive reads its prompts from stdin; drop --prompt"),
+])
+def test_bad_device_or_flag_combination_exits_2_with_one_line(run_dir, capsys, monkeypatch,
+                                                             extra, message):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)    # the same on a GPU box
+    monkeypatch.setattr("torch.backends.mps.is_available", lambda: False)
+    assert main(["generate", str(run_dir), "--prompt", "x"] + extra) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("basegpt: error: ") and err.count("\n") == 1 and message in err, \
+        f"one line naming the problem: {err!r}"
+    assert out == "", f"nothing generated: {out!r}"
+
+
+def test_prompt_file_that_is_a_directory_says_so(run_dir, capsys, tmp_path):
+    assert main(["generate", str(run_dir), "--prompt-file", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path} is a directory, not a file" in err, err

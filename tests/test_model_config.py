@@ -104,6 +104,27 @@ def test_bad_configs_raise_value_errors_naming_the_field(kwargs, expected):
     assert expected in str(info.value), f"message {str(info.value)!r} lacks {expected!r}"
 
 
+@pytest.mark.parametrize("field", ["n_embed", "positional", "norm_position", "bias"])
+def test_a_block_cannot_override_a_model_wide_field(field):
+    with pytest.raises(ValueError) as info:
+        ModelConfig.from_dict({"n_block": 2, "blocks": [{}, {field: ModelConfig().to_dict()[field]}]})
+    message = str(info.value)
+    expected = (f"blocks[1]: {field!r} is a model-wide field that a block cannot override",
+                "set it at the top level", "A block may set: " + ", ".join(BLOCK_FIELDS))
+    for part in expected:
+        assert part in message, f"message {message!r} lacks {part!r}"
+    assert "did you mean" not in message, f"a model-wide field is not a typo: {message!r}"
+
+
+def test_calling_the_dataclass_directly_rejects_unknown_keys_as_readme_says():
+    """README: from_dict / B2lM(...) / replace suggest the field; the bare dataclass call is
+    Python's TypeError, which still names the key."""
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_haed'"):
+        ModelConfig(n_haed=4)
+    with pytest.raises(ValueError, match="did you mean 'n_head'"):
+        ModelConfig.from_dict({"n_haed": 4})
+
+
 def test_replace_validates_and_suggests():
     cfg = ModelConfig()
     assert cfg.replace(n_head=8).n_head == 8, "replace did not change the field"

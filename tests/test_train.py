@@ -185,6 +185,44 @@ def test_run_directory_contents(tokenizer, data, tmp_path: Path):
         "no pickle files"
 
 
+@pytest.fixture(scope="module")
+def shards(tokenizer, tmp_path_factory) -> Path:
+    """TEXT prepared into shards with the 320-token tokenizer (and its tokenizer.json)."""
+    from basegpt.data import prepare
+    folder = tmp_path_factory.mktemp("shards")
+    (folder / "a.txt").write_text(TEXT)
+    (folder / "b.txt").write_text(TEXT[::-1])
+    prepare([folder / "a.txt", folder / "b.txt"], tokenizer, folder / "out", workers=1,
+            val_fraction=0.5, progress=False)
+    return folder / "out"
+
+
+def test_fit_checks_shards_against_the_model_and_tokenizer(tokenizer, shards):
+    from basegpt.data import ShardDataset
+    config = TrainConfig(max_steps=1, batch_size=4)
+    train, val = ShardDataset(shards, 16), ShardDataset(shards, 16, "val")
+    with pytest.raises(ValueError, match=f"the shards in {shards} hold ids of a 320-token "
+                                         "vocabulary but the model's vocab_size is 258; build "
+                                         "the model with vocab_size=320"):
+        fit(tiny(tokenizer, vocab_size=258), train, val, config, progress=False)
+    other = Tokenizer(vocab_size=320)
+    with pytest.raises(ValueError, match=f"tokenized by tokenizer {tokenizer.hash[:12]}, but "
+                                         f"the given tokenizer is {other.hash[:12]}; train with "
+                                         "the tokenizer.json saved beside the shards"):
+        fit(tiny(tokenizer), train, val, config, tokenizer=other, progress=False)
+    with pytest.raises(ValueError, match="vocab_size is 258"):            # inside a DataLoader
+        fit(tiny(tokenizer, vocab_size=258), DataLoader(train, batch_size=4), config=config,
+            progress=False)
+
+
+def test_fit_on_shards_takes_their_tokenizer(tokenizer, shards, tmp_path: Path):
+    from basegpt.data import ShardDataset
+    fit(tiny(tokenizer), ShardDataset(shards, 16), ShardDataset(shards, 16, "val"),
+        TrainConfig(max_steps=2, batch_size=4), run_dir=tmp_path / "run", progress=False)
+    assert load_run(tmp_path / "run").tokenizer.hash == tokenizer.hash, \
+        "the run saved the tokenizer.json found beside the shards"
+
+
 def test_nonfinite_loss_stops_with_a_clear_message(tokenizer, data):
     model = tiny(tokenizer)
     with torch.no_grad():
@@ -239,3 +277,383 @@ def test_mixed_precision_on_cpu_tracks_fp32(tokenizer, data, dtype):
     assert all(math.isfinite(x) for x in losses[dtype]), f"{dtype} losses finite"
     assert losses[dtype] == pytest.approx(losses["float32"], rel=0.02), \
         f"{dtype} autocast stays within 2% of fp32: {losses}"
+
+
+# ------------------------------------------------------------------------ precision, devices
+
+def _scaler_starting_at(monkeypatch, init_scale: float) -> None:
+    """fit builds torch.amp.GradScaler(device, enabled=...); make it start at init_scale."""
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler",
+                        lambda *args, **kwargs: real(*args, **{**kwargs, "init_scale": init_scale}))
+
+
+def test_fp16_scaler_overflow_skips_the_update_not_the_run(tokenizer, data, monkeypatch):
+    # 2**20 overflows fp16 on this model's first backward (2**16, the default, does not):
+    # the GradScaler's routine search for its level, which must not read as divergence.
+    _scaler_starting_at(monkeypatch, 2.0 ** 20)
+    model = tiny(tokenizer)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    after = {}
+    records = []
+
+    def on_step(record):
+        records.append(record)
+        after[record["step"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    result = fit(model, data, config=TrainConfig(max_steps=4, batch_size=4, dtype="float16"),
+                 progress=False, on_step=on_step)
+    assert result.stopped_by == "max_steps" and result.steps == 4, result
+    assert result.overflow_steps == 1 and result.skipped_steps == 0, result
+    assert records[0]["loss_scale"] == 2.0 ** 19 and records[0]["grad_norm"] is None, records[0]
+    assert all(r["loss_scale"] == 2.0 ** 19 and r["grad_norm"] > 0 for r in records[1:]), records
+    for name, tensor in start.items():
+        assert torch.equal(after[1][name], tensor), f"{name}: the overflowed update was skipped"
+    assert not torch.equal(after[4]["tok_emb.weight"], start["tok_emb.weight"]), "then it trains"
+
+
+def _nan_gradients(model: B2lM) -> None:
+    """Make every backward give a NaN gradient for one weight while the loss stays finite."""
+    model.blocks[0].ff.down.weight.register_hook(lambda grad: grad * float("nan"))
+
+
+def test_fp16_scale_collapse_is_divergence(tokenizer, data, monkeypatch):
+    _scaler_starting_at(monkeypatch, 4.0)       # overflow halves it: 2, 1, then 0.5 < 1
+    model = tiny(tokenizer)
+    _nan_gradients(model)
+    with pytest.raises(TrainingDiverged, match=r"non-finite gradient at step 2 even at loss "
+                                               r"scale 0\.5 .*grad norm nan, lr "):
+        fit(model, data, config=TrainConfig(max_steps=5, batch_size=4, dtype="float16"),
+            progress=False)
+
+
+def _fake_cuda(monkeypatch, capability: tuple[int, int], name: str = "NVIDIA Test GPU") -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 0), torch.float16),     # V100
+                                                  ((7, 5), torch.float16),     # T4
+                                                  ((8, 0), torch.bfloat16),    # A100
+                                                  ((9, 0), torch.bfloat16)])   # H100
+def test_auto_dtype_follows_the_gpus_compute_capability(monkeypatch, capability, expected):
+    from basegpt.devices import pick_dtype
+    _fake_cuda(monkeypatch, capability)
+    # On 7.x torch.cuda.is_bf16_supported() says True (emulated bf16, far slower): not asked.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert pick_dtype("auto", torch.device("cuda")) == expected, capability
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32, "CPU: fp32"
+    assert pick_dtype("auto", torch.device("mps")) == torch.float32, "MPS: fp32"
+    assert pick_dtype("bfloat16", torch.device("cuda")) == torch.bfloat16, "an explicit dtype wins"
+
+
+@pytest.mark.parametrize("name, bf16, fp16", [
+    ("NVIDIA H100 80GB HBM3", 989.0, 989.0),          # SXM
+    ("NVIDIA H100 PCIe", 756.0, 756.0),
+    ("NVIDIA H100 NVL", None, None),                  # figures differ between data sheets
+    ("NVIDIA H200", 989.0, 989.0),
+    ("NVIDIA GH200 480GB", None, None),               # not the H200
+    ("NVIDIA A100-SXM4-80GB", 312.0, 312.0),
+    ("NVIDIA A100 80GB PCIe", 312.0, 312.0),
+    ("NVIDIA L40S", 362.05, 362.05),
+    ("NVIDIA L40", 181.05, 181.05),                   # not the L4
+    ("NVIDIA L4", 121.0, 121.0),
+    ("NVIDIA A10", 125.0, 125.0),
+    ("NVIDIA A10G", None, None),                      # not the A10; no NVIDIA data sheet
+    ("Tesla V100-SXM2-16GB", None, 125.0),
+    ("Tesla V100-PCIE-32GB", None, 112.0),
+    ("Tesla V100S-PCIE-32GB", None, 130.0),
+    ("Tesla T4", None, 65.0),
+    ("NVIDIA GeForce RTX 4090", None, None),          # unknown: no MFU
+])
+def test_peak_flops_table_matches_whole_gpu_names(monkeypatch, name, bf16, fp16):
+    from basegpt.devices import peak_flops
+    _fake_cuda(monkeypatch, (9, 0), name)
+    cuda = torch.device("cuda")
+    for dtype, tflops in ((torch.bfloat16, bf16), (torch.float16, fp16)):
+        expected = None if tflops is None else tflops * 1e12
+        assert peak_flops(cuda, dtype, None) == expected, (name, dtype)
+    assert peak_flops(cuda, torch.bfloat16, 50.0) == 50e12, "peak_tflops overrides the table"
+    assert peak_flops(torch.device("cpu"), torch.float32, None) is None, "no table for CPUs"
+
+
+def test_mfu_is_per_device_at_the_datas_window_length(tokenizer, data):
+    model = tiny(tokenizer, n_context=64)                     # windows are T = 16 < 64
+    records = []
+    fit(model, data, config=TrainConfig(max_steps=2, batch_size=4, peak_tflops=1.0),
+        progress=False, on_step=records.append)
+    T, world, peak = data[0][0].numel(), 1, 1.0e12
+    assert model.flops_per_token(T) != model.flops_per_token(), "the test must tell T apart"
+    for r in records:
+        expected = model.flops_per_token(T) * r["tokens_per_s"] / (peak * world)
+        assert math.isclose(r["mfu"], expected, rel_tol=1e-12), (r["mfu"], expected)
+    records.clear()
+    fit(model, data, config=TrainConfig(max_steps=1, batch_size=4), progress=False,
+        on_step=records.append)
+    assert "mfu" not in records[0], "no known peak (a CPU), no MFU"
+
+
+def test_summary_states_sizes_and_decisions(tokenizer, data, monkeypatch):
+    model = tiny(tokenizer)
+    messages = []
+    fit(model, data, config=TrainConfig(max_steps=1, batch_size=4, batch_tokens=8 * 16),
+        progress=False, log=messages.append)
+    text = "\n".join(messages)
+    n = model.num_parameters()
+    mb = 2 ** 20
+    for phrase in (f"{n:,} parameters", "4 x 16 tokens x 2 accumulation x 1 process(es) = "
+                   "128 tokens/step", f"weights {n * 4 / mb:.1f} MB", f"Adam {n * 8 / mb:.1f} MB",
+                   "device cpu (device='auto')", "float32 (auto: fp32 on cpu)",
+                   "compile off (auto: off on cpu", "optimizer adam, foreach kernels"):
+        assert phrase in text, f"{phrase!r} not in the summary:\n{text}"
+
+    class Eager(torch.nn.Module):                # stands in for a compiled model
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: Eager(m))
+    messages.clear()
+    fit(tiny(tokenizer), data, config=TrainConfig(max_steps=1, batch_size=4, compile="on",
+                                                  dtype="bfloat16", optimizer="adamw"),
+        progress=False, log=messages.append)
+    text = "\n".join(messages)
+    for phrase in ("bfloat16 (dtype='bfloat16')", "compile on (compile='on')",
+                   "optimizer adamw, foreach kernels"):
+        assert phrase in text, f"{phrase!r} not in the summary:\n{text}"
+
+
+def test_summary_names_fused_kernels_and_capability_on_a_gpu(tokenizer, monkeypatch):
+    from basegpt.devices import dtype_reason
+    from basegpt.train import summary
+    _fake_cuda(monkeypatch, (7, 0))
+    assert dtype_reason("auto", torch.device("cuda")) == \
+        "auto: compute capability 7.0 lacks bf16 tensor cores"
+    text = summary(tiny(tokenizer), TrainConfig(max_steps=1, batch_size=4), torch.device("cuda"),
+                   torch.float16, 16, 1, 1, 1, decisions={"optimizer": "adam, fused kernels"})
+    assert "float16 with a gradient scaler" in text and "adam, fused kernels" in text, text
+
+
+# ------------------------------------------------------------------------ failures and stops
+
+def test_compile_failure_in_the_first_backward_falls_back_too(tokenizer, data, monkeypatch):
+    class FailsBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise RuntimeError("compiled backward exploded")
+
+    class Broken(torch.nn.Module):               # forward works, its backward does not
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return FailsBackward.apply(self.inner(x))
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: Broken(model))
+    messages = []
+    model = tiny(tokenizer)
+    result = fit(model, data, config=TrainConfig(max_steps=3, batch_size=4, compile="on"),
+                 progress=False, log=messages.append)
+    warnings = [m for m in messages if "torch.compile failed" in m]
+    assert len(warnings) == 1 and "compiled backward exploded" in warnings[0], messages
+    eager = tiny(tokenizer)
+    fit(eager, data, config=TrainConfig(max_steps=3, batch_size=4, compile="off"), progress=False)
+    assert result.steps == 3, result
+    for (name, a), b in zip(eager.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), f"{name}: the retried step is the eager step exactly"
+
+
+def test_nonfinite_messages_name_grad_norm_and_last_checkpoint(tokenizer, data, tmp_path: Path):
+    model = tiny(tokenizer)
+
+    def poison_after_step_2(record):
+        if record["step"] == 2:
+            with torch.no_grad():
+                model.lm_head.weight[0, 0] = float("nan")
+    config = TrainConfig(max_steps=5, batch_size=4, checkpoint_every=1, schedule="constant")
+    with pytest.raises(TrainingDiverged) as caught:
+        fit(model, data, config=config, run_dir=tmp_path / "run", progress=False,
+            on_step=poison_after_step_2)
+    message = str(caught.value)
+    for phrase in ("non-finite loss at step 2", "grad norm nan", "lr 0.001",
+                   f"last good checkpoint: {tmp_path / 'run' / 'checkpoints' / 'step_00000002'}"):
+        assert phrase in message, f"{phrase!r} not in: {message}"
+
+    model = tiny(tokenizer)
+    _nan_gradients(model)                          # the loss stays finite; a gradient does not
+    with pytest.raises(TrainingDiverged, match=r"non-finite gradient at step 0: loss \d.*"
+                                               r"grad norm nan, lr 0\.001; last good "
+                                               r"checkpoint: none \(no run_dir\)"):
+        fit(model, data, config=TrainConfig(max_steps=3, batch_size=4), progress=False)
+    result = fit(model, data, config=TrainConfig(max_steps=3, batch_size=4,
+                                                 on_nonfinite="skip"), progress=False)
+    assert result.skipped_steps == 3 and result.steps == 3, result
+
+
+def test_a_signal_saves_its_step_once(tokenizer, data, tmp_path: Path, monkeypatch):
+    import basegpt.train
+    saved = []
+    real = basegpt.train.save_checkpoint
+
+    def recording(run_dir, model, optimizer, scaler, stream, keep, progress, is_best):
+        saved.append(progress["step"])
+        return real(run_dir, model, optimizer, scaler, stream, keep, progress, is_best)
+    monkeypatch.setattr(basegpt.train, "save_checkpoint", recording)
+    config = TrainConfig(max_steps=8, batch_size=4, checkpoint_every=3)
+    result = fit(tiny(tokenizer), data, config=config, run_dir=tmp_path / "a", progress=False,
+                 on_step=_interrupt_at(5))
+    assert result.stopped_by == "signal" and result.steps == 5, result
+    assert saved == [3, 5], f"every 3 steps, then the interrupted step once: {saved}"
+
+    saved.clear()                          # now the signal lands inside step 6's forward
+    model = tiny(tokenizer)
+    calls = []
+
+    def interrupt_in_sixth_forward(module, inputs):
+        calls.append(1)
+        if len(calls) == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+    model.register_forward_pre_hook(interrupt_in_sixth_forward)
+    result = fit(model, data, config=config, run_dir=tmp_path / "b", progress=False)
+    assert result.stopped_by == "signal" and result.steps == 6, result
+    assert saved == [3, 6], f"step 6 finishes, then is saved once: {saved}"
+
+
+# ------------------------------------------------------------------------ resume
+
+def _shuffled_loader(data):
+    return DataLoader(data, batch_size=4, shuffle=True)
+
+
+def test_resume_with_a_shuffling_dataloader_is_exact(tokenizer, data, tmp_path: Path):
+    # 13 batches per epoch: stopped at step 17 (epoch 2, batch 4), resumed to step 30.
+    config = TrainConfig(max_steps=30, batch_size=4, seed=3, checkpoint_every=6)
+    assert len(_shuffled_loader(data)) < 17, "the stop must fall in the second epoch"
+    straight = tiny(tokenizer, embed_dropout=0.1)
+    fit(straight, _shuffled_loader(data), None, config, tokenizer=tokenizer,
+        run_dir=tmp_path / "a", progress=False)
+    first = fit(tiny(tokenizer, embed_dropout=0.1), _shuffled_loader(data), None, config,
+                tokenizer=tokenizer, run_dir=tmp_path / "b", progress=False,
+                on_step=_interrupt_at(17))
+    assert first.steps == 17, first
+    resumed = tiny(tokenizer, embed_dropout=0.1)
+    torch.manual_seed(999)                         # the loader's order must not depend on it
+    messages = []
+    fit(resumed, _shuffled_loader(data), None, config, tokenizer=tokenizer,
+        run_dir=tmp_path / "b", resume=True, progress=False, log=messages.append)
+    assert not [m for m in messages if "warning" in m], messages
+    curve = [r["train_loss"] for r in read_metrics(tmp_path / "a")]
+    assert [r["train_loss"] for r in read_metrics(tmp_path / "b")] == curve, \
+        "the same batches in the same order after resume"
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"
+
+
+def test_resume_warns_about_a_dataloader_with_its_own_generator(tokenizer, data, tmp_path):
+    def loader():
+        return DataLoader(data, batch_size=4, shuffle=True,
+                          generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(max_steps=2, batch_size=4)
+    fit(tiny(tokenizer), loader(), None, config, tokenizer=tokenizer, run_dir=tmp_path / "r",
+        progress=False)
+    messages = []
+    fit(tiny(tokenizer), loader(), None, TrainConfig(max_steps=3, batch_size=4),
+        tokenizer=tokenizer, run_dir=tmp_path / "r", resume=True, progress=False,
+        log=messages.append)
+    warnings = [m for m in messages if m.startswith("warning")]
+    assert len(warnings) == 1 and "generator=" in warnings[0], messages
+
+
+def test_resume_refuses_another_tokenizer(tokenizer, data, tmp_path: Path):
+    config = TrainConfig(max_steps=2, batch_size=4)
+    fit(tiny(tokenizer), data, None, config, run_dir=tmp_path / "r", progress=False)
+    other = Tokenizer(vocab_size=320).train(TEXT[::-1], progress=False)
+    assert other.hash != tokenizer.hash and len(other) == len(tokenizer)
+    with pytest.raises(ValueError, match=f"trained with another tokenizer \\(hash "
+                                         f"{tokenizer.hash[:12]}, given {other.hash[:12]}\\)"):
+        fit(tiny(tokenizer), data, None, config, tokenizer=other, run_dir=tmp_path / "r",
+            resume=True, progress=False)
+
+
+def test_resume_records_the_changed_training_settings(tokenizer, data, tmp_path: Path):
+    fit(tiny(tokenizer), data, None, TrainConfig(max_steps=2, batch_size=4),
+        run_dir=tmp_path / "r", progress=False)
+    fit(tiny(tokenizer), data, None, TrainConfig(max_steps=4, batch_size=4, lr=5e-4),
+        run_dir=tmp_path / "r", resume=True, progress=False, extra_config={"note": "second"})
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["train"]["max_steps"] == 4 and saved["train"]["lr"] == 5e-4, saved["train"]
+    assert saved["note"] == "second" and saved["model"] == tiny(tokenizer).config.to_dict(), saved
+
+
+def test_best_is_a_loadable_run(tokenizer, data, tmp_path: Path):
+    model = tiny(tokenizer)
+    weights = {}
+
+    def keep(record):
+        weights[record["step"]] = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(max_steps=6, batch_size=4, lr=3e-2, eval_every=2, checkpoint_every=4)
+    fit(model, data, data, config, run_dir=tmp_path / "run", progress=False, on_step=keep)
+    best_step = json.loads((tmp_path / "run" / "best" / "best.json").read_text())["step"]
+    best = load_run(tmp_path / "run" / "best")
+    for name, tensor in best.model.state_dict().items():
+        assert torch.equal(tensor, weights[best_step][name]), f"{name}: best/ is step {best_step}"
+    assert best.tokenizer.hash == tokenizer.hash, "with the run's tokenizer beside it"
+
+
+def test_settings_order_is_preset_then_config_file_then_flags(tmp_path: Path):
+    from basegpt.recipe import load_preset, resolve_spec
+    preset = load_preset("seed")
+    (tmp_path / "c.json").write_text(json.dumps({"train": {"lr": 0.002, "max_steps": 7},
+                                                 "model": {"n_block": 3}}))
+    (tmp_path / "c.toml").write_text("[train]\nlr = 0.002\nmax_steps = 7\n[model]\nn_block = 3\n")
+    for name in ("c.json", "c.toml"):
+        spec = resolve_spec("seed", tmp_path / name, {"train": {"lr": 0.005}})
+        assert spec["train"]["lr"] == 0.005, f"{name}: a flag beats the file"
+        assert spec["train"]["max_steps"] == 7 and spec["model"]["n_block"] == 3, \
+            f"{name}: the file beats the preset"
+        assert spec["model"]["n_embed"] == preset["model"]["n_embed"], \
+            f"{name}: the preset fills in the rest"
+
+
+# ------------------------------------------------------------------------ on a GPU
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["auto", "float16"])
+def test_gpu_mixed_precision_trains_and_reports_mfu(tokenizer, data, dtype):
+    from basegpt.devices import gpu_peak_tflops, pick_dtype
+    records = []
+    model = tiny(tokenizer)
+    result = fit(model, data, config=TrainConfig(max_steps=20, batch_size=8, lr=3e-3,
+                                                 device="cuda", dtype=dtype, compile="off"),
+                 progress=False, on_step=records.append)
+    losses = [loss for _, loss in result.train_loss]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0], losses
+    major = torch.cuda.get_device_capability()[0]
+    expected = torch.float16 if dtype == "float16" or major < 8 else torch.bfloat16
+    assert pick_dtype(dtype, torch.device("cuda")) == expected
+    assert (expected == torch.float16) == ("loss_scale" in records[-1]), records[-1]
+    figures = gpu_peak_tflops(torch.cuda.get_device_name())
+    if figures and str(expected).removeprefix("torch.") in figures:
+        assert 0 < records[-1]["mfu"] < 1, records[-1]
+    else:
+        assert "mfu" not in records[-1], f"unknown GPU {torch.cuda.get_device_name()}: no MFU"
+
+
+@pytest.mark.gpu
+def test_gpu_compile_trains_like_eager(tokenizer, data):
+    losses = {}
+    for setting in ("off", "on"):
+        messages = []
+        result = fit(tiny(tokenizer), data, config=TrainConfig(
+            max_steps=5, batch_size=8, device="cuda", dtype="float32", compile=setting),
+            progress=False, log=messages.append)
+        assert not [m for m in messages if "torch.compile failed" in m], messages
+        assert f"compile {setting}" in "\n".join(messages), messages
+        losses[setting] = [loss for _, loss in result.train_loss]
+    assert losses["on"] == pytest.approx(losses["off"], rel=1e-3), losses
