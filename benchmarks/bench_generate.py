@@ -7,7 +7,9 @@ For each model size and each number of new tokens N (batch 1, greedy, a 16-token
     HF transformers        GPT2LMHeadModel(GPT2Config of the same size, random init).generate(
                                do_sample=False, max_new_tokens=N, min_new_tokens=N)
 
-tokens/s = N / wall time of the whole call (prefill included; the prompt is short). Each figure
+tokens/s = N / wall time of the whole call (prefill included; the prompt is short). "Matrix work
+alone" times just the step's matrix-vector products (every weight matrix times one vector, N
+times): the float32 ceiling of any batch-1 decoder of that size on the machine. Each figure
 is the best of --repeats runs after one warm-up run, basegpt and HF taking turns (the no-cache
 path at N >= 256 runs once: it is slow, and its spread is small). Both models are float32, eval mode, random weights, on the
 same device in the same process, with the same torch thread count (--threads; default 1: at
@@ -85,6 +87,24 @@ def best_times(fns, repeats: int, device: str) -> list[float]:
     return best
 
 
+def matrix_work(model: B2lM, device: str):
+    """A function doing only the matrix-vector products of one decoding step, n times: every
+    weight matrix of the model (and the head) applied to one token's vector, as a batch-1 step
+    must, with no attention, norms, Python model code or sampling. Its tokens/s is the ceiling
+    that any batch-1 decoder of this size reaches on this machine in float32."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not any(m.weight is model.tok_emb.weight for m in linears):
+        linears.append(model.lm_head)
+    inputs = {m.in_features: torch.randn(1, m.in_features, device=device) for m in linears}
+
+    def fn(n: int) -> None:
+        with torch.inference_mode():
+            for _ in range(n):
+                for m in linears:
+                    torch.nn.functional.linear(inputs[m.in_features], m.weight, m.bias)
+    return fn
+
+
 def run(args: argparse.Namespace) -> list[tuple]:
     torch.manual_seed(0)
     rows = []
@@ -105,12 +125,15 @@ def run(args: argparse.Namespace) -> list[tuple]:
                                           do_sample=False, max_new_tokens=n, min_new_tokens=n)
                 assert out.shape[1] == PROMPT_LEN + n, "HF generated fewer tokens"
 
-            t_cache, t_hf = best_times([cached, hf], args.repeats, args.device)
+            floor = matrix_work(ours, args.device)
+            t_cache, t_hf, t_mat = best_times([cached, hf, lambda: floor(n)], args.repeats,
+                                              args.device)
             (t_none,) = best_times([uncached], args.repeats if n < 256 else 1, args.device)
-            row = (name, n, n / t_cache, n / t_none, n / t_hf)
+            row = (name, n, n / t_cache, n / t_none, n / t_hf, n / t_mat)
             rows.append(row)
             print(f"{name:14s} N={n:4d}  cache {row[2]:8.0f} tok/s  no cache {row[3]:7.0f}  "
-                  f"HF {row[4]:7.0f}", file=sys.stderr, flush=True)
+                  f"HF {row[4]:7.0f}  matrix work alone {row[5]:7.0f}", file=sys.stderr,
+                  flush=True)
     return rows
 
 
@@ -136,11 +159,11 @@ def main() -> None:
           f"{transformers.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"commit {commit}\n")
     print("| model | new tokens | basegpt KV cache (tok/s) | basegpt no cache (tok/s) | "
-          "cache speed-up | HF generate (tok/s) | basegpt / HF |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, n, cache, none, hf in rows:
+          "cache speed-up | HF generate (tok/s) | basegpt / HF | matrix work alone (tok/s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, n, cache, none, hf, mat in rows:
         print(f"| {name} | {n} | {cache:,.0f} | {none:,.0f} | {cache / none:.1f}x | {hf:,.0f} | "
-              f"{cache / hf:.1f}x |")
+              f"{cache / hf:.1f}x | {mat:,.0f} |")
 
 
 if __name__ == "__main__":

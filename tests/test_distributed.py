@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = r'''
-import json, sys, torch
+SETUP = r'''
+import json, os, sys, time, torch
 torch.set_num_threads(1)
 from basegpt import B2lM, SlidingWindowDataset, Tokenizer
 from basegpt.train import TrainConfig, fit
@@ -25,6 +25,10 @@ data = SlidingWindowDataset(tokenizer=tokenizer, n_context=16, texts=[text])
 torch.manual_seed(0)
 model = B2lM(vocab_size=len(tokenizer), n_embed=32, n_block=2, n_head=2, n_k=16, n_v=16,
              n_ff=64, n_context=16)
+'''
+"""The start of both scripts: a tokenizer, a dataset and a seeded tiny model."""
+
+SCRIPT = SETUP + r'''
 batch_size, accum = int(sys.argv[2]), int(sys.argv[3])
 losses = []
 config = TrainConfig(max_steps=6, batch_size=batch_size, batch_tokens=8 * 16, lr=3e-3)
@@ -61,19 +65,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path):
     assert flat_two == pytest.approx(flat_one, rel=1e-4, abs=1e-6), "same weights after 6 steps"
 
 
-BUDGET_SCRIPT = r'''
-import json, os, sys, time, torch
-torch.set_num_threads(1)
-from basegpt import B2lM, SlidingWindowDataset, Tokenizer
-from basegpt.train import TrainConfig, fit
-
-text = ("It is a truth universally acknowledged, that a single man in possession of a good "
-        "fortune, must be in want of a wife. ") * 20
-tokenizer = Tokenizer(vocab_size=300).train(text, progress=False)
-data = SlidingWindowDataset(tokenizer=tokenizer, n_context=16, texts=[text])
-torch.manual_seed(0)
-model = B2lM(vocab_size=len(tokenizer), n_embed=32, n_block=2, n_head=2, n_k=16, n_v=16,
-             n_ff=64, n_context=16)
+BUDGET_SCRIPT = SETUP + r'''
 rank = int(os.environ["RANK"])
 time.sleep(1.0 * rank)        # the ranks' clocks start apart, as after uneven data loading
 config = TrainConfig(max_minutes=0.04, batch_size=4, checkpoint_every=1)   # 2.4 s
