@@ -12,6 +12,9 @@ Open formats only: tensors in safetensors, everything else in JSON. There is no 
 anywhere, not even `torch.load(weights_only=True)`, whose restricted unpickler has had code
 execution bypasses: a run directory someone sends you is safe to open. Every file is written
 atomically (`_io.py`), so a crash mid-save leaves the previous checkpoint intact.
+
+`init_from_run` starts a new run from another run's weights (fine-tuning), checking that the
+model and tokenizer are the ones those weights belong to.
 """
 
 from __future__ import annotations
@@ -117,6 +120,63 @@ def load_model_tensors(model: B2lM, tensors: dict[str, torch.Tensor], source: st
         for name, param in unwrap(model).state_dict().items():
             if name in tensors:
                 param.copy_(tensors[name])
+
+
+# ------------------------------------------------------------------------ starting from a run
+
+INIT_FIELDS = ("embed_dropout", "attn_dropout", "resid_dropout", "attention", "norm_kernel",
+               "activation_kernel")
+"""ModelConfig fields that a model started from another run's weights may set differently:
+they change neither the tensors' shapes nor what the model computes in eval mode (dropout acts
+only in training; the kernels compute the same numbers)."""
+
+
+def init_conflicts(source: ModelConfig, config: ModelConfig) -> list[str]:
+    """Every field in which `config` differs from `source` outside INIT_FIELDS, each as
+    "n_block=2 (the source has 12)". Empty: a model built from `config` can take `source`'s
+    weights and compute what it computes."""
+    def differences(ours: dict[str, Any], theirs: dict[str, Any], prefix: str) -> list[str]:
+        return [f"{prefix}{name}={ours[name]!r} (the source has {theirs[name]!r})"
+                for name in ours if name not in INIT_FIELDS and ours[name] != theirs[name]]
+
+    top = {n: v for n, v in config.to_dict().items() if n != "blocks"}
+    problems = differences(top, {n: getattr(source, n) for n in top}, "")
+    if config.n_block == source.n_block:
+        named = {p.split("=")[0] for p in problems}
+        for i in range(config.n_block):          # per-block overrides, resolved on both sides
+            ours = {n: v for n, v in vars(config.block_config(i)).items() if n not in named}
+            problems += differences(ours, vars(source.block_config(i)), f"blocks[{i}].")
+    return problems
+
+
+def init_from_run(model: torch.nn.Module, run_dir: str | os.PathLike,
+                  tokenizer: Tokenizer | None = None) -> dict[str, Any]:
+    """Copy run directory `run_dir`'s weights into `model`, to train them further as a new run
+    (fine-tuning): unlike a resume, no optimizer state, step or data position comes along.
+
+    `run_dir` is any run: one `basegpt train` wrote, its best/, or one `basegpt import hf`
+    made. The model's config must equal the run's but in INIT_FIELDS (e.g. dropout), and
+    `tokenizer`, when given, must be the run's own: its ids index the embedding rows.
+    Returns what a new run records about where it started: {"path": ..., "tokenizer_hash": ...}.
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    try:
+        source = ModelConfig.from_dict(config["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{run_dir / CONFIG_FILE}: bad model config: {error}") from None
+    model = unwrap(model)
+    problems = init_conflicts(source, model.config)
+    if problems:
+        raise ValueError(f"the model cannot start from {run_dir}'s weights: "
+                         + "; ".join(problems) + f". Only {', '.join(INIT_FIELDS)} may differ: "
+                         "build the model from the run's config.json")
+    if tokenizer is not None and tokenizer.hash != config.get("tokenizer_hash"):
+        raise ValueError(f"the tokenizer (hash {tokenizer.hash[:12]}) is not {run_dir}'s (hash "
+                         f"{str(config.get('tokenizer_hash'))[:12]}): its ids would index the "
+                         f"wrong embedding rows; use {run_dir / TOKENIZER_FILE}")
+    load_model_tensors(model, load_tensors(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
+    return {"path": str(run_dir.resolve()), "tokenizer_hash": config.get("tokenizer_hash")}
 
 
 # ------------------------------------------------------------------------ run directory

@@ -9,26 +9,51 @@ A traceback therefore always means a bug in basegpt.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
-import math
 import sys
 import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from basegpt._optional import MissingDependency
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, builtin_corpus_files, \
     expand_paths, stdlib_root
 from basegpt.tokenizer import BUILTIN_PATTERNS, DEFAULT_PATTERN, Tokenizer
 
-USER_ERRORS = (ValueError, FileNotFoundError, TypeError, IsADirectoryError, PermissionError)
+# What a user can cause and fix: bad values, and paths that are missing, of the wrong kind
+# (a file where a folder must go, or the reverse) or not writable; an optional library that
+# is not installed. Any other exception is a basegpt bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, TypeError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError, MissingDependency)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr and exit code 2."""
+    """argparse, but a usage error is one line on stderr and exit code 2, and an unknown
+    flag is reported by the (sub)command it was given to, with the nearest valid flag."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        # argparse hands a subcommand's unknown arguments up to the top-level parser, which
+        # does not know the subcommand's flags; report them here, where they are known.
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            # Compared without the dashes, which every flag shares: --bogus is not near --out.
+            names = [s[2:] for action in self._actions for s in action.option_strings
+                     if s.startswith("--")]
+            for arg in message.split(":", 1)[1].split():
+                near = difflib.get_close_matches(arg.split("=")[0][2:], names, n=1) \
+                    if arg.startswith("--") else []
+                if near:
+                    hint = f"; did you mean --{near[0]}?"     # --n-embd -> --n-embed
+                    break
+        self.exit(2, f"{self.prog}: error: {message}{hint} (see {self.prog} --help)\n")
 
 
 def _log(message: str) -> None:
@@ -66,7 +91,13 @@ def _run_corpus(args: argparse.Namespace) -> None:
 
 def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenizer", help="train, use and inspect a BPE tokenizer",
-                       description="Byte-level BPE tokenizer: train, encode, decode, stats.")
+                       description="Byte-level BPE tokenizer: train, encode, decode, stats.",
+                       epilog="examples:\n  basegpt tokenizer train --vocab-size 4096 --out tok.json\n"
+                              "  basegpt tokenizer encode --tokenizer tok.json 'Hello, world' --show\n"
+                              "  basegpt tokenizer decode --tokenizer tok.json 72 101 108 108 111\n"
+                              "  basegpt tokenizer stats --tokenizer tok.json\n"
+                              "  basegpt tokenizer COMMAND --help     (each command's flags)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     tsub = p.add_subparsers(dest="tokenizer_command", required=True, metavar="COMMAND")
 
     t = tsub.add_parser(
@@ -334,6 +365,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="run directory (default runs/PRESET)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="continue this run from its latest checkpoint")
+    p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR",
+                   help="fine-tune: start a new run (--out) from this run's weights, model and "
+                        "tokenizer (an imported HF run, any run, or RUN/best), with a fresh "
+                        "optimizer at step 0; data and training settings as usual, model "
+                        "settings only dropout and kernels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log")
     _add_spec_flags(p)
@@ -343,18 +379,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from basegpt.recipe import DEFAULT_PRESET, resolve_spec, train_run
     overrides = _overrides(args)
+    if args.init_from is not None and args.resume is not None:
+        raise ValueError("--init-from starts a new run from another run's weights and --resume "
+                         "continues a run from its own: give one of them")
+    if args.init_from is not None and args.out is None:
+        raise ValueError("--init-from starts a new run: name its directory with --out, e.g. "
+                         "--out runs/finetuned")
     if args.resume is not None:
         if args.preset or args.config or overrides["model"] or overrides["data"]:
             raise ValueError("--resume continues a run with its own model and data settings; "
                              "only training flags (e.g. --max-minutes, --max-steps) may change")
         out, spec = args.resume, {"train": overrides["train"]}
     else:
-        spec = resolve_spec(args.preset, args.config, overrides)
+        spec = resolve_spec(args.preset, args.config, overrides, init_from=args.init_from)
         out = args.out or Path("runs") / (args.preset or DEFAULT_PRESET)
+        _check_folder_path(out, "--out")        # before minutes of tokenizer training
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     result, model, tokenizer = train_run(spec, out, resume=args.resume is not None,
-                                         overwrite=args.overwrite, progress=not args.quiet,
-                                         log=log)
+                                         init_from=args.init_from, overwrite=args.overwrite,
+                                         progress=not args.quiet, log=log)
     from basegpt import distributed
     if not distributed.setup().is_main:
         return 0
@@ -364,17 +407,34 @@ def _run_train(args: argparse.Namespace) -> int:
           f"stopped by {result.stopped_by}){': ' + scores if scores else ''} -> {out}")
     if result.stopped_by == "signal":
         return 130
+    import shlex
+    from basegpt.checkpoint import read_config
+    from basegpt.config import TrainConfig
     from basegpt.generate import generate
-    prompt = "def " if "stdlib" in json.dumps(spec) or not args.inputs else "The "
+    from basegpt.recipe import more_budget, sample_prompt
+    prompt = sample_prompt(out, tokenizer)
     sample = generate(model, tokenizer, prompt, max_new_tokens=120, temperature=0.8, top_k=40,
                       seed=0)
     print(f"\nsample (prompt {prompt!r}):\n{prompt}{sample}\n")
-    more = math.ceil(result.seconds / 60) + 4          # --max-minutes is the run's total budget
+    # Raise the limit that stopped the run: each budget counts the whole run.
+    more = more_budget(result.stopped_by, TrainConfig.from_dict(read_config(out)["train"]),
+                       result.steps, result.seconds)
+    run = shlex.quote(str(out))
     print("next:\n"
-          f"  basegpt generate {out} --prompt 'def '\n"
-          f"  basegpt train --resume {out} --max-minutes {more}   # 4 more minutes\n"
-          f"  basegpt plot {out}")
+          f"  basegpt generate {run}" + (f" --prompt {shlex.quote(prompt)}" if prompt else "")
+          + f"\n  basegpt train --resume {run} {more}   # the budget counts the whole run\n"
+          f"  basegpt plot {run}")
     return 0
+
+
+def _check_folder_path(path: Path, flag: str) -> None:
+    """A folder can be made at `path`: neither it nor a folder above it is an existing file."""
+    for above in (path, *path.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise ValueError(f"{flag} {path}: {above} is a file, but a run directory must "
+                                 f"go there; move it away or choose another {flag}")
+            return
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:
@@ -404,7 +464,14 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     csub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND",
                             parser_class=_Parser)
-    show = csub.add_parser("show", help="print the merged model/train/data settings as JSON")
+    show = csub.add_parser(
+        "show", help="print the merged model/train/data settings as JSON",
+        description="Print the settings `basegpt train` would use with the same --preset, "
+                    "--config and flags, every field filled in, as JSON.",
+        epilog="examples:\n  basegpt config show                       # the main job (laptop preset)\n"
+               "  basegpt config show --preset seed --lr 0.003\n"
+               "  basegpt config show --config my.json --max-steps 100",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_spec_flags(show)
     show.set_defaults(run=_run_config_show)
 
@@ -677,7 +744,11 @@ def _run_export(args: argparse.Namespace) -> None:
 def _add_import(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="build a run directory from a Hugging Face GPT-2 directory",
                        description="Import a model and tokenizer from another format into a "
-                                   "basegpt run directory. Local files only; never downloads.")
+                                   "basegpt run directory. Local files only; never downloads.",
+                       epilog="examples:\n  basegpt import hf hf/tiny-gpt2 runs/tiny-gpt2-again\n"
+                              "  basegpt generate runs/tiny-gpt2-again --prompt 'def '\n"
+                              "  basegpt import hf --help     (the flags)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     isub = p.add_subparsers(dest="import_format", required=True, metavar="FORMAT",
                             parser_class=_Parser)
     h = isub.add_parser(
@@ -709,7 +780,16 @@ def _run_import_hf(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full `basegpt` argument parser."""
-    parser = _Parser(prog="basegpt", description="A GPT from first principles.")
+    parser = _Parser(
+        prog="basegpt", description="A GPT from first principles.",
+        epilog="examples:\n  basegpt train                  # the main job: a small GPT in a few minutes\n"
+               "  basegpt generate runs/laptop --prompt 'def '\n"
+               "  basegpt eval runs/laptop\n"
+               "  basegpt info runs/laptop\n"
+               "  basegpt plot runs/laptop\n"
+               "  basegpt attention runs/laptop --prompt 'def add(a, b):' --out attn.png\n"
+               "  basegpt COMMAND --help         # each command's flags and examples",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
     _add_tokenizer(sub)
@@ -727,14 +807,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_line(error: Exception) -> str:
+    """The one line a user error prints. Python's own path errors ("[Errno 17] File exists:
+    'runs'") are reworded to name the path, what is wrong with it and the fix."""
+    # os.replace(tmp, target), as every atomic write ends, names the target second.
+    path = getattr(error, "filename2", None) or getattr(error, "filename", None)
+    if isinstance(error, FileExistsError) and path:
+        return f"{path} is a file, but a folder must go there; move it away or choose another path"
+    if isinstance(error, NotADirectoryError) and path:
+        return (f"{path}: part of this path is a file, but it must be a folder; move that file "
+                "away or choose another path")
+    if isinstance(error, IsADirectoryError) and path:
+        return f"{path} is a folder, but a file must go there; give a file path"
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)
         code = args.run(args)
     except USER_ERRORS as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"basegpt: error: {message}", file=sys.stderr)
+        print(f"basegpt: error: {_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("basegpt: interrupted", file=sys.stderr)

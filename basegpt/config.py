@@ -20,7 +20,8 @@ import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args, get_type_hints
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES
 from basegpt.tokenizer.pretokenize import DEFAULT_PATTERN
@@ -230,6 +231,7 @@ class TrainConfig:
     peak_tflops: float | None = None    # for MFU; None = look the device up in PEAK_TFLOPS
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in ("max_steps", "batch_size", "batch_tokens", "eval_tokens", "keep_checkpoints"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -279,6 +281,7 @@ class DataConfig:
     val_fraction: float = 0.05          # documents held out for validation
 
     def __post_init__(self) -> None:
+        _check_types(self)
         object.__setattr__(self, "inputs", tuple(self.inputs))   # JSON gives a list
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1): training needs held-out text, "
@@ -293,6 +296,53 @@ _FLOAT_FIELDS = {"norm_eps", "rope_base", "embed_dropout", "attn_dropout", "resi
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_types(cfg: Any) -> None:
+    """Check every field of a dataclass config against its annotation, so a wrongly typed
+    value from a config file (`lr = "0.003"`) is a ValueError naming the field, the value and
+    the type it needs, not a comparison failing later. Understands the annotations the
+    configs use: int, float (an int is a number too), str, bool, None, Literal[...] and
+    tuple[X, ...] (JSON gives a list), and unions of them."""
+    hints = get_type_hints(type(cfg))
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _has_type(value, hints[f.name]):
+            if get_origin(hints[f.name]) is Literal:
+                _check_choice(f.name, value, hints[f.name])     # names the choices
+            raise ValueError(f"{f.name}={value!r}: must be {_type_name(hints[f.name])}, "
+                             f"not {type(value).__name__}")
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return any(_has_type(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if origin is tuple:                                  # tuple[X, ...]
+        return isinstance(value, (tuple, list)) and all(_has_type(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return _is_number(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)                       # str, bool
+
+
+def _type_name(hint: Any) -> str:
+    """int | None -> "an integer or None"; tuple[str, ...] -> "a list of strings"."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is tuple:
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             type(None): "None"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _check_keys(d: dict[str, Any], cls: type, where: str) -> None:

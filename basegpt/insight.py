@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from basegpt._optional import require
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
 
@@ -85,6 +86,11 @@ def _eval_data(run: Any, source: Any, text: str | None, split: str) -> tuple[Any
     if text is not None and sources:
         raise ValueError("give either text or files to evaluate on, not both")
     if text is not None:
+        n = len(run.tokenizer.encode(text))
+        if n < 2:
+            raise ValueError(f"the text to score, {text!r}, is {n} token(s) long; scoring needs "
+                             "at least 2 (each token is predicted from the ones before it): "
+                             "give a longer text")
         return SlidingWindowDataset(run.tokenizer, T, [text]), f"text ({len(text.encode('utf-8')):,} bytes)"
     if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
         folder = Path(sources[0])
@@ -240,12 +246,8 @@ def plot_attention(tokens: Sequence[str], maps: Sequence[torch.Tensor], out: str
     t is the query token, column s the key token, colour the weight (0 white .. 1 dark); the
     upper triangle is empty because of the causal mask.
     """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError("attention plots need matplotlib: pip install matplotlib") from error
+    require("matplotlib", "drawing attention maps").use("Agg")
+    import matplotlib.pyplot as plt
 
     n_layer = len(maps)
     if layer is not None and not 0 <= layer < n_layer:

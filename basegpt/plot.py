@@ -13,19 +13,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:                       # matplotlib stays optional: imported where used
+from basegpt._optional import require
+
+if TYPE_CHECKING:                       # matplotlib is imported where used, not at import time
     from matplotlib.figure import Figure
 
 
 def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
               labels: Sequence[str] | None = None) -> Path:
     """Draw the runs' curves into `out` (a .png), atomically. Returns the path."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError("plots need matplotlib: pip install matplotlib") from error
+    require("matplotlib", "drawing loss curves").use("Agg")
+    import matplotlib.pyplot as plt
     from basegpt.train_state import read_metrics
 
     runs = [Path(r) for r in run_dirs]

@@ -9,11 +9,13 @@ command-line flags, later ones winning:
      "data":  {DataConfig fields}}
 
 Steps of `train_run(spec)`:
-1. the tokenizer: the one named by data.tokenizer, or trained on the data and cached under
-   the user cache dir by (corpus, vocab size, pattern), so a second run skips it;
+1. the tokenizer: the one named by data.tokenizer (with init_from: that run's), or trained
+   on the data and cached under the user cache dir by (corpus, vocab size, pattern), so a
+   second run skips it;
 2. the data: tokenized into shards (`basegpt.data.prepare`) and cached by (corpus,
    tokenizer hash, validation fraction);
-3. the model from the model section, vocab_size = len(tokenizer);
+3. the model from the model section, vocab_size = len(tokenizer) (with init_from: the
+   model of that run, starting from its weights, for fine-tuning);
 4. fit() into the run directory, evaluating on the held-out split.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import os
 import sys
 from dataclasses import fields
@@ -33,6 +36,7 @@ from basegpt.corpus import expand_paths
 from basegpt.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
+    from basegpt.config import TrainConfig
     from basegpt.model import B2lM
     from basegpt.train import TrainResult
 
@@ -97,15 +101,58 @@ def merge_specs(*specs: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_spec(preset: str | None = None, config_file: str | os.PathLike | None = None,
-                 overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """preset (default laptop) < config file < overrides, checked field by field."""
+                 overrides: dict[str, Any] | None = None, *,
+                 init_from: str | os.PathLike | None = None) -> dict[str, Any]:
+    """preset (default laptop) < config file < overrides, checked field by field.
+
+    With `init_from` (a run directory to fine-tune, see train_run) the model section is that
+    run's model and the tokenizer that run's; the config file and overrides may change only
+    the model fields that leave its weights valid (checkpoint.INIT_FIELDS: dropout, kernels),
+    and any other model setting that differs is a ValueError naming each one.
+    """
     specs = [load_preset(preset or DEFAULT_PRESET)]
     if config_file is not None:
         specs.append(load_config_file(config_file))
     specs.append(overrides or {})
     spec = merge_specs(*specs)
+    if init_from is not None:
+        explicit = merge_specs(*specs[1:])           # what the user set, not the preset
+        spec["model"] = _init_model(init_from, explicit["model"])
+        spec["data"]["tokenizer"] = _init_tokenizer(init_from, explicit["data"].get("tokenizer"))
     check_spec(spec)
     return spec
+
+
+def _init_model(init_from: str | os.PathLike, changes: dict[str, Any]) -> dict[str, Any]:
+    """The model section of a run that starts from `init_from`'s weights: that run's model,
+    with `changes` that may touch only checkpoint.INIT_FIELDS."""
+    from basegpt.checkpoint import INIT_FIELDS, init_conflicts, read_config
+    from basegpt.config import ModelConfig
+    source = ModelConfig.from_dict(read_config(init_from)["model"])
+    try:
+        wanted = source.replace(**changes)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
+    problems = init_conflicts(source, wanted)
+    if problems:
+        raise ValueError(f"a run started from {init_from}'s weights (--init-from) keeps its "
+                         f"model, but these settings change it: {'; '.join(problems)}. Only "
+                         f"{', '.join(INIT_FIELDS)} may change; drop the other model "
+                         "settings")
+    return {k: v for k, v in wanted.to_dict().items() if k != "vocab_size"}
+
+
+def _init_tokenizer(init_from: str | os.PathLike, given: str | None) -> str:
+    """The tokenizer of a run that starts from `init_from`'s weights: that run's own (the
+    model's embedding rows are its ids). A different `given` one is a ValueError."""
+    from basegpt.checkpoint import TOKENIZER_FILE, read_config
+    own = Path(init_from) / TOKENIZER_FILE
+    source_hash = read_config(init_from).get("tokenizer_hash")
+    if given is not None and Tokenizer.load(given).hash != source_hash:
+        raise ValueError(f"data.tokenizer {given} is not the tokenizer of {init_from}, whose "
+                         "weights the run starts from (--init-from); its ids index the "
+                         f"embedding rows, so the run uses {own}: drop --tokenizer")
+    return str(own)
 
 
 def check_spec(spec: dict[str, Any]) -> tuple[Any, Any, DataConfig]:
@@ -196,14 +243,29 @@ def get_shards(data: DataConfig, tokenizer: Tokenizer, progress: bool,
 # ------------------------------------------------------------------------ the run
 
 def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = False,
-              overwrite: bool = False, progress: bool = True,
+              init_from: str | os.PathLike | None = None, overwrite: bool = False,
+              progress: bool = True,
               log: Callable[[str], None] | None = None,
               on_step: Callable[[dict[str, Any]], None] | None = None,
               ) -> tuple[TrainResult, B2lM, Tokenizer]:
     """Run the spec into run directory `out` (or continue it with resume=True).
 
     With resume=True, `spec` holds only the training flags to change ({"train": {...}});
-    the model and data come from the run's config.json. `on_step` is fit's: called with
+    the model and data come from the run's config.json.
+
+    With init_from (a run directory: an imported HF run, any basegpt run, or its best/), a new
+    run in `out` starts from that run's weights, model config and tokenizer, and trains on
+    the spec's data with its training settings: fine-tuning. The data is tokenized with that
+    tokenizer (the shards are cached by its hash); the optimizer starts fresh, at step 0.
+    Build the spec with resolve_spec(..., init_from=...), which takes the model section from
+    the run:
+
+        spec = resolve_spec("seed", overrides={"train": {"max_steps": 100, "lr": 1e-4},
+                                               "data": {"inputs": ["notes.txt"]}},
+                            init_from="runs/gpt2")
+        train_run(spec, "runs/gpt2-notes", init_from="runs/gpt2")
+
+    config.json and run.json record where the run started. `on_step` is fit's: called with
     each step's metrics record. Under torchrun, process 0 trains the tokenizer and prepares
     the shards into the cache while the others wait, then they read them from there.
 
@@ -217,6 +279,18 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
 
     log = log or (lambda m: print(m, file=sys.stderr))
     out = Path(out)
+    if init_from is not None:
+        if resume:
+            raise ValueError("init_from starts a new run from another run's weights and "
+                             "resume continues a run from its own: pass one of them")
+        source = Path(init_from).resolve()
+        if out.resolve() == source or out.resolve() in source.parents:
+            raise ValueError(f"the new run's directory {out} is or contains {init_from}, the "
+                             "run whose weights it starts from; choose another --out")
+        # Checked before any tokenizing: the model and tokenizer must be the source's.
+        spec = merge_specs(spec, {"model": _init_model(init_from, spec["model"]),
+                                  "data": {"tokenizer": _init_tokenizer(
+                                      init_from, spec["data"].get("tokenizer"))}})
     if resume:
         saved = read_spec(out)
         # The saved spec decides the model and the data; flags may extend training.
@@ -225,6 +299,11 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
         raise ValueError(f"{out} already holds a run; continue it with --resume {out}, "
                          "choose another --out, or pass --overwrite")
     _, train_config, data = check_spec(spec)
+    before = saved_progress(out) if resume else None
+    if before is not None:                   # a budget already used up would train nothing
+        spent = spent_budget(train_config, before["step"], before["seconds"])
+        if spent:
+            raise budget_error(spent, train_config, before["step"], before["seconds"])
     # Under torchrun, process 0 alone trains the tokenizer and tokenizes the data into the
     # cache; the others wait at the barrier, then find both cached. One process: no waiting.
     dist = distributed.setup()
@@ -246,7 +325,10 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
             shutil.rmtree(out / name, ignore_errors=True)
     result = fit(model, train_data, val_data, train_config, tokenizer=tokenizer, run_dir=out,
                  resume=resume, progress=progress, log=log, on_step=on_step,
-                 extra_config={"spec": spec})
+                 extra_config={"spec": spec}, init_from=init_from)
+    if before is not None and result.steps == before["step"] and result.stopped_by in BUDGET_FLAGS:
+        # Only fit knows the steps in an epoch, so a used-up epochs budget shows here.
+        raise budget_error(result.stopped_by, train_config, result.steps, result.seconds)
     return result, model, tokenizer
 
 
@@ -258,3 +340,78 @@ def read_spec(run_dir: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{run_dir} was not made by `basegpt train` (no spec in config.json); "
                          "continue it from Python with fit(..., resume=True)")
     return config["spec"]
+
+
+# ------------------------------------------------------------------------ budgets and hints
+
+BUDGET_FLAGS = {"max_steps": "--max-steps", "epochs": "--epochs", "max_minutes": "--max-minutes"}
+"""fit's stop reasons and the flags that set them. Each budget counts the whole run, resumes
+included: a run trained for 4 minutes and resumed with --max-minutes 2 is already done."""
+
+
+def saved_progress(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The progress record (step, seconds, ...) of a run's latest checkpoint; None if it has
+    none (resuming it then fails with fit's own message)."""
+    from basegpt.train_state import STATE_JSON
+    try:
+        return json.loads((Path(run_dir) / STATE_JSON).read_text(encoding="utf-8"))["progress"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def spent_budget(config: TrainConfig, steps: int, seconds: float) -> str:
+    """The stop reason of `config` that a run `steps` steps and `seconds` seconds old has
+    already reached ("" = none): fit's own test before a resumed run's first step. Epochs
+    are left to fit, which alone knows the steps in an epoch."""
+    if config.max_steps is not None and steps >= config.max_steps:
+        return "max_steps"
+    if config.max_minutes is not None and seconds >= config.max_minutes * 60:
+        return "max_minutes"
+    return ""
+
+
+def more_budget(budget: str, config: TrainConfig, steps: int, seconds: float) -> str:
+    """The flag that lets a run stopped by `budget` train on when resumed: twice the steps
+    or epochs, or 4 more minutes. `more_budget("max_steps", cfg, 20, 9.0) -> "--max-steps 40"`."""
+    if budget == "max_steps":
+        return f"--max-steps {2 * steps}"
+    if budget == "epochs":
+        return f"--epochs {2 * config.epochs:g}"
+    return f"--max-minutes {math.ceil(seconds / 60) + 4}"
+
+
+def budget_error(budget: str, config: TrainConfig, steps: int, seconds: float) -> ValueError:
+    """The error for resuming a run whose `budget` is already used up."""
+    if budget == "max_steps":
+        used, needed = f"{steps} of its {config.max_steps}-step budget", f"> {steps}"
+    elif budget == "epochs":
+        used, needed = f"its {config.epochs:g}-epoch budget ({steps} steps)", f"> {config.epochs:g}"
+    else:
+        used = f"{seconds / 60:.1f} min of its {config.max_minutes:g}-minute budget"
+        needed = f"> {seconds / 60:.1f}"
+    return ValueError(f"this run has used {used}; pass {BUDGET_FLAGS[budget]} {needed}, e.g. "
+                      f"{more_budget(budget, config, steps, seconds)} (the budget counts the "
+                      "whole run)")
+
+
+CODE_PROMPT = "def "
+"""The sample prompt for the built-in corpus, which is Python source code."""
+
+
+def sample_prompt(run_dir: str | os.PathLike, tokenizer: Tokenizer) -> str:
+    """A prompt that fits a run's data, for the sample `basegpt train` prints.
+
+    The built-in corpus is Python code, so "def ". Other text gets the first words (up to
+    three, from the first line) of its validation split: the user's own kind of text, which
+    the model has not trained on, so the sample shows it continuing a real passage. (An empty
+    prompt would start a new document instead, which a single-document corpus such as
+    tinyshakespeare shows the model only once.)
+    """
+    from basegpt.data import ShardDataset
+    data = DataConfig(**read_spec(run_dir)["data"])
+    if data.source == "stdlib" and not data.inputs:
+        return CODE_PROMPT
+    val = ShardDataset(get_shards(data, tokenizer, False, lambda m: None), 1, "val")
+    text = tokenizer.decode(val.read(0, min(32, val.n_tokens)).tolist())
+    first_line = text.lstrip().split("\n", 1)[0]
+    return " ".join(first_line.split()[:3])

@@ -17,7 +17,8 @@ Around that core: warmup + cosine/linear/constant learning rate, gradient clippi
 AdamW (decay on matrices only), mixed precision (bf16 autocast, fp16 with a gradient
 scaler), torch.compile, evaluation on a fixed validation set (loss, perplexity, bits per
 byte), checkpoints every N steps, Ctrl-C/SIGTERM saves and stops, exact resume
-(train_state.py), DistributedDataParallel under torchrun (distributed.py), metrics.jsonl.
+(train_state.py), a new run from another run's weights (init_from, for fine-tuning),
+DistributedDataParallel under torchrun (distributed.py), metrics.jsonl.
 
 `model.train(loader, epochs=10)` (the original design's call) lands here too.
 """
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from basegpt.checkpoint import save_config, unwrap
+from basegpt.checkpoint import init_from_run, save_config, unwrap
 from basegpt.config import TrainConfig
 from basegpt.data import IGNORE_INDEX
 from basegpt.data.memmap import check_shard_data
@@ -184,7 +185,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         run_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
         log: Callable[[str], None] | None = None,
         on_step: Callable[[dict[str, Any]], None] | None = None,
-        extra_config: dict[str, Any] | None = None, **overrides: Any) -> TrainResult:
+        extra_config: dict[str, Any] | None = None,
+        init_from: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
     """Train `model` on `train_data`; see the module docstring for what one step does.
 
     Args:
@@ -201,7 +203,15 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         log: where messages go instead (e.g. a list's append).
         on_step: called after every step with that step's metrics record.
         extra_config: more to record in run_dir/config.json (basegpt train stores its spec).
+        init_from: a run directory whose weights the model starts from (fine-tuning an
+            imported or trained run): a new run at step 0 with a fresh optimizer. The model
+            must be built from that run's config.json (only dropout and kernels may differ,
+            see checkpoint.init_from_run) and the tokenizer must be that run's. config.json
+            and run.json record where the run started. Not with resume.
     """
+    if init_from is not None and resume:
+        raise ValueError("init_from starts a new run from another run's weights and resume "
+                         "continues a run from its own: pass one of them")
     config = _as_config(config, overrides)
     from basegpt import distributed
     dist = distributed.setup()
@@ -215,6 +225,10 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         getattr(train_data, "dataset", None), "tokenizer", None)
     for data in (train_data, val_data):         # prepared shards: made by this tokenizer?
         check_shard_data(data, tokenizer, raw.config.vocab_size)
+    source = init_from_run(raw, init_from, tokenizer) if init_from is not None else None
+    if source is not None:
+        extra_config = {**(extra_config or {}), "init_from": source}
+        log(f"starting from the weights of {init_from}")
     stream = make_stream(train_data, config.batch_size, config.seed, dist.rank, dist.world)
     T = _window_len(stream.dataset if isinstance(stream, BatchStream) else stream.loader.dataset)
     if T > raw.config.n_context:
@@ -253,7 +267,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         save_config(run_dir, raw.config, tokenizer, config.to_dict(), extra_config)
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
     if run_dir is not None and dist.is_main:
-        record_run_info(run_dir, device, dtype, dist.world, resumed=resume)
+        record_run_info(run_dir, device, dtype, dist.world, resumed=resume,
+                        init_from=source["path"] if source else None)
 
     compile_on, compile_why = compile_decision(config.compile, device)
     compiled = torch.compile(raw) if compile_on else None
@@ -276,8 +291,11 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     model.train()
     # With only a time budget the bar counts seconds, so its ETA is the budget's end.
     by_clock = total_steps is None
-    bar = tqdm(total=config.max_minutes * 60 if by_clock else total_steps,
-               initial=elapsed_before if by_clock else start_step, desc="train",
+    bar_total = config.max_minutes * 60 if by_clock else total_steps
+    # A resume past its budget trains nothing; capped, the bar shows it full (tqdm warns
+    # "clamping frac" for a start beyond its total).
+    bar = tqdm(total=bar_total, initial=min(elapsed_before if by_clock else start_step, bar_total),
+               desc="train",
                unit="s" if by_clock else "step", disable=not (progress and dist.is_main),
                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}{unit} "
                "[{elapsed}<{remaining}{postfix}]" if by_clock else None)

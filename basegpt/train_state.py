@@ -241,8 +241,9 @@ def update_train_config(run_dir: Path, train_config: dict[str, Any],
 
 
 def record_run_info(run_dir: Path, device: torch.device, dtype: torch.dtype, world: int,
-                     resumed: bool) -> None:
-    """run.json: versions, git commit, hardware and command line of each start or resume."""
+                     resumed: bool, init_from: str | None = None) -> None:
+    """run.json: versions, git commit, hardware and command line of each start or resume, and
+    the run whose weights a fine-tuning run started from (`init_from`)."""
     import platform
     import subprocess
     from basegpt import __version__
@@ -258,6 +259,8 @@ def record_run_info(run_dir: Path, device: torch.device, dtype: torch.dtype, wor
              "cpus": os.cpu_count(), "device": str(device),
              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
              "dtype": str(dtype).removeprefix("torch."), "processes": world}
+    if init_from is not None:
+        entry["init_from"] = init_from
     path = run_dir / "run.json"
     history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and resumed else []
     atomic_write_text(path, json.dumps(history + [entry], indent=1) + "\n")

@@ -7,16 +7,20 @@ One tiny run is trained once for the module; each later step is its own test on 
 (resume works on a copy, so the order of the tests does not matter). Then the user-error
 paths: each must exit with code 2 and one line on stderr, never a traceback.
 
-Marked slow: ~20 Python processes that each import torch take 60-75 s on a busy 2-core machine
+Marked slow: ~30 Python processes that each import torch take 70-90 s on a busy 2-core machine
 (deselect with -m "not slow").
 """
 
 import json
 import math
 import os
+import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,7 +67,9 @@ def world(tmp_path_factory):
                    cache=cache, cwd=work)
     out = ok(proc)
     assert f"trained {STEPS} steps" in out, out
-    assert "sample (prompt" in out and "basegpt train --resume run" in out, out
+    assert "sample (prompt 'def ')" in out, f"the built-in corpus is code: a code prompt\n{out}"
+    assert "basegpt generate run --prompt 'def '" in out, out
+    (work / "train.out").write_text(out)
     return work / "run", cache, work
 
 
@@ -167,6 +173,74 @@ def test_train_resume_continues_to_more_steps(world, tmp_path):
     assert [r["step"] for r in records] == list(range(1, STEPS + 3)), "resume should append steps"
     state = json.loads((copy / "train_state.json").read_text())
     assert state["progress"]["step"] == STEPS + 2, state["progress"]
+
+
+def test_the_printed_resume_command_trains_more_steps(world, tmp_path):
+    """The run stopped by --max-steps, so `next:` raises --max-steps (--max-minutes, the
+    budget that did not stop it, would train nothing more)."""
+    run, cache, work = world
+    line = next(line for line in (work / "train.out").read_text().splitlines()
+                if "basegpt train --resume" in line)
+    command = shlex.split(line.split("#")[0])
+    assert command == ["basegpt", "train", "--resume", "run", "--max-steps", str(2 * STEPS)], \
+        f"resume hint: {line}"
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    out = ok(basegpt("train", "--resume", str(copy), *command[4:], "--quiet", cache=cache, cwd=work))
+    assert f"trained {2 * STEPS} steps" in out, out
+
+
+def test_a_used_up_budget_is_a_user_error_on_resume(world, tmp_path):
+    run, cache, work = world
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    proc = basegpt("train", "--resume", str(copy), "--max-steps", str(STEPS), cache=cache, cwd=work)
+    user_error(proc, f"this run has used {STEPS} of its {STEPS}-step budget",
+               f"--max-steps > {STEPS}")
+    assert "clamping frac" not in proc.stderr, "no tqdm warning"
+
+
+def test_training_on_your_own_text_samples_from_its_held_out_text(tmp_path):
+    """Not code: the sample prompt is the first words of the validation text (the last 5%
+    of a single file), and the generate hint uses it."""
+    n = 2000
+    (tmp_path / "notes.txt").write_text("".join(f"line {i} of my notes\n" for i in range(n)))
+    out = ok(basegpt("train", "notes.txt", *TINY, "--max-steps", "1", "--out", "r", "--quiet",
+                     cache=tmp_path / "cache", cwd=tmp_path))
+    prompt = re.search(r"sample \(prompt '(.*)'\)", out).group(1)
+    assert re.fullmatch(r"line \d+ of", prompt), f"a line start of the text: {prompt!r}"
+    assert int(prompt.split()[1]) >= 0.9 * n, f"{prompt!r} is not from the held-out end"
+    assert f"basegpt generate r --prompt '{prompt}'" in out, out
+
+
+def test_ctrl_c_saves_the_run_and_exits_130(world, tmp_path):
+    """SIGINT during training: the step finishes, the run is saved, exit code 130. In
+    `generate --interactive` (waiting for a prompt): exit code 130 too."""
+    run, cache, work = world
+    env = {**os.environ, "BASEGPT_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    out_dir = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "basegpt", "train", *TINY, "--max-steps",
+                             "1000000", "--out", str(out_dir), "--quiet"], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out_dir / "metrics.jsonl").is_file() and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)                                  # until the first step is done
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, f"exit {proc.returncode}, wanted 130:\n{err[-2000:]}"
+    assert "stopped by signal" in out and "Traceback" not in err, (out, err[-2000:])
+    steps = [json.loads(line)["step"] for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    saved = json.loads((out_dir / "train_state.json").read_text())["progress"]["step"]
+    assert saved == steps[-1] >= 1, f"saved at step {saved}, trained to {steps[-1]}"
+
+    proc = subprocess.Popen([sys.executable, "-m", "basegpt", "generate", str(run),
+                             "--interactive"], cwd=work, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "type a prompt" in proc.stderr.readline(), "waiting for a prompt"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "basegpt: interrupted", (proc.returncode, err)
 
 
 def test_a_second_resume_keeps_the_flags_of_the_first(world, tmp_path):

@@ -1,4 +1,5 @@
-"""Hugging Face GPT-2 interop: export and import give the same ids, logits and greedy tokens.
+"""Hugging Face GPT-2 interop: export and import give the same ids, logits and greedy tokens;
+every command works on an imported run, and `train --init-from` fine-tunes one.
 
 Every HF model here is a random-init GPT2LMHeadModel built by transformers in the test and
 saved with save_pretrained; every HF tokenizer is trained with `tokenizers` in the test.
@@ -8,6 +9,7 @@ Nothing is downloaded (HF_HUB_OFFLINE=1).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
@@ -121,6 +123,16 @@ def _hf_model(fields: dict, vocab_size: int, seed: int):
     return transformers.GPT2LMHeadModel(config).eval()
 
 
+def _save_hf(hf_tokenizer, hf_dir, fields: dict, seed: int):
+    """(HF model, HF tokenizer) of a random-init GPT-2, saved into hf_dir by transformers."""
+    for f in hf_tokenizer.iterdir():
+        shutil.copy(f, hf_dir)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    hf_model = _hf_model(fields, len(hf_tok), seed)
+    hf_model.save_pretrained(hf_dir)
+    return hf_model, hf_tok
+
+
 # ------------------------------------------------------------------------ import
 
 @pytest.fixture(scope="module", params=sorted(SHAPES))
@@ -128,11 +140,8 @@ def imported(request, hf_tokenizer, tmp_path_factory):
     """(HF dir, HF model, HF tokenizer, run dir, import result) for one shape."""
     fields, _ = SHAPES[request.param]
     hf_dir = tmp_path_factory.mktemp(f"hf-{request.param}")
-    for f in hf_tokenizer.iterdir():
-        shutil.copy(f, hf_dir)
-    hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
-    hf_model = _hf_model(fields, len(hf_tok), seed=sorted(SHAPES).index(request.param))
-    hf_model.save_pretrained(hf_dir)
+    hf_model, hf_tok = _save_hf(hf_tokenizer, hf_dir, fields,
+                                seed=sorted(SHAPES).index(request.param))
     run_dir = tmp_path_factory.mktemp(f"run-{request.param}") / "run"
     result = import_hf(hf_dir, run_dir)
     return hf_dir, hf_model, hf_tok, run_dir, result
@@ -368,3 +377,187 @@ def test_import_errors_name_the_problem(imported, tmp_path):
     with pytest.raises(FileNotFoundError, match="never downloads"):
         import_hf("gpt2", tmp_path / "run")
     assert not (tmp_path / "run" / "config.json").exists(), "no half-written run"
+
+
+def test_export_or_import_into_a_file_is_a_one_line_error_before_any_work(imported, tmp_path,
+                                                                          capsys):
+    hf_dir, _, _, run_dir, _ = imported
+    (tmp_path / "taken").write_text("not a folder")
+    for args in (["export", str(run_dir), "--format", "hf", str(tmp_path / "taken")],
+                 ["export", str(run_dir), "--format", "hf", str(tmp_path / "taken" / "sub")],
+                 ["export", str(run_dir), "--format", "tiktoken", str(tmp_path / "taken")],
+                 ["import", "hf", str(hf_dir), str(tmp_path / "taken")]):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{tmp_path / 'taken'}" in err and "is a file" in err, err
+    # Before any work: the path is refused before the run is checked or the weights are read.
+    save_run(tmp_path / "rms", B2lM(_compatible(norm="rmsnorm")), Tokenizer())
+    with pytest.raises(ValueError, match="taken is a file"):
+        export_hf(tmp_path / "rms", tmp_path / "taken")
+    no_weights = _broken_copy(imported, tmp_path)
+    (no_weights / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="taken is a file"):
+        import_hf(no_weights, tmp_path / "taken")
+    assert (tmp_path / "taken").read_text() == "not a folder", "the file is left alone"
+
+
+def test_a_git_lfs_pointer_is_an_error_saying_so(imported, tmp_path):
+    hf_dir = _broken_copy(imported, tmp_path)
+    (hf_dir / "model.safetensors").write_text(
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:4c2e6d2b3c6f0f7a0a1d8b0f1e0b1d7c2c9f7a3f0b8e7d6c5b4a39281706f5e4\n"
+        "size 548105171\n")
+    with pytest.raises(ValueError, match=r"Git LFS pointer, not the weights.*git lfs pull"):
+        import_hf(hf_dir, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.json").exists(), "no half-written run"
+
+
+# ------------------------------------------------------------------------ presets
+
+def test_gpt2_small_preset_and_the_documented_flags_make_exportable_models():
+    """The README's claims: gpt2-small exports as it is; the laptop preset (the default)
+    needs --positional learned --norm layernorm --bias, the seed preset --norm-position pre
+    --positional learned --activation gelu."""
+    from basegpt.recipe import check_spec, resolve_spec
+
+    def problems(preset, **model):
+        return hf_incompatibilities(check_spec(resolve_spec(preset, overrides={"model": model}))[0])
+
+    assert problems("gpt2-small") == [], problems("gpt2-small")
+    laptop = dict(positional="learned", norm="layernorm", bias=True)
+    seed = dict(norm_position="pre", positional="learned", activation="gelu")
+    assert problems("laptop", **laptop) == [], problems("laptop", **laptop)
+    assert problems("seed", **seed) == [], problems("seed", **seed)
+    assert problems("laptop", **seed) == ["norm='rmsnorm' (needs 'layernorm')",
+                                          "bias=False (needs True)"], problems("laptop", **seed)
+
+
+# ------------------------------------------------------------------------ fine-tuning
+
+FINE_TUNE_TEXT = "def add(a, b):\n    return a + b\n\n\nclass Point:\n    x: int = 0\n\n" * 150
+SCORED = "def add(a, b):\n    return a + b\n\n\nclass Point:\n    x: int = 0\n"
+
+
+@pytest.fixture(scope="module")
+def hf_run(hf_tokenizer, tmp_path_factory):
+    """(HF dir, HF model, HF tokenizer, run dir): one imported shape, for the command lines."""
+    hf_dir = tmp_path_factory.mktemp("hf-cli")
+    hf_model, hf_tok = _save_hf(hf_tokenizer, hf_dir, SHAPES["tied-4heads"][0], seed=7)
+    run_dir = tmp_path_factory.mktemp("run-cli") / "run"
+    assert main(["import", "hf", str(hf_dir), str(run_dir)]) == 0
+    return hf_dir, hf_model, hf_tok, run_dir
+
+
+def _eval_loss(run_dir, capsys) -> float:
+    assert main(["eval", str(run_dir), "--text", SCORED, "--json", "--device", "cpu"]) == 0
+    return json.loads(capsys.readouterr().out)["loss"]
+
+
+def test_train_init_from_an_imported_run_fine_tunes_it(hf_run, tmp_path, capsys, monkeypatch):
+    import basegpt.train
+    from basegpt.checkpoint import model_tensors
+    _, _, _, run_dir = hf_run
+    monkeypatch.setenv("BASEGPT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "code.txt").write_text(FINE_TUNE_TEXT, encoding="utf-8")
+    at_step_0 = {}
+    forward_backward = basegpt.train._forward_backward
+
+    def first_step_sees_the_weights(model, *args):
+        if not at_step_0:
+            at_step_0.update({k: v.clone() for k, v in model_tensors(model).items()})
+        return forward_backward(model, *args)
+    monkeypatch.setattr(basegpt.train, "_forward_backward", first_step_sees_the_weights)
+    before = _eval_loss(run_dir, capsys)
+    new = tmp_path / "tuned"
+    assert main(["train", "--init-from", str(run_dir), str(tmp_path / "code.txt"),
+                 "--out", str(new), "--max-steps", "12", "--lr", "0.005", "--warmup-steps", "0",
+                 "--batch-size", "8", "--attn-dropout", "0", "--device", "cpu", "--quiet"]) == 0
+    assert "trained 12 steps" in capsys.readouterr().out
+
+    imported_weights = load_file(run_dir / "model.safetensors")
+    assert sorted(at_step_0) == sorted(imported_weights), "the same tensors"
+    for name, tensor in imported_weights.items():
+        assert torch.equal(at_step_0[name], tensor), f"{name}: step 0 is the imported weights"
+    after = _eval_loss(new, capsys)
+    assert after < before - 0.5, f"fine-tuning lowers the loss on its text: {before} -> {after}"
+    config = json.loads((new / "config.json").read_text())
+    assert config["init_from"]["path"] == str(run_dir.resolve()), config["init_from"]
+    assert json.loads((new / "run.json").read_text())[0]["init_from"] == str(run_dir.resolve())
+    assert config["model"] == {**json.loads((run_dir / "config.json").read_text())["model"],
+                               "attn_dropout": 0.0}, "the imported model, dropout as asked"
+    assert Tokenizer.load(new / "tokenizer.json").hash == config["tokenizer_hash"] == \
+        json.loads((run_dir / "config.json").read_text())["tokenizer_hash"], "the HF tokenizer"
+
+    assert main(["generate", str(new), "--prompt", "def ", "--max-new-tokens", "8",
+                 "--temperature", "0", "--no-stream", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("def "), "the new run generates"
+    assert main(["export", str(new), "--format", "hf", str(tmp_path / "hf-tuned")]) == 0
+    hf_tuned = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf-tuned").eval()
+    ids = torch.tensor([load_run(new).tokenizer.encode(SCORED)])
+    with torch.no_grad():
+        torch.testing.assert_close(hf_tuned(ids).logits, load_run(new).model(ids),
+                                   atol=ATOL, rtol=RTOL)
+
+
+def test_init_from_refuses_a_new_shape_another_tokenizer_and_resume(hf_run, tmp_path, capsys):
+    _, _, _, run_dir = hf_run
+    Tokenizer().save(tmp_path / "bytes.json")
+    for extra, words in (
+            (["--n-embed", "64", "--n-block", "2"], ["n_embed=64 (the source has 32)"]),
+            (["--tokenizer", str(tmp_path / "bytes.json")], ["bytes.json", "drop --tokenizer"]),
+            (["--resume", str(run_dir)], ["--resume", "one of them"])):
+        assert main(["train", "--init-from", str(run_dir), "--out", str(tmp_path / "r"),
+                     "--max-steps", "1", *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and all(w in err for w in words), err
+        assert "n_block" not in err, f"a setting equal to the source's is no conflict: {err}"
+    assert not (tmp_path / "r").exists(), "refused before anything is written"
+
+
+@pytest.mark.slow      # four Python processes that each import torch: ~15 s on 2 busy cores
+def test_every_command_works_on_an_imported_run(hf_run, tmp_path):
+    import subprocess
+    import sys
+    _, hf_model, hf_tok, run_dir = hf_run
+    env = {**os.environ, "BASEGPT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+    def basegpt(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "basegpt", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, \
+            f"{' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    prompt = "def add(a, b):"
+    ids = hf_tok(prompt).input_ids
+    with torch.no_grad():
+        hf_new = hf_model.generate(torch.tensor([ids]), max_new_tokens=30, do_sample=False,
+                                   pad_token_id=hf_tok.pad_token_id)[0, len(ids):].tolist()
+    if hf_tok.eos_token_id in hf_new:                  # both stop at the end-of-text token
+        hf_new = hf_new[:hf_new.index(hf_tok.eos_token_id)]
+    assert len(hf_new) >= 10, f"a continuation long enough to compare: {hf_new}"
+    out = basegpt("generate", str(run_dir), "--prompt", prompt, "--max-new-tokens", "30",
+                  "--temperature", "0", "--no-stream", "--device", "cpu")
+    assert out == prompt + hf_tok.decode(hf_new) + "\n", f"greedy: {out!r}, HF: {hf_new}"
+
+    scores = json.loads(basegpt("eval", str(run_dir), "--text", SCORED, "--json",
+                                "--device", "cpu"))
+    x = torch.tensor([hf_tok(SCORED).input_ids])
+    assert x.shape[1] <= hf_model.config.n_positions, "one window, as HF scores it"
+    with torch.no_grad():
+        hf_loss = hf_model(x, labels=x).loss.item()   # mean cross-entropy of each next token
+    assert math.isclose(scores["loss"], hf_loss, rel_tol=1e-5), (scores, hf_loss)
+    assert scores["tokens"] == x.shape[1] - 1, scores
+
+    info = basegpt("info", str(run_dir))
+    n_params = sum(p.numel() for p in hf_model.parameters())       # the tied head counts once
+    for phrase in (f"parameters: {n_params:,}", "learned positions", "tied weights True",
+                   "head        tied to the embedding", "block 1", "matches the model",
+                   f"vocab {len(hf_tok)}"):
+        assert phrase in info, f"{phrase!r} not in info's output:\n{info}"
+
+    attention = basegpt("attention", str(run_dir), "--prompt", prompt, "--out", "x.png")
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", attention
+    n_layer, n_head = hf_model.config.n_layer, hf_model.config.n_head
+    assert attention.count("  layer ") == n_layer * n_head, attention
+    assert f"tokens ({len(ids)})" in attention, f"HF's {len(ids)} tokens: {attention}"

@@ -591,6 +591,19 @@ def test_resume_records_the_changed_training_settings(tokenizer, data, tmp_path:
     assert saved["note"] == "second" and saved["model"] == tiny(tokenizer).config.to_dict(), saved
 
 
+@pytest.mark.parametrize("budget", [{"max_steps": 1}, {"max_minutes": 1e-6}])
+def test_a_resume_past_its_budget_trains_nothing_and_the_bar_does_not_warn(
+        tokenizer, data, tmp_path: Path, budget):
+    import warnings
+    config = TrainConfig(max_steps=2, batch_size=4)
+    fit(tiny(tokenizer), data, None, config, run_dir=tmp_path / "r", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # tqdm's "clamping frac" included
+        result = fit(tiny(tokenizer), data, None, TrainConfig(batch_size=4, **budget),
+                     run_dir=tmp_path / "r", resume=True, progress=True)
+    assert result.steps == 2 and result.stopped_by == next(iter(budget)), result
+
+
 def test_best_is_a_loadable_run(tokenizer, data, tmp_path: Path):
     model = tiny(tokenizer)
     weights = {}
@@ -604,6 +617,50 @@ def test_best_is_a_loadable_run(tokenizer, data, tmp_path: Path):
     for name, tensor in best.model.state_dict().items():
         assert torch.equal(tensor, weights[best_step][name]), f"{name}: best/ is step {best_step}"
     assert best.tokenizer.hash == tokenizer.hash, "with the run's tokenizer beside it"
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tokenizer, data, tmp_path: Path,
+                                                              monkeypatch):
+    import basegpt.train
+    from basegpt.checkpoint import model_tensors
+    fit(tiny(tokenizer), data, None, TrainConfig(max_steps=3, batch_size=4, lr=1e-2),
+        run_dir=tmp_path / "src", progress=False)
+    source = model_tensors(load_run(tmp_path / "src").model)
+    at_step_0 = {}
+    forward_backward = basegpt.train._forward_backward
+
+    def first_step_sees_the_weights(model, *args):
+        if not at_step_0:
+            at_step_0.update({k: v.clone() for k, v in model_tensors(model).items()})
+        return forward_backward(model, *args)
+    monkeypatch.setattr(basegpt.train, "_forward_backward", first_step_sees_the_weights)
+    torch.manual_seed(1)                        # not the source's initial weights either
+    model = B2lM(tiny(tokenizer).config.replace(resid_dropout=0.1, attention="manual"))
+    result = fit(model, data, None, TrainConfig(max_steps=2, batch_size=4),
+                 run_dir=tmp_path / "new", init_from=tmp_path / "src", progress=False)
+    for name, tensor in source.items():
+        assert torch.equal(at_step_0[name], tensor), f"{name}: step 0 is the source's weights"
+    assert result.steps == 2 and [r["step"] for r in read_metrics(tmp_path / "new")] == [1, 2], \
+        "a new run, counted from step 0, not a continuation of the source's 3 steps"
+    saved = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert saved["init_from"]["path"] == str((tmp_path / "src").resolve()), saved
+    run_info = json.loads((tmp_path / "new" / "run.json").read_text())
+    assert run_info[0]["init_from"] == str((tmp_path / "src").resolve()), run_info
+
+    config = TrainConfig(max_steps=1, batch_size=4)
+    with pytest.raises(ValueError, match=r"n_ff=128 \(the source has 64\)"):
+        fit(tiny(tokenizer, n_ff=128), data, None, config, init_from=tmp_path / "src",
+            progress=False)
+    with pytest.raises(ValueError, match=r"blocks\[1\]\.n_head=1 \(the source has 2\)"):
+        fit(tiny(tokenizer, blocks=[{"attention": "manual"}, {"n_head": 1}]), data, None, config,
+            init_from=tmp_path / "src", progress=False)
+    other = Tokenizer(vocab_size=320).train(TEXT[::-1], progress=False)
+    with pytest.raises(ValueError, match=f"tokenizer \\(hash {other.hash[:12]}\\) is not"):
+        fit(tiny(tokenizer), data, None, config, tokenizer=other, init_from=tmp_path / "src",
+            progress=False)
+    with pytest.raises(ValueError, match="pass one of them"):
+        fit(tiny(tokenizer), data, None, config, run_dir=tmp_path / "new", resume=True,
+            init_from=tmp_path / "src", progress=False)
 
 
 def test_settings_order_is_preset_then_config_file_then_flags(tmp_path: Path):

@@ -241,6 +241,18 @@ def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
 
 # ------------------------------------------------------------------------ export
 
+def _check_folder_target(path: Path, what: str) -> None:
+    """A folder can be made at `path`: neither it nor a folder above it is an existing file.
+    Checked before any work, so a bad path fails at once, naming it."""
+    for above in (path, *path.parents):
+        if above.exists():
+            if not above.is_dir():
+                where = "is a file" if above == path else f"is inside {above}, which is a file"
+                raise ValueError(f"{path} {where}, but {what} must go there; move the file "
+                                 "away or choose another path")
+            return
+
+
 def _source(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer]
             ) -> tuple[B2lM, Tokenizer]:
     if isinstance(source, tuple):
@@ -258,8 +270,11 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     load offline with no custom code. The HF ids are the tokenizer's (public) ids, so an
     imported run goes back out with its original ids. Returns out_dir.
 
-    Raises ValueError listing every field that is not GPT-2-compatible.
+    Raises ValueError listing every field that is not GPT-2-compatible, or naming out_dir
+    when it is a file.
     """
+    out = Path(out_dir)
+    _check_folder_target(out, "the output folder")
     model, tokenizer = _source(source)
     config = model.config
     problems = hf_incompatibilities(config)
@@ -275,7 +290,6 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     pad = tokenizer.special_tokens.get(PAD)
     tensors = gpt2_tensors(model)
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_tensors(out / HF_WEIGHTS, tensors, metadata={"format": "pt"})
     dtype = model.tok_emb.weight.dtype
@@ -299,13 +313,14 @@ def export_tiktoken(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer
     basegpt's ids (tiktoken merges by rank, which must follow merge order); for an imported
     run they are HF's ids, when HF's merge tokens are numbered in merge order (as GPT-2's
     are); other numberings cannot be tiktoken ranks (ValueError)."""
+    out = Path(out)
+    if out.is_dir() or out.suffix != ".tiktoken":
+        out = out / "tokenizer.tiktoken"
+    _check_folder_target(out.parent, "the output folder")
     if isinstance(source, tuple):
         tokenizer = source[1]
     else:
         tokenizer = Tokenizer.load(Path(source) / TOKENIZER_FILE)
-    out = Path(out)
-    if out.is_dir() or out.suffix != ".tiktoken":
-        out = out / "tokenizer.tiktoken"
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_tiktoken(tokenizer, out)
 
@@ -415,6 +430,7 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
     if not (hf_dir / HF_CONFIG).is_file():
         raise FileNotFoundError(f"{hf_dir} has no {HF_CONFIG}; it is not a Hugging Face model "
                                 "directory")
+    _check_folder_target(run_dir, "the run directory")
     if (run_dir / CONFIG_FILE).exists() and not overwrite:
         raise ValueError(f"{run_dir} already holds a run; choose another directory or pass "
                          "overwrite=True (--overwrite)")

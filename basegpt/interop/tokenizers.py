@@ -21,14 +21,13 @@ Export writes the public ids, so a numbered tokenizer goes back out with the ids
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from basegpt._io import atomic_write_text
+from basegpt._optional import require
 from basegpt.tokenizer import Tokenizer
 from basegpt.tokenizer.pretokenize import BUILTIN_PATTERNS, render
 
@@ -38,14 +37,6 @@ if TYPE_CHECKING:  # for the return types only: both stay optional at run time
 
 _WHOLE_TEXT = r"[\s\S]+"
 """Pattern 'none' for peers: every document is one chunk."""
-
-
-def _optional(package: str, purpose: str) -> ModuleType:
-    """Import an optional peer library, or fail with an ImportError that names the fix."""
-    try:
-        return importlib.import_module(package)
-    except ImportError as error:
-        raise ImportError(f"{purpose} needs {package}: pip install {package}") from error
 
 
 def peer_pattern(tokenizer: Tokenizer) -> str:
@@ -105,7 +96,7 @@ def tiktoken_ranks(tokenizer: Tokenizer) -> dict[bytes, int]:
 def to_tiktoken(tokenizer: Tokenizer, name: str = "basegpt") -> tiktoken.Encoding:
     """A `tiktoken.Encoding` that gives exactly basegpt's ids (use its encode_ordinary, or
     encode(..., allowed_special=...) as with basegpt)."""
-    tiktoken = _optional("tiktoken", "exporting to tiktoken")
+    tiktoken = require("tiktoken", "exporting to tiktoken")
 
     return tiktoken.Encoding(name=name, pat_str=peer_pattern(tokenizer),
                              mergeable_ranks=tiktoken_ranks(tokenizer),
@@ -129,7 +120,7 @@ def save_tiktoken(tokenizer: Tokenizer, path: str | os.PathLike) -> tuple[Path, 
 
 def load_tiktoken(path: str | os.PathLike, name: str = "basegpt") -> tiktoken.Encoding:
     """Build a `tiktoken.Encoding` from files written by save_tiktoken."""
-    tiktoken = _optional("tiktoken", "loading a .tiktoken file")
+    tiktoken = require("tiktoken", "loading a .tiktoken file")
     from tiktoken.load import load_tiktoken_bpe
 
     path = Path(path)
@@ -211,7 +202,7 @@ def save_hf_tokenizer(tokenizer: Tokenizer, path: str | os.PathLike) -> None:
 
 def to_hf_tokenizer(tokenizer: Tokenizer) -> tokenizers.Tokenizer:
     """A `tokenizers.Tokenizer` that gives exactly basegpt's ids."""
-    hf = _optional("tokenizers", "exporting to Hugging Face tokenizers")
+    hf = require("tokenizers", "exporting to Hugging Face tokenizers")
     return hf.Tokenizer.from_str(json.dumps(hf_tokenizer_json(tokenizer)))
 
 

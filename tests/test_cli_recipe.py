@@ -1,0 +1,284 @@
+"""`basegpt train`'s settings and guard rails, in process (issue 8): the shipped presets, the
+no-argument main job, typed config sections, the README's option tables, output paths that are
+files, a missing matplotlib, and a resume whose budget is already used up."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import pytest
+import torch
+
+from basegpt import recipe
+from basegpt.cli import main
+from basegpt.config import DataConfig, ModelConfig, TrainConfig
+from basegpt.model import B2lM
+
+README = Path(__file__).parent.parent / "README.md"
+TINY = ["--n-block", "2", "--n-embed", "32", "--n-head", "2", "--n-k", "16", "--n-v", "16",
+        "--n-ff", "64", "--n-context", "32", "--batch-size", "4", "--vocab-size", "300",
+        "--max-bytes", "200000", "--eval-tokens", "2048", "--device", "cpu", "--quiet"]
+
+
+def configs(preset: str) -> tuple[ModelConfig, TrainConfig, DataConfig]:
+    return recipe.check_spec(recipe.resolve_spec(preset))
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, f"one line on stderr, got: {err}"
+    return err[0]
+
+
+# ------------------------------------------------------------------------ presets
+
+def test_seed_preset_is_the_original_design():
+    model, train, data = configs("seed")
+    got = {name: getattr(model, name) for name in (
+        "n_embed", "n_block", "n_head", "n_k", "n_v", "n_ff", "n_context", "norm_position",
+        "positional", "activation")}
+    assert got == {"n_embed": 128, "n_block": 4, "n_head": 4, "n_k": 32, "n_v": 32, "n_ff": 256,
+                   "n_context": 64, "norm_position": "post", "positional": "sinusoidal",
+                   "activation": "relu"}, got
+    assert (model.norm, data.vocab_size, train.optimizer) == ("layernorm", 500, "adam"), \
+        "LayerNorm, the original's vocab_size=500 and Adam"
+
+
+def test_gpt2_small_preset_is_gpt2_small():
+    from basegpt.interop.hf_gpt2 import hf_incompatibilities
+    model, _, data = configs("gpt2-small")
+    assert model.vocab_size == data.vocab_size == 50257, "GPT-2's vocabulary"
+    assert hf_incompatibilities(model) == [], "exportable to Hugging Face GPT-2 as it is"
+    with torch.device("meta"):                      # sizes only: no 500 MB of weights
+        n = B2lM(model).num_parameters()
+    assert n == 124_439_808, f"GPT-2 small has 124,439,808 parameters (tied head), got {n:,}"
+
+
+def test_shakespeare_char_preset_is_byte_level_on_tinyshakespeare():
+    model, train, data = configs("shakespeare-char")
+    assert data.source == "shakespeare" and data.vocab_size == 258, \
+        "256 bytes + 2 special tokens: no merges"
+    assert (model.n_block, model.n_embed, model.n_head, model.n_context) == (6, 384, 6, 256), model
+    assert model.attn_dropout == model.resid_dropout == model.embed_dropout == 0.2, model
+    assert train.max_steps == 5000, train
+
+
+def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch):
+    """`basegpt train` alone: the laptop preset into runs/laptop, on a stated time budget."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train_run(spec, out, **kwargs):        # capture what would run, run nothing
+        seen.update(spec=spec, out=out, **kwargs)
+        raise Stop
+
+    monkeypatch.setattr(recipe, "train_run", fake_train_run)
+    with pytest.raises(Stop):
+        main(["train"])
+    assert seen["out"] == Path("runs/laptop") and not seen["resume"], seen
+    assert seen["spec"] == recipe.resolve_spec("laptop"), "the laptop preset, nothing added"
+    model, train, data = recipe.check_spec(seen["spec"])
+    assert (train.max_minutes, train.max_steps, train.epochs) == (4, None, None), \
+        "a bounded time budget, and only that"
+    assert data.source == "stdlib" and not data.inputs, "the built-in corpus: works offline"
+    assert (model.norm_position, model.n_block, model.n_embed) == ("pre", 4, 128), model
+    from basegpt.train import summary
+    text = summary(B2lM(model.replace(vocab_size=300)), train, torch.device("cpu"),
+                   torch.float32, model.n_context, 1, 1, None)
+    assert "budget 4 min" in text, f"the budget is stated before training:\n{text}"
+
+
+def test_laptop_description_claims_no_benchmark():
+    description = recipe.load_preset("laptop")["description"]
+    assert "BENCHMARKS" not in description, "BENCHMARKS.md does not measure this preset"
+
+
+# ------------------------------------------------------------------------ typed sections
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("c.json", json.dumps({"train": {"lr": "0.003"}}), "lr='0.003': must be a number, not str"),
+    ("c.toml", '[train]\nlr = "x"\n', "lr='x': must be a number, not str"),
+    ("c.json", json.dumps({"data": {"vocab_size": "1024"}}),
+     "vocab_size='1024': must be an integer, not str"),
+    ("c.json", json.dumps({"train": {"max_steps": 2.5}}),
+     "max_steps=2.5: must be an integer or None, not float"),
+    ("c.json", json.dumps({"data": {"inputs": "notes/"}}),
+     "inputs='notes/': must be a list of strings, not str"),
+])
+def test_a_wrongly_typed_config_value_names_field_value_and_type(tmp_path, capsys, name, text,
+                                                                 expected):
+    (tmp_path / name).write_text(text)
+    assert main(["config", "show", "--config", str(tmp_path / name)]) == 2, "a user error"
+    line = one_error_line(capsys)
+    assert expected in line, line
+    assert "not supported between" not in line, "not a comparison failing later"
+
+
+def test_train_and_data_configs_check_types_themselves():
+    with pytest.raises(ValueError, match="epochs=True: must be a number or None, not bool"):
+        TrainConfig(epochs=True)
+    with pytest.raises(ValueError, match=r"inputs=\['a', 3\]: must be a list of strings"):
+        DataConfig(inputs=["a", 3])
+    with pytest.raises(ValueError, match="choose one of 'adam', 'adamw'"):
+        TrainConfig(optimizer="Adam")                 # a Literal still names its choices
+    assert TrainConfig(max_minutes=2, lr=1).lr == 1, "an int is a number"
+    assert DataConfig(inputs=["a.txt"], max_bytes=None).inputs == ("a.txt",), "JSON's list"
+
+
+# ------------------------------------------------------------------------ README tables
+
+def readme_table(header: str) -> dict[str, str]:
+    """{option: default cell} of the README table whose header row starts with `header`."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        name, default = (cell.strip() for cell in line.split("|")[1:3])
+        rows[name.strip("`* ").rstrip("`")] = default.strip("`")
+    return rows
+
+
+@pytest.mark.parametrize("cls, header", [(ModelConfig, "| option | default |"),
+                                         (TrainConfig, "| train option |"),
+                                         (DataConfig, "| data option |")])
+def test_readme_tables_list_every_option_with_its_default(cls, header):
+    rows = readme_table(header)
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else f.default_factory()
+        assert f.name in rows, f"{cls.__name__}.{f.name} is missing from README's table"
+        assert ast.literal_eval(rows[f.name]) == default, \
+            f"README gives {cls.__name__}.{f.name} the default {rows[f.name]}, code {default!r}"
+    extra = set(rows) - {f.name for f in fields(cls)}
+    assert not extra, f"README's table lists options {cls.__name__} does not have: {extra}"
+
+
+# ------------------------------------------------------------------------ paths and libraries
+
+def test_train_out_that_is_a_file_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BASEGPT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "afile").write_text("")
+    for out in ("afile", "afile/run"):
+        assert main(["train", "--out", str(tmp_path / out), *TINY]) == 2, out
+        line = one_error_line(capsys)
+        assert f"{tmp_path / 'afile'} is a file" in line, line
+    assert not (tmp_path / "cache").exists(), "no tokenizer was trained first"
+
+
+@pytest.fixture()
+def metrics_run(tmp_path) -> Path:
+    """A folder with the metrics.jsonl of a 2-step run: all that `basegpt plot` reads."""
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"step": s, "tokens": 128 * s, "train_loss": 5.0 - s, "lr": 1e-3} for s in (1, 2)]
+    records[-1].update(val_loss=4.5)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def test_plot_out_under_a_file_is_a_one_line_error(metrics_run, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert main(["plot", str(metrics_run), "--out", str(tmp_path / "afile" / "x.png")]) == 2
+    line = one_error_line(capsys)
+    assert f"{tmp_path / 'afile'} is a file, but a folder must go there" in line, line
+    assert main(["plot", str(metrics_run), "--out", str(tmp_path / "ok.png")]) == 0, "control"
+    assert (tmp_path / "ok.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_missing_matplotlib_is_a_one_line_error_naming_the_fix(metrics_run, capsys,
+                                                                  monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)           # import matplotlib fails
+    assert main(["plot", str(metrics_run)]) == 2, "a user error, not a traceback"
+    line = one_error_line(capsys)
+    assert line.endswith("needs matplotlib: pip install matplotlib"), line
+    from basegpt._optional import MissingDependency
+    from basegpt.insight import plot_attention
+    with pytest.raises(MissingDependency, match="pip install matplotlib"):
+        plot_attention(["a", "b"], [torch.full((1, 2, 2), 0.5)], metrics_run / "attn.png")
+
+
+def test_matplotlib_is_a_runtime_dependency():
+    text = (Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    runtime = re.search(r"^dependencies = \[(.*?)\]", text, re.S | re.M).group(1)
+    assert '"matplotlib' in runtime, "`pip install -e .` must bring matplotlib: the main " \
+                                     "job writes loss.png"
+
+
+# ------------------------------------------------------------------------ resume budgets
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A 2-step run of a tiny model, trained through the CLI (its tokenizer cached)."""
+    root = tmp_path_factory.mktemp("budget")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BASEGPT_CACHE", str(root / "cache"))
+        assert main(["train", *TINY, "--max-steps", "2", "--out", str(root / "run")]) == 0
+    return root / "run"
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--max-steps", "2"], "this run has used 2 of its 2-step budget; pass --max-steps > 2, "
+                           "e.g. --max-steps 4"),
+    (["--max-steps", "9", "--max-minutes", "1e-5"],
+     "min of its 1e-05-minute budget; pass --max-minutes > "),
+])
+def test_resuming_a_run_whose_budget_is_used_up_is_a_user_error(tiny_run, capsys, monkeypatch,
+                                                                flags, expected):
+    monkeypatch.setenv("BASEGPT_CACHE", str(tiny_run.parent / "cache"))
+    before = (tiny_run / "config.json").read_text()
+    assert main(["train", "--resume", str(tiny_run), *flags, "--quiet"]) == 2
+    line = one_error_line(capsys)
+    assert expected in line and line.startswith("basegpt: error: this run has used"), line
+    assert (tiny_run / "config.json").read_text() == before, "refused before anything changed"
+
+
+def test_a_used_up_epochs_budget_is_a_user_error(tiny_run, capsys, monkeypatch, tmp_path):
+    import shutil
+    monkeypatch.setenv("BASEGPT_CACHE", str(tiny_run.parent / "cache"))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    # A 2-step run is far past a 1e-6 epoch budget; fit alone knows the steps per epoch.
+    assert main(["train", "--resume", str(run), "--max-steps", "9", "--epochs", "1e-6",
+                 "--quiet"]) == 2
+    line = one_error_line(capsys)
+    assert "this run has used its 1e-06-epoch budget (2 steps); pass --epochs > 1e-06" in line, line
+    assert json.loads((run / "train_state.json").read_text())["progress"]["step"] == 2, \
+        "nothing was trained"
+
+
+def test_eval_of_too_short_a_text_says_so_in_cli_words(tiny_run, capsys):
+    assert main(["eval", str(tiny_run), "--text", ""]) == 2
+    line = one_error_line(capsys)
+    assert "is 0 token(s) long" in line and "give a longer text" in line, line
+    assert "texts=" not in line, f"library wording: {line}"
+
+
+# ------------------------------------------------------------------------ the parser
+
+def test_an_unknown_flag_suggests_the_nearest(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--n-embd", "32"])
+    assert exit_.value.code == 2, "a usage error"
+    line = one_error_line(capsys)
+    assert "basegpt train: error: unrecognized arguments: --n-embd" in line, line
+    assert "did you mean --n-embed?" in line, line
+    with pytest.raises(SystemExit):
+        main(["tokenizer", "train", "--bogus"])
+    line = one_error_line(capsys)
+    assert "--bogus" in line and "did you mean" not in line, f"nothing near --bogus: {line}"
+
+
+@pytest.mark.parametrize("argv", [[], ["tokenizer"], ["import"], ["config", "show"]])
+def test_help_has_examples(argv, capsys):
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and out.count("basegpt ") >= 3, out
