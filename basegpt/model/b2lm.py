@@ -71,6 +71,7 @@ class B2lM(nn.Module):
         if config.tie_weights:
             # Press & Wolf (2017): one matrix maps ids to vectors and vectors back to id scores.
             self.lm_head.weight = self.tok_emb.weight
+        store_transposed(self)
 
     def _init_weights(self) -> None:
         std = self.config.init_std
@@ -255,3 +256,23 @@ def _check_id_range(ids: torch.Tensor, vocab_size: int) -> None:
         raise ValueError(f"token id {hi} is out of range for vocab_size={vocab_size} (ids must be in "
                          f"0..{vocab_size - 1}); the tokenizer's vocabulary is probably larger than "
                          f"the model's: build the model with vocab_size=len(tokenizer)")
+
+
+def store_transposed(model: nn.Module) -> None:
+    """Keep every Linear's weight, shape (out, in), in (in, out) memory order, as GPT-2's Conv1D.
+
+    Shapes, values and arithmetic stay the same: F.linear(x, W) computes x @ W^T, and with W^T
+    contiguous in memory that is a plain row-major product. It matters when decoding: at batch 1
+    a step reads every weight once from memory, and on CPU x @ W^T streams a W^T that is
+    contiguous about 1.4x faster than one that is a transposed view (BENCHMARKS.md,
+    generation); batched training does not notice. A tied head is left as the embedding's
+    (V, C) table, whose rows the lookup reads. Parameters keep their layout through .to(),
+    load_state_dict (which copies into them) and the optimizer (whose moments are made like them).
+    """
+    tied = getattr(model, "tok_emb", None)
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and (tied is None or module.weight is not tied.weight):
+            weight = module.weight
+            module.weight = nn.Parameter(weight.detach().t().contiguous().t(),   # (out, in) view
+                                         requires_grad=weight.requires_grad)
+
