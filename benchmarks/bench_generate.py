@@ -24,6 +24,7 @@ GPT-2 blocks are pre-norm with GELU and learned positions; the basegpt models us
     python benchmarks/bench_generate.py                  # the full table, CPU (about 5 minutes)
     python benchmarks/bench_generate.py --quick          # N = 64 only
     python benchmarks/bench_generate.py --device cuda
+    python benchmarks/bench_generate.py --layouts        # why B2lM stores weights (in, out)
 """
 
 from __future__ import annotations
@@ -105,6 +106,29 @@ def matrix_work(model: B2lM, device: str):
     return fn
 
 
+def layouts(repeats: int) -> None:
+    """Batch-1 matrix-vector products over GPT-2 small's 48 block matrices (~340 MB, so every
+    pass streams them from memory), with the weights stored (out, in) as F.linear's default and
+    (in, out) as B2lM keeps them (model/b2lm.py: store_transposed). Prints ms per pass."""
+    shapes = [(3 * 768, 768), (768, 768), (3072, 768), (768, 3072)] * 12      # (out, in)
+    rows = [torch.randn(o, i) for o, i in shapes]
+    cols = [w.t().contiguous().t() for w in rows]                          # same values
+    x = {768: torch.randn(1, 768), 3072: torch.randn(1, 3072)}
+    for name, weights in (("(out, in)", rows), ("(in, out)", cols)):
+        def one_pass() -> None:
+            for w in weights:
+                torch.nn.functional.linear(x[w.shape[1]], w)
+        one_pass()
+        best = min(_timed(one_pass) for _ in range(repeats))
+        print(f"weights stored {name}: {best * 1e3:.1f} ms a pass over 48 GPT-2-small matrices")
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def run(args: argparse.Namespace) -> list[tuple]:
     torch.manual_seed(0)
     rows = []
@@ -144,8 +168,13 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="N = 64 only")
+    parser.add_argument("--layouts", action="store_true",
+                        help="only time batch-1 products with weights stored (out, in) vs (in, out)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.layouts:
+        layouts(max(args.repeats, 5))
+        return
     if args.quick:
         args.new_tokens = [64]
     import transformers

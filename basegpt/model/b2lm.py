@@ -259,20 +259,24 @@ def _check_id_range(ids: torch.Tensor, vocab_size: int) -> None:
 
 
 def store_transposed(model: nn.Module) -> None:
-    """Keep every Linear's weight, shape (out, in), in (in, out) memory order, as GPT-2's Conv1D.
+    """Keep every matrix that multiplies a vector, shape (out, in), in (in, out) memory order,
+    as GPT-2's Conv1D does.
 
     Shapes, values and arithmetic stay the same: F.linear(x, W) computes x @ W^T, and with W^T
     contiguous in memory that is a plain row-major product. It matters when decoding: at batch 1
     a step reads every weight once from memory, and on CPU x @ W^T streams a W^T that is
-    contiguous about 1.4x faster than one that is a transposed view (BENCHMARKS.md,
-    generation); batched training does not notice. A tied head is left as the embedding's
-    (V, C) table, whose rows the lookup reads. Parameters keep their layout through .to(),
-    load_state_dict (which copies into them) and the optimizer (whose moments are made like them).
+    contiguous 1.2-1.4x faster than a transposed view (`bench_generate.py --layouts`). A tied
+    head's (V, C) table is stored the same way, so the head streams fast too and the embedding
+    lookup reads a strided column instead of a row (about 2% of a training step at the laptop
+    preset's size; BENCHMARKS.md). Parameters keep their layout through .to(), load_state_dict
+    (which copies into them) and the optimizer (whose moments are made like them).
     """
-    tied = getattr(model, "tok_emb", None)
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and (tied is None or module.weight is not tied.weight):
-            weight = module.weight
-            module.weight = nn.Parameter(weight.detach().t().contiguous().t(),   # (out, in) view
-                                         requires_grad=weight.requires_grad)
+    def in_out(weight: torch.Tensor) -> nn.Parameter:      # the same (out, in) matrix
+        return nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
 
+    tied = model.lm_head.weight is model.tok_emb.weight
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and not (tied and module is model.lm_head):
+            module.weight = in_out(module.weight)
+    if tied:
+        model.tok_emb.weight = model.lm_head.weight = in_out(model.tok_emb.weight)
