@@ -267,8 +267,9 @@ def store_transposed(model: nn.Module) -> None:
     a step reads every weight once from memory, and on CPU x @ W^T streams a W^T that is
     contiguous 1.2-1.4x faster than a transposed view (`bench_generate.py --layouts`). A tied
     head's (V, C) table is stored the same way, so the head streams fast too and the embedding
-    lookup reads a strided column instead of a row (about 2% of a training step at the laptop
-    preset's size; BENCHMARKS.md). Parameters keep their layout through .to(), load_state_dict
+    lookup reads a strided column instead of a row (a cost within the noise of the
+    forward+backward benchmark, where tied B2lM stays ahead of HF's GPT-2; BENCHMARKS.md,
+    model). Parameters keep their layout through .to(), load_state_dict
     (which copies into them) and the optimizer (whose moments are made like them).
     """
     def in_out(weight: torch.Tensor) -> nn.Parameter:      # the same (out, in) matrix
