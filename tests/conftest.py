@@ -18,3 +18,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def step0_weights(monkeypatch) -> dict:
+    """The weights the first training step computes with, filled in when fit() takes it."""
+    import basegpt.train
+    from basegpt.checkpoint import model_tensors
+    seen: dict = {}
+    forward_backward = basegpt.train._forward_backward
+
+    def first_step_sees_the_weights(model, *args):
+        if not seen:
+            seen.update({k: v.clone() for k, v in model_tensors(model).items()})
+        return forward_backward(model, *args)
+    monkeypatch.setattr(basegpt.train, "_forward_backward", first_step_sees_the_weights)
+    return seen

@@ -453,20 +453,12 @@ def _eval_loss(run_dir, capsys) -> float:
     return json.loads(capsys.readouterr().out)["loss"]
 
 
-def test_train_init_from_an_imported_run_fine_tunes_it(hf_run, tmp_path, capsys, monkeypatch):
-    import basegpt.train
-    from basegpt.checkpoint import model_tensors
+def test_train_init_from_an_imported_run_fine_tunes_it(hf_run, tmp_path, capsys, monkeypatch,
+                                                      step0_weights):
     _, _, _, run_dir = hf_run
     monkeypatch.setenv("BASEGPT_CACHE", str(tmp_path / "cache"))
     (tmp_path / "code.txt").write_text(FINE_TUNE_TEXT, encoding="utf-8")
-    at_step_0 = {}
-    forward_backward = basegpt.train._forward_backward
-
-    def first_step_sees_the_weights(model, *args):
-        if not at_step_0:
-            at_step_0.update({k: v.clone() for k, v in model_tensors(model).items()})
-        return forward_backward(model, *args)
-    monkeypatch.setattr(basegpt.train, "_forward_backward", first_step_sees_the_weights)
+    at_step_0 = step0_weights
     before = _eval_loss(run_dir, capsys)
     new = tmp_path / "tuned"
     assert main(["train", "--init-from", str(run_dir), str(tmp_path / "code.txt"),

@@ -620,20 +620,13 @@ def test_best_is_a_loadable_run(tokenizer, data, tmp_path: Path):
 
 
 def test_init_from_starts_a_new_run_from_another_runs_weights(tokenizer, data, tmp_path: Path,
-                                                              monkeypatch):
-    import basegpt.train
+                                                              step0_weights):
     from basegpt.checkpoint import model_tensors
     fit(tiny(tokenizer), data, None, TrainConfig(max_steps=3, batch_size=4, lr=1e-2),
         run_dir=tmp_path / "src", progress=False)
     source = model_tensors(load_run(tmp_path / "src").model)
-    at_step_0 = {}
-    forward_backward = basegpt.train._forward_backward
-
-    def first_step_sees_the_weights(model, *args):
-        if not at_step_0:
-            at_step_0.update({k: v.clone() for k, v in model_tensors(model).items()})
-        return forward_backward(model, *args)
-    monkeypatch.setattr(basegpt.train, "_forward_backward", first_step_sees_the_weights)
+    at_step_0 = step0_weights
+    at_step_0.clear()                           # the source's own first step filled it
     torch.manual_seed(1)                        # not the source's initial weights either
     model = B2lM(tiny(tokenizer).config.replace(resid_dropout=0.1, attention="manual"))
     result = fit(model, data, None, TrainConfig(max_steps=2, batch_size=4),
