@@ -6,7 +6,7 @@ Decisions live here, not in the loop, and arrive as settings ("auto" or explicit
             fp16 (with a gradient scaler) on older GPUs, fp32 on CPU and MPS
     compile auto: on for CUDA under Linux
 PEAK_TFLOPS turns tokens/s into MFU (model FLOPs utilisation) on known GPUs. compile_decision
-and dtype_reason say why, for the summary fit prints before training.
+and dtype_decision say why, for the summary fit prints before training.
 """
 
 from __future__ import annotations
@@ -98,23 +98,21 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     GPUs, where bf16 is emulated and runs far slower than fp16. CPU stays fp32 by default:
     see BENCHMARKS.md (bf16 autocast on CPU) for the measurement that decided it.
     """
+    return dtype_decision(name, device)[0]
+
+
+def dtype_decision(name: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """(pick_dtype's choice, why), the why for the pre-training summary."""
     if name != "auto":
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    if device.type == "cuda":
-        major, _ = torch.cuda.get_device_capability(device)
-        return torch.bfloat16 if major >= BF16_MIN_CAPABILITY else torch.float16
-    return torch.float32
-
-
-def dtype_reason(setting: str, device: torch.device) -> str:
-    """Why pick_dtype(setting, device) chose what it did, for the pre-training summary."""
-    if setting != "auto":
-        return f"dtype={setting!r}"
+        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        return dtypes[name], f"dtype={name!r}"
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        has = "has" if major >= BF16_MIN_CAPABILITY else "lacks"
-        return f"auto: compute capability {major}.{minor} {has} bf16 tensor cores"
-    return f"auto: fp32 on {device.type}"
+        has_bf16 = major >= BF16_MIN_CAPABILITY
+        return ((torch.bfloat16 if has_bf16 else torch.float16),
+                f"auto: compute capability {major}.{minor} "
+                f"{'has' if has_bf16 else 'lacks'} bf16 tensor cores")
+    return torch.float32, f"auto: fp32 on {device.type}"
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype, override_tflops: float | None) -> float | None:
@@ -151,12 +149,6 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Callable[[], Any]:
     if dtype == torch.float32:
         return nullcontext
     return lambda: torch.autocast(device.type, dtype=dtype)
-
-
-def wants_compile(setting: str, device: torch.device) -> bool:
-    """compile "auto": on for CUDA under Linux only. On this project's 2-core CPU the
-    start-up cost did not pay back within a laptop-sized run (BENCHMARKS.md)."""
-    return compile_decision(setting, device)[0]
 
 
 def compile_decision(setting: str, device: torch.device) -> tuple[bool, str]:

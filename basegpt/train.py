@@ -47,8 +47,7 @@ from basegpt.data import IGNORE_INDEX
 from basegpt.data.memmap import check_shard_data
 from basegpt.data.streams import BatchStream, LoaderStream, make_stream
 from basegpt.devices import autocast as make_autocast
-from basegpt.devices import (compile_decision, dtype_reason, peak_flops, pick_device,
-                             pick_dtype)
+from basegpt.devices import compile_decision, dtype_decision, peak_flops, pick_device
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
 from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, last_checkpoint,
@@ -218,7 +217,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     log = log or ((lambda m: tqdm.write(m, file=sys.stderr)) if progress and dist.is_main else (lambda m: None))
     torch.manual_seed(config.seed + dist.rank)
     device = pick_device(config.device) if not dist.enabled else dist.device
-    dtype = pick_dtype(config.dtype, device)
+    dtype, dtype_why = dtype_decision(config.dtype, device)
     raw = unwrap(model)
     raw.to(device)
     tokenizer = tokenizer or getattr(train_data, "tokenizer", None) or getattr(
@@ -282,7 +281,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     tokens_per_step = accum * micro_tokens * dist.world
     log(summary(raw, dataclasses.replace(config, batch_size=batch_size), device, dtype, T, accum,
                 dist.world, total_steps, decisions={
-                    "dtype": dtype_reason(config.dtype, device),
+                    "dtype": dtype_why,
                     "compile": f"{'on' if compile_on else 'off'} ({compile_why})",
                     "optimizer": _optimizer_kernels(optimizer)}))
 
@@ -548,7 +547,7 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
 
     `decisions` says what was chosen and why, e.g. {"dtype": "auto: fp32 on cpu",
     "compile": "off (auto: off on cpu; ...)", "optimizer": "adam, foreach kernels"} (fit
-    fills it from devices.dtype_reason, devices.compile_decision and the optimizer it built).
+    fills it from devices.dtype_decision, devices.compile_decision and the optimizer it built).
 
     Memory: weights + gradients (4 bytes each) + Adam's two moments (8 bytes), and activations
     per Korthikanti et al. (2022), per block ~ T*B*C*(34 + 5*H*T/C) bytes at 16-bit, doubled

@@ -426,10 +426,10 @@ def test_summary_states_sizes_and_decisions(tokenizer, data, monkeypatch):
 
 
 def test_summary_names_fused_kernels_and_capability_on_a_gpu(tokenizer, monkeypatch):
-    from basegpt.devices import dtype_reason
+    from basegpt.devices import dtype_decision
     from basegpt.train import summary
     _fake_cuda(monkeypatch, (7, 0))
-    assert dtype_reason("auto", torch.device("cuda")) == \
+    assert dtype_decision("auto", torch.device("cuda"))[1] == \
         "auto: compute capability 7.0 lacks bf16 tensor cores"
     text = summary(tiny(tokenizer), TrainConfig(max_steps=1, batch_size=4), torch.device("cuda"),
                    torch.float16, 16, 1, 1, 1, decisions={"optimizer": "adam, fused kernels"})
