@@ -60,3 +60,17 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The existing file, at `path` or a folder above it, that stops a folder being made at
+    `path`; None when one can be. Callers check it before any work and name it in their error.
+
+        file_in_the_way("notes.txt/out") -> Path("notes.txt")   (if notes.txt is a file)
+    """
+    path = Path(path)
+    for above in (path, *path.parents):
+        if above.exists():
+            return None if above.is_dir() else above
+    return None
+

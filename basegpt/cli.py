@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from basegpt._io import file_in_the_way
 from basegpt._optional import MissingDependency
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, builtin_corpus_files, \
     expand_paths, stdlib_root
@@ -429,12 +430,10 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _check_folder_path(path: Path, flag: str) -> None:
     """A folder can be made at `path`: neither it nor a folder above it is an existing file."""
-    for above in (path, *path.parents):
-        if above.exists():
-            if not above.is_dir():
-                raise ValueError(f"{flag} {path}: {above} is a file, but a run directory must "
-                                 f"go there; move it away or choose another {flag}")
-            return
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise ValueError(f"{flag} {path}: {blocker} is a file, but a run directory must go "
+                         f"there; move it away or choose another {flag}")
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from basegpt._io import atomic_write_text
+from basegpt._io import atomic_write_text, file_in_the_way
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, expand_paths
 from basegpt.data.datasets import DEFAULT_DATASET, fetch_dataset, get_dataset
 from basegpt.data.shards import ShardWriter, dtype_for_vocab
@@ -103,10 +103,9 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     out_dir = Path(out_dir)
-    # The nearest existing path of out_dir (itself or a parent) must be a folder to write in.
-    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ValueError(f"cannot write shards into {out_dir}: {existing} is a file, not a "
+    blocker = file_in_the_way(out_dir)
+    if blocker is not None:
+        raise ValueError(f"cannot write shards into {out_dir}: {blocker} is a file, not a "
                          "folder; choose a new output folder (or one holding earlier shards)")
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = Tokenizer.load(tokenizer)

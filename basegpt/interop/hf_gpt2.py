@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_text
+from basegpt._io import atomic_write_text, file_in_the_way
 from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_run,
                                 load_tensors, model_tensors, save_config, save_tensors, unwrap)
 from basegpt.config import ModelConfig
@@ -244,13 +244,11 @@ def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
 def _check_folder_target(path: Path, what: str) -> None:
     """A folder can be made at `path`: neither it nor a folder above it is an existing file.
     Checked before any work, so a bad path fails at once, naming it."""
-    for above in (path, *path.parents):
-        if above.exists():
-            if not above.is_dir():
-                where = "is a file" if above == path else f"is inside {above}, which is a file"
-                raise ValueError(f"{path} {where}, but {what} must go there; move the file "
-                                 "away or choose another path")
-            return
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        where = "is a file" if blocker == path else f"is inside {blocker}, which is a file"
+        raise ValueError(f"{path} {where}, but {what} must go there; move the file away or "
+                         "choose another path")
 
 
 def _source(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer]
