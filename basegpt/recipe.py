@@ -148,7 +148,8 @@ def _init_tokenizer(init_from: str | os.PathLike, given: str | None) -> str:
     from basegpt.checkpoint import TOKENIZER_FILE, read_config
     own = Path(init_from) / TOKENIZER_FILE
     source_hash = read_config(init_from).get("tokenizer_hash")
-    if given is not None and Tokenizer.load(given).hash != source_hash:
+    if (given is not None and Path(given).resolve() != own.resolve()   # (resolve_spec set it)
+            and Tokenizer.load(given).hash != source_hash):
         raise ValueError(f"data.tokenizer {given} is not the tokenizer of {init_from}, whose "
                          "weights the run starts from (--init-from); its ids index the "
                          f"embedding rows, so the run uses {own}: drop --tokenizer")
