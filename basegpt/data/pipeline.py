@@ -252,23 +252,17 @@ def _blocks(doc: Document, splitter: Splitter, block_chars: int) -> Iterator[tup
     pattern "none" or a custom one); past WARN_BLOCKS * block_chars characters without one,
     a warning says that the file is being read into memory whole.
     """
-    pending, searched, warned = "", 0, False
-    for piece in (_file_pieces(doc, block_chars) if isinstance(doc, Path)
-                  else (doc[i:i + block_chars] for i in range(0, len(doc), block_chars))):
-        pending += piece
-        if len(pending) < block_chars:
-            continue
-        cut = splitter.safe_cut(pending, searched)
-        if cut:
-            head, pending, searched = pending[:cut], pending[cut:], 0
-            yield head, len(head.encode("utf-8"))
-            continue
-        searched = len(pending) - 1           # no cut up to here: search only new text next
-        if len(pending) > WARN_BLOCKS * block_chars and isinstance(doc, Path) and not warned:
-            warnings.warn(_no_cut_message(doc, splitter, len(pending)))
+    pieces = (_file_pieces(doc, block_chars) if isinstance(doc, Path)
+              else (doc[i:i + block_chars] for i in range(0, len(doc), block_chars)))
+    warned = False
+
+    def on_no_cut(n_chars: int) -> None:
+        nonlocal warned
+        if n_chars > WARN_BLOCKS * block_chars and isinstance(doc, Path) and not warned:
+            warnings.warn(_no_cut_message(doc, splitter, n_chars))
             warned = True
-    if pending:
-        yield pending, len(pending.encode("utf-8"))
+    for block in splitter.blocks(pieces, block_chars, on_no_cut):
+        yield block, len(block.encode("utf-8"))
 
 
 def _no_cut_message(path: Path, splitter: Splitter, n_chars: int) -> str:

@@ -30,7 +30,7 @@ chunks are the same).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from basegpt.tokenizer._unicode import LETTER, NUMBER, WHITE_SPACE
 
@@ -142,6 +142,29 @@ class Splitter:
                          f"{text[end]!r} at index {end} of {text[:40]!r}, so that text would "
                          "be lost; a pattern must match every character: add catch-all "
                          f"alternatives, e.g. {fixed!r}")
+
+    def blocks(self, pieces: Iterable[str], block_chars: int,
+               on_no_cut: Callable[[int], None] | None = None) -> Iterator[str]:
+        """Re-cut the consecutive `pieces` of one text into blocks that end at safe cuts, so
+        split() of each block gives exactly the chunks of the whole text; a block is cut once
+        it holds block_chars characters and a safe cut turns up (the last one may be shorter).
+        Without a safe cut (one endless word; pattern none or custom) a block keeps growing,
+        and `on_no_cut(n_chars)` is called each time it does so past block_chars."""
+        pending, searched = "", 0
+        for piece in pieces:
+            pending += piece
+            if len(pending) < block_chars:
+                continue
+            cut = self.safe_cut(pending, searched)
+            if cut:
+                head, pending, searched = pending[:cut], pending[cut:], 0
+                yield head
+                continue
+            searched = len(pending) - 1       # no cut up to here: search only new text next
+            if on_no_cut is not None:
+                on_no_cut(len(pending))
+        if pending:
+            yield pending
 
     def safe_cut(self, text: str, start: int = 0) -> int:
         """The last index i > start where `text` may be cut without changing its chunks,

@@ -67,19 +67,11 @@ def _file_blocks(path: Path, splitter: Splitter, block_chars: int) -> Iterator[s
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file to train the tokenizer on")
     with open(path, encoding="utf-8", newline="") as f:  # newline="": keep \r\n as written
-        pending = ""
         try:
-            while block := f.read(block_chars):
-                pending += block
-                cut = splitter.safe_cut(pending)
-                if cut:
-                    yield pending[:cut]
-                    pending = pending[cut:]
+            yield from splitter.blocks(iter(lambda: f.read(block_chars), ""), block_chars)
         except UnicodeDecodeError as error:
             raise ValueError(f"{path} is not valid UTF-8 ({error.reason}); "
                              "convert it first, e.g. iconv -f latin1 -t utf-8") from None
-        if pending:
-            yield pending
 
 
 def count_chunks(texts: Iterable[str], splitter: Splitter) -> Counter:
