@@ -105,16 +105,26 @@ def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
     return config.lr
 
 
+def fused_adam_available(device: torch.device) -> bool:
+    """Whether torch has fused Adam kernels for this device: CUDA always, CPU from torch 2.4."""
+    if device.type == "cuda":
+        return True
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return device.type == "cpu" and (major, minor) >= (2, 4)
+
+
 def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """Adam, or AdamW with weight decay on weight matrices only.
 
     Decay pulls weights toward zero; that regularises the matrices of the linear layers but
     would only distort embeddings (rows are looked up, not multiplied), norm gains and biases.
-    fused kernels on CUDA, foreach (multi-tensor) elsewhere.
+    Kernels: fused (the whole update of every parameter in one kernel) on CUDA, and on CPU
+    from torch 2.4, where it is the same arithmetic (tests hold the weights equal) and halves
+    the optimizer's time (BENCHMARKS.md, training); foreach (multi-tensor) elsewhere.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs: dict[str, Any] = {"lr": config.lr, "betas": (config.beta1, config.beta2)}
-    if device.type == "cuda":
+    if fused_adam_available(device):
         kwargs["fused"] = True
     else:
         kwargs["foreach"] = True
@@ -546,7 +556,7 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
     """One screen: size, batch, memory estimate and the device/precision/compile decisions.
 
     `decisions` says what was chosen and why, e.g. {"dtype": "auto: fp32 on cpu",
-    "compile": "off (auto: off on cpu; ...)", "optimizer": "adam, foreach kernels"} (fit
+    "compile": "off (auto: off on cpu; ...)", "optimizer": "adam, fused kernels"} (fit
     fills it from devices.dtype_decision, devices.compile_decision and the optimizer it built).
 
     Memory: weights + gradients (4 bytes each) + Adam's two moments (8 bytes), and activations

@@ -73,6 +73,23 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, tor
     for index, slots in meta["plain_state"].items():
         state.setdefault(int(index), {}).update(slots)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    _match_param_layouts(optimizer)
+
+
+def _match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give every loaded moment its parameter's memory layout.
+
+    Tensors come back from safetensors contiguous, while B2lM keeps its matrices in (in, out)
+    memory order (model/b2lm.py: store_transposed). Fused Adam updates parameter and moments
+    as flat memory, element i of one with element i of the other, so a moment laid out
+    differently from its parameter would be paired with the wrong weights: a resumed run would
+    train on silently wrong updates. (foreach kernels index by position and are unaffected.)
+    """
+    for param, slots in optimizer.state.items():
+        for name, value in slots.items():
+            if (isinstance(value, torch.Tensor) and value.shape == param.shape
+                    and value.stride() != param.stride()):
+                slots[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def rng_to_flat() -> tuple[dict[str, torch.Tensor], dict]:

@@ -6,7 +6,7 @@ same batch (32 x 64 tokens). Every run is its own subprocess, so thread and comp
 do not leak between runs.
 
 1. Speed levers: training tokens/s of basegpt in fp32 / bf16 autocast, eager / torch.compile,
-   1 / 2 threads, foreach / fused Adam, and of the HF loop in fp32 and bf16.
+   1 / 2 threads, fused (the default) / foreach Adam, and of the HF loop in fp32 and bf16.
 2. Learning at equal wall time: validation bits per byte against training seconds for
    basegpt's chosen defaults and for the HF loop; the curves go to a PNG.
 
@@ -39,6 +39,7 @@ SPEED_RUNS = {
     "basegpt seed arch, fp32": ({}, {}, 2),
     "basegpt seed arch, bf16 autocast": ({}, {"dtype": "bfloat16"}, 2),
     "basegpt seed arch, fp32, 1 thread": ({}, {}, 1),
+    "basegpt seed arch, fp32, foreach Adam": ({}, {"kernels": "foreach"}, 2),
     "basegpt seed arch, fp32, compile": ({}, {"compile": "on"}, 2),
     "basegpt seed arch, bf16, compile": ({}, {"dtype": "bfloat16", "compile": "on"}, 2),
     "basegpt pre-LN rope gelu, fp32": ({"norm_position": "pre", "positional": "rope",
@@ -97,6 +98,10 @@ def job_basegpt(args, model_kw: dict, train_kw: dict, minutes: float | None) -> 
     from basegpt import B2lM
     from basegpt.train import TrainConfig, fit, token_bytes
     train_ids, val_ids, tok = load_tokens(Path(args.text))
+    train_kw = dict(train_kw)
+    if train_kw.pop("kernels", "fused") == "foreach":     # the optimizer lever: not a config field
+        import basegpt.train
+        basegpt.train.fused_adam_available = lambda device: False
     torch.manual_seed(0)
     model = B2lM(vocab_size=len(tok), **{**SIZE, **model_kw})
     val = Windows(val_ids, T)

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from basegpt import B2lM, SlidingWindowDataset, Tokenizer
 from basegpt.checkpoint import load_run
-from basegpt.train import (TrainConfig, TrainingDiverged, evaluate, fit, learning_rate,
-                           make_optimizer, token_bytes)
+from basegpt.train import (TrainConfig, TrainingDiverged, evaluate, fit, fused_adam_available,
+                           learning_rate, make_optimizer, token_bytes)
 from basegpt.train_state import read_metrics
 
 TEXT = ("First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. "
@@ -128,6 +128,65 @@ def test_adamw_decays_only_matrices(tokenizer):
         "norm gains and biases are not decayed"
     with pytest.raises(ValueError, match="needs optimizer='adamw'"):
         TrainConfig(max_steps=1, weight_decay=0.1)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_fused_optimizer_matches_foreach_on_cpu(tokenizer, optimizer):
+    """make_optimizer picks fused kernels on CPU (torch >= 2.4): the same update as foreach."""
+    if not fused_adam_available(torch.device("cpu")):
+        pytest.skip(f"torch {torch.__version__} has no fused Adam on CPU (torch >= 2.4 has)")
+    config = TrainConfig(max_steps=5, optimizer=optimizer, lr=1e-2,
+                         weight_decay=0.1 if optimizer == "adamw" else 0.0)
+    weights = {}
+    for kind in ("fused", "foreach"):
+        torch.manual_seed(0)
+        model = tiny(tokenizer)
+        opt = make_optimizer(model, config, torch.device("cpu"))
+        if kind == "foreach":                  # the same groups and settings, other kernels
+            opt = type(opt)(opt.param_groups, foreach=True)
+        assert opt.defaults.get(kind), f"{kind} kernels not in use: {opt.defaults}"
+        ids = torch.randint(0, model.config.vocab_size, (4, 9), generator=torch.Generator().manual_seed(1))
+        for _ in range(5):
+            logits = model(ids[:, :-1])
+            torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        weights[kind] = [p.detach().clone() for p in model.parameters()]
+    moved = max((a - b).abs().max().item() for a, b in zip(weights["fused"], weights["foreach"]))
+    assert moved < 1e-6, f"fused and foreach Adam differ by {moved} after 5 steps"
+    torch.manual_seed(0)
+    start = [p.detach().clone() for p in tiny(tokenizer).parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(start, weights["fused"])), "nothing trained"
+
+
+@pytest.mark.parametrize("kernels", ["fused", "foreach"])
+def test_saved_optimizer_state_resumes_the_same_updates(kernels):
+    """The moments come back from safetensors contiguous; a parameter stored (in, out) (as
+    B2lM keeps its matrices) must get them in its own layout, or fused Adam, which pairs
+    parameter and moment elements by memory position, applies them to the wrong weights."""
+    from basegpt.train_state import optimizer_from_flat, optimizer_to_flat
+    if kernels == "fused" and not fused_adam_available(torch.device("cpu")):
+        pytest.skip(f"torch {torch.__version__} has no fused Adam on CPU")
+    torch.manual_seed(0)
+    start = torch.randn(6, 4)
+    grads = [torch.randn(6, 4) for _ in range(2)]
+
+    def stepped(param, opt, grad):
+        param.grad = grad.t().contiguous().t()             # autograd gives the param's layout
+        opt.step()
+
+    kept = torch.nn.Parameter(start.t().contiguous().t())   # (6, 4) stored (4, 6)
+    opt = torch.optim.Adam([kept], lr=0.1, **{kernels: True})
+    stepped(kept, opt, grads[0])
+    tensors, meta = optimizer_to_flat(opt)
+    saved = {k: v.contiguous().clone() for k, v in tensors.items()}   # as safetensors returns them
+    resumed = torch.nn.Parameter(kept.detach().t().contiguous().t())
+    opt2 = torch.optim.Adam([resumed], lr=0.1, **{kernels: True})
+    optimizer_from_flat(opt2, saved, json.loads(json.dumps(meta)))
+    assert opt2.state[resumed]["exp_avg"].stride() == resumed.stride()
+    stepped(kept, opt, grads[1])
+    stepped(resumed, opt2, grads[1])
+    assert torch.equal(kept, resumed), "the resumed optimizer made a different update"
 
 
 def _interrupt_at(step: int):
@@ -404,7 +463,7 @@ def test_summary_states_sizes_and_decisions(tokenizer, data, monkeypatch):
     for phrase in (f"{n:,} parameters", "4 x 16 tokens x 2 accumulation x 1 process(es) = "
                    "128 tokens/step", f"weights {n * 4 / mb:.1f} MB", f"Adam {n * 8 / mb:.1f} MB",
                    "device cpu (device='auto')", "float32 (auto: fp32 on cpu)",
-                   "compile off (auto: off on cpu", "optimizer adam, foreach kernels"):
+                   "compile off (auto: off on cpu", "optimizer adam, fused kernels"):
         assert phrase in text, f"{phrase!r} not in the summary:\n{text}"
 
     class Eager(torch.nn.Module):                # stands in for a compiled model
@@ -421,7 +480,7 @@ def test_summary_states_sizes_and_decisions(tokenizer, data, monkeypatch):
         progress=False, log=messages.append)
     text = "\n".join(messages)
     for phrase in ("bfloat16 (dtype='bfloat16')", "compile on (compile='on')",
-                   "optimizer adamw, foreach kernels"):
+                   "optimizer adamw, fused kernels"):
         assert phrase in text, f"{phrase!r} not in the summary:\n{text}"
 
 
