@@ -12,6 +12,7 @@ do not leak between runs.
 
     python benchmarks/bench_train.py                  # ~12 minutes on a 2-core laptop
     python benchmarks/bench_train.py --quick          # a smoke run
+    python benchmarks/bench_train.py --curves-only    # part 2 only (~7 minutes)
 Needs ../shared/data/tinyshakespeare.txt (or --text PATH) and `transformers`.
 """
 
@@ -204,8 +205,10 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--lr", type=float, default=3e-3, help="basegpt peak lr (cosine)")
     p.add_argument("--hf-lr", type=float, default=1e-3, help="HF plain loop lr (constant)")
-    p.add_argument("--curve", default="pre-LN rope gelu, bf16",
-                   help="the basegpt variant for the learning curve (a SPEED_RUNS label suffix)")
+    p.add_argument("--curve", default="pre-LN rope gelu, fp32",
+                   help="the basegpt variant for the learning curve (a SPEED_RUNS label suffix; "
+                        "default: the modern architecture in what dtype='auto' picks on CPU)")
+    p.add_argument("--curves-only", action="store_true", help="skip the speed levers")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--png", type=Path, default=ROOT / "benchmarks" / "train_curves.png")
     p.add_argument("--job", nargs=2)
@@ -230,6 +233,13 @@ def main() -> None:
     print(f"# training benchmark: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}")
     print(f"# model {SIZE}, batch {BATCH} x {T}, vocab {VOCAB}, text {args.text.name}\n")
+    if not args.curves_only:
+        speed_levers(args)
+    curves(args)
+
+
+def speed_levers(args) -> None:
+    """Part 1: tokens/s of every SPEED_RUNS and HF_RUNS entry, one subprocess each."""
     print("## Speed levers (tokens/s of training steps, after warmup)\n")
     print("| run | tokens/s | first step s |")
     print("|---|---:|---:|")
@@ -247,6 +257,10 @@ def main() -> None:
         print("\nratio to the HF fp32 loop: " + ", ".join(
             f"{n}: {r['tokens_per_s'] / hf:.2f}x" for n, r in speeds.items() if "tokens_per_s" in r))
 
+
+
+def curves(args) -> None:
+    """Part 2: validation bits per byte against training seconds, basegpt and HF; a PNG."""
     label = next(n for n in SPEED_RUNS if n.endswith(args.curve))
     print(f"\n## Learning at equal training time ({args.minutes:g} min each)\n")
     ours = run("basegpt-curve", label, args)
