@@ -545,6 +545,8 @@ def _run_info(args: argparse.Namespace) -> None:
     m, params, prog, tok = info["model"], info["parameters"], info["progress"], info["tokenizer"]
     kv = f" ({m['n_kv_head']} kv)" if m["n_kv_head"] else ""
     print(f"run {info['run_dir']}")
+    if info["init_from"]:
+        print(f"fine-tuned from: {info['init_from']['path']}")
     print(f"model: {m['n_block']} block{'s' if m['n_block'] != 1 else ''} x {m['n_embed']} wide, "
           f"{m['n_head']} heads{kv} of "
           f"n_k {m['n_k']} / n_v {m['n_v']}, n_ff {m['n_ff']}, context {m['n_context']}, "

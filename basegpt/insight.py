@@ -146,7 +146,8 @@ def run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     Returns {"run_dir", "model" (ModelConfig dict), "train" (TrainConfig dict), "spec" (or None),
     "parameters" (parameter_counts), "progress" (steps, tokens, epoch, seconds, last train
     loss, last evaluation), "best" (best/best.json or None), "tokenizer" (size, merges,
-    pattern, special tokens, hash, whether it matches the model's), "checkpoints" (kept steps)}.
+    pattern, special tokens, hash, whether it matches the model's), "checkpoints" (kept steps),
+    "init_from" (the run a fine-tuning run started from, as config.json records it, or None)}.
     """
     from basegpt.checkpoint import TOKENIZER_FILE, read_config
     from basegpt.config import ModelConfig
@@ -193,6 +194,7 @@ def run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
         "checkpoints": sorted(int(p.name.removeprefix("step_"))
                               for p in (run_dir / "checkpoints").glob("step_*")
                               if p.name.removeprefix("step_").isdigit()),
+        "init_from": config.get("init_from"),
     }
 
 

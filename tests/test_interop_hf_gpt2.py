@@ -480,6 +480,8 @@ def test_train_init_from_an_imported_run_fine_tunes_it(hf_run, tmp_path, capsys,
     assert Tokenizer.load(new / "tokenizer.json").hash == config["tokenizer_hash"] == \
         json.loads((run_dir / "config.json").read_text())["tokenizer_hash"], "the HF tokenizer"
 
+    assert main(["info", str(new)]) == 0
+    assert f"fine-tuned from: {run_dir.resolve()}" in capsys.readouterr().out
     assert main(["generate", str(new), "--prompt", "def ", "--max-new-tokens", "8",
                  "--temperature", "0", "--no-stream", "--device", "cpu"]) == 0
     assert capsys.readouterr().out.startswith("def "), "the new run generates"

@@ -698,6 +698,9 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tokenizer, data, t
     assert saved["init_from"]["path"] == str((tmp_path / "src").resolve()), saved
     run_info = json.loads((tmp_path / "new" / "run.json").read_text())
     assert run_info[0]["init_from"] == str((tmp_path / "src").resolve()), run_info
+    from basegpt.insight import run_info as info_of
+    assert info_of(tmp_path / "new")["init_from"] == saved["init_from"], "`info` names the source"
+    assert info_of(tmp_path / "src")["init_from"] is None
 
     config = TrainConfig(max_steps=1, batch_size=4)
     with pytest.raises(ValueError, match=r"n_ff=128 \(the source has 64\)"):
