@@ -7,7 +7,7 @@
     plot_attention(tokens, maps, out)    those weights as heatmaps, one panel per head
 
 These are the library side of `basegpt eval`, `basegpt info` and `basegpt attention`; they
-return plain dicts and arrays and print nothing (only cli.py prints).
+return plain dicts and arrays and print nothing (only basegpt/cli/ prints).
 
 The attention weights come from the readable `manual` kernel: `model(ids,
 return_attention=True)` routes every layer through `attention_manual`, which forms

@@ -1,0 +1,98 @@
+"""The `basegpt` command line. Only this package parses argv, prints results and exits.
+
+Each subcommand is a pair: `_add_<name>(subparsers)` declares its flags, `_run_<name>(args)`
+calls the library and prints. One module per group of subcommands:
+
+    data.py        corpus, tokenizer train/encode/decode/stats, prepare
+    training.py    train, plot, config show (and the flags derived from the settings dataclasses)
+    looking.py     eval, info, attention
+    generating.py  generate
+    interop.py     export, import
+    _common.py     the parser class, which errors are the user's, logging
+
+This file assembles the parser and runs it. Results go to stdout, logs and progress to stderr.
+Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 130 interrupted.
+A traceback therefore always means a bug in basegpt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from basegpt.cli._common import USER_ERRORS, _Parser
+from basegpt.cli.data import _add_corpus, _add_prepare, _add_tokenizer
+from basegpt.cli.generating import _add_generate
+from basegpt.cli.interop import _add_export, _add_import
+from basegpt.cli.looking import _add_attention, _add_eval, _add_info
+from basegpt.cli.training import _add_config, _add_plot, _add_train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `basegpt` argument parser."""
+    parser = _Parser(
+        prog="basegpt", description="A GPT from first principles.",
+        epilog="examples:\n  basegpt train                  # the main job: a small GPT in a few minutes\n"
+               "  basegpt generate runs/laptop --prompt 'def '\n"
+               "  basegpt eval runs/laptop\n"
+               "  basegpt info runs/laptop\n"
+               "  basegpt plot runs/laptop\n"
+               "  basegpt attention runs/laptop --prompt 'def add(a, b):' --out attn.png\n"
+               "  basegpt COMMAND --help         # each command's flags and examples",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
+    _add_tokenizer(sub)
+    _add_corpus(sub)
+    _add_generate(sub)
+    _add_prepare(sub)
+    _add_train(sub)
+    _add_plot(sub)
+    _add_config(sub)
+    _add_eval(sub)
+    _add_info(sub)
+    _add_attention(sub)
+    _add_export(sub)
+    _add_import(sub)
+    return parser
+
+
+def _error_line(error: Exception) -> str:
+    """The one line a user error prints. Python's own path errors ("[Errno 17] File exists:
+    'runs'") are reworded to name the path, what is wrong with it and the fix."""
+    # os.replace(tmp, target), as every atomic write ends, names the target second.
+    path = getattr(error, "filename2", None) or getattr(error, "filename", None)
+    if isinstance(error, FileExistsError) and path:
+        return f"{path} is a file, but a folder must go there; move it away or choose another path"
+    if isinstance(error, NotADirectoryError) and path:
+        return (f"{path}: part of this path is a file, but it must be a folder; move that file "
+                "away or choose another path")
+    if isinstance(error, IsADirectoryError) and path:
+        return f"{path} is a folder, but a file must go there; give a file path"
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        code = args.run(args)
+    except USER_ERRORS as error:
+        print(f"basegpt: error: {_error_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("basegpt: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`basegpt ... | head`): not an error of ours. Point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

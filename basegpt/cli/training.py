@@ -1,0 +1,210 @@
+"""`basegpt train`, `basegpt plot` and `basegpt config show`, and the flags derived from the
+settings dataclasses (one --flag per field of ModelConfig, TrainConfig and DataConfig)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from basegpt._io import file_in_the_way
+from basegpt.cli._common import _Parser
+
+
+# ------------------------------------------------------------------------ train, plot, config
+
+def _flag_type(annotation: str):
+    """The argparse type for a dataclass field's annotation (they are strings here)."""
+    if "bool" in annotation:
+        return None
+    if "int" in annotation and "float" not in annotation:
+        return int
+    if "float" in annotation:
+        return float
+    return str
+
+
+_FLAG_NAMES = {"data.source": "--data"}   # `--data shakespeare` reads better than --source
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, section: str,
+                skip: tuple[str, ...] = ()) -> None:
+    """One --flag per dataclass field; the dataclass stays the only home of defaults."""
+    import dataclasses
+    group = parser.add_argument_group(f"{section} settings (override preset and --config)")
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.name in ("blocks", "inputs"):
+            continue
+        dest = f"{section}.{f.name}"
+        flag = _FLAG_NAMES.get(dest, "--" + f.name.replace("_", "-"))
+        default = f.default if f.default is not dataclasses.MISSING else "see preset"
+        kind = _flag_type(str(f.type))
+        if kind is None:
+            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=f"(default {default})")
+        else:
+            group.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS,
+                               metavar=f.name.upper(), help=f"(default {default})")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, dict]:
+    out: dict[str, dict] = {"model": {}, "train": {}, "data": {}}
+    for dest, value in vars(args).items():
+        if "." in dest:
+            section, name = dest.split(".", 1)
+            out[section][name] = value
+    if getattr(args, "inputs", None):
+        out["data"]["inputs"] = list(args.inputs)
+    return out
+
+
+def _add_spec_flags(p: argparse.ArgumentParser) -> None:
+    from basegpt.config import ModelConfig
+    from basegpt.config import DataConfig
+    from basegpt.recipe import preset_names
+    from basegpt.config import TrainConfig
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="text files, folders or globs to train on (default: data.source)")
+    p.add_argument("--preset", choices=preset_names(), default=None,
+                   help="named settings to start from (default laptop)")
+    p.add_argument("--config", type=Path, help="a JSON or TOML file with model/train/data "
+                                               "sections; overrides the preset")
+    _add_fields(p, DataConfig, "data")
+    _add_fields(p, ModelConfig, "model", skip=("vocab_size",))
+    _add_fields(p, TrainConfig, "train")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model (no arguments: the main job on the built-in corpus)",
+        description="Train a tokenizer (cached), prepare the data (cached), train a model "
+                    "into a run directory, and print a sample. Settings: --preset, then "
+                    "--config FILE, then flags.",
+        epilog="examples:\n  basegpt train                                  # the main job\n"
+               "  basegpt train --preset seed --max-minutes 2 --out runs/seed\n"
+               "  basegpt train --data shakespeare --n-block 6 --out runs/shakes\n"
+               "  basegpt train --resume runs/laptop --max-minutes 5   # continue a run\n"
+               "  torchrun --nproc_per_node=2 -m basegpt train --out runs/ddp",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory (default runs/PRESET)")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue this run from its latest checkpoint")
+    p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR",
+                   help="fine-tune: start a new run (--out) from this run's weights, model and "
+                        "tokenizer (an imported HF run, any run, or RUN/best), with a fresh "
+                        "optimizer at step 0; data and training settings as usual, model "
+                        "settings only dropout and kernels")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log")
+    _add_spec_flags(p)
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from basegpt.recipe import DEFAULT_PRESET, resolve_spec, train_run
+    overrides = _overrides(args)
+    if args.init_from is not None and args.resume is not None:
+        raise ValueError("--init-from starts a new run from another run's weights and --resume "
+                         "continues a run from its own: give one of them")
+    if args.init_from is not None and args.out is None:
+        raise ValueError("--init-from starts a new run: name its directory with --out, e.g. "
+                         "--out runs/finetuned")
+    if args.resume is not None:
+        if args.preset or args.config or overrides["model"] or overrides["data"]:
+            raise ValueError("--resume continues a run with its own model and data settings; "
+                             "only training flags (e.g. --max-minutes, --max-steps) may change")
+        out, spec = args.resume, {"train": overrides["train"]}
+    else:
+        spec = resolve_spec(args.preset, args.config, overrides, init_from=args.init_from)
+        out = args.out or Path("runs") / (args.preset or DEFAULT_PRESET)
+        _check_folder_path(out, "--out")        # before minutes of tokenizer training
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    result, model, tokenizer = train_run(spec, out, resume=args.resume is not None,
+                                         init_from=args.init_from, overwrite=args.overwrite,
+                                         progress=not args.quiet, log=log)
+    from basegpt import distributed
+    if not distributed.setup().is_main:
+        return 0
+    last = result.evals[-1] if result.evals else {}
+    scores = ", ".join(f"{k} {last[k]:.4f}" for k in ("val_loss", "val_ppl", "val_bpb") if k in last)
+    print(f"trained {result.steps} steps ({result.tokens:,} tokens, {result.seconds:.0f} s, "
+          f"stopped by {result.stopped_by}){': ' + scores if scores else ''} -> {out}")
+    if result.stopped_by == "signal":
+        return 130
+    import shlex
+    from basegpt.checkpoint import read_config
+    from basegpt.config import TrainConfig
+    from basegpt.generate import generate
+    from basegpt.recipe import more_budget, sample_prompt
+    prompt = sample_prompt(out, tokenizer)
+    sample = generate(model, tokenizer, prompt, max_new_tokens=120, temperature=0.8, top_k=40,
+                      seed=0)
+    print(f"\nsample (prompt {prompt!r}):\n{prompt}{sample}\n")
+    # Raise the limit that stopped the run: each budget counts the whole run.
+    more = more_budget(result.stopped_by, TrainConfig.from_dict(read_config(out)["train"]),
+                       result.steps, result.seconds)
+    run = shlex.quote(str(out))
+    print("next:\n"
+          f"  basegpt generate {run}" + (f" --prompt {shlex.quote(prompt)}" if prompt else "")
+          + f"\n  basegpt train --resume {run} {more}   # the budget counts the whole run\n"
+          f"  basegpt plot {run}")
+    return 0
+
+
+def _check_folder_path(path: Path, flag: str) -> None:
+    """A folder can be made at `path`: neither it nor a folder above it is an existing file."""
+    blocker = file_in_the_way(path)
+    if blocker is not None:
+        raise ValueError(f"{flag} {path}: {blocker} is a file, but a run directory must go "
+                         f"there; move it away or choose another {flag}")
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw loss curves of one or more runs into a PNG",
+                       epilog="examples:\n  basegpt plot runs/laptop\n"
+                              "  basegpt plot runs/a runs/b --out compare.png",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None,
+                   help="PNG to write (default RUN_DIR/loss.png for one run, else compare.png)")
+    p.set_defaults(run=_run_plot)
+
+
+def _run_plot(args: argparse.Namespace) -> None:
+    from basegpt.plot import plot_runs
+    for run in args.runs:
+        if not run.is_dir():
+            raise FileNotFoundError(f"{run}: no such run directory")
+    out = args.out or (args.runs[0] / "loss.png" if len(args.runs) == 1 else Path("compare.png"))
+    print(f"wrote {plot_runs(args.runs, out)}")
+
+
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="show the merged settings of a preset, file and flags",
+                       epilog="examples:\n  basegpt config show\n"
+                              "  basegpt config show --preset seed --lr 0.003",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND",
+                            parser_class=_Parser)
+    show = csub.add_parser(
+        "show", help="print the merged model/train/data settings as JSON",
+        description="Print the settings `basegpt train` would use with the same --preset, "
+                    "--config and flags, every field filled in, as JSON.",
+        epilog="examples:\n  basegpt config show                       # the main job (laptop preset)\n"
+               "  basegpt config show --preset seed --lr 0.003\n"
+               "  basegpt config show --config my.json --max-steps 100",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_spec_flags(show)
+    show.set_defaults(run=_run_config_show)
+
+
+def _run_config_show(args: argparse.Namespace) -> None:
+    import dataclasses
+    from basegpt.recipe import check_spec, resolve_spec
+    spec = resolve_spec(args.preset, args.config, _overrides(args))
+    model, train, data = check_spec(spec)
+    full = {"model": {k: v for k, v in model.to_dict().items() if k != "vocab_size"},
+            "train": train.to_dict(), "data": dataclasses.asdict(data)}
+    print(json.dumps(full, indent=2))
