@@ -80,10 +80,11 @@ def _match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
     """Give every loaded moment its parameter's memory layout.
 
     Tensors come back from safetensors contiguous, while B2lM keeps its matrices in (in, out)
-    memory order (model/b2lm.py: store_transposed). Fused Adam updates parameter and moments
-    as flat memory, element i of one with element i of the other, so a moment laid out
+    memory order (model/b2lm.py: store_transposed). Fused Adam on CPU updates parameter and
+    moments as flat memory, element i of one with element i of the other, so a moment laid out
     differently from its parameter would be paired with the wrong weights: a resumed run would
-    train on silently wrong updates. (foreach kernels index by position and are unaffected.)
+    train on silently wrong updates (on CUDA the fused kernel refuses mismatched layouts with
+    an error instead; foreach kernels index by position and are unaffected).
     """
     for param, slots in optimizer.state.items():
         for name, value in slots.items():
