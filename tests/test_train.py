@@ -116,6 +116,16 @@ def test_learning_rate_schedule_values():
     assert learning_rate(constant, 77, 0.77) == pytest.approx(0.3), "constant"
 
 
+def test_a_raised_time_budget_replans_the_decay():
+    """README: resuming a 4-minute run with --max-minutes 8 continues halfway down the cosine."""
+    from basegpt.train import _progress
+    ended = TrainConfig(max_minutes=4, lr=1.0, warmup_steps=0, min_lr_ratio=0.0)
+    raised = TrainConfig(max_minutes=8, lr=1.0, warmup_steps=0, min_lr_ratio=0.0)
+    at_end = learning_rate(ended, 500, _progress(ended, 500, None, 240.0))
+    resumed = learning_rate(raised, 500, _progress(raised, 500, None, 240.0))
+    assert at_end == pytest.approx(0.0) and resumed == pytest.approx(0.5), (at_end, resumed)
+
+
 def test_adamw_decays_only_matrices(tokenizer):
     model = tiny(tokenizer, tie_weights=False)
     opt = make_optimizer(model, TrainConfig(max_steps=1, optimizer="adamw", weight_decay=0.1),
