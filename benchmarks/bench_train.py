@@ -10,7 +10,7 @@ do not leak between runs.
 2. Learning at equal wall time: validation bits per byte against training seconds for
    basegpt's chosen defaults and for the HF loop; the curves go to a PNG.
 
-    python benchmarks/bench_train.py                  # ~12 minutes on a 2-core laptop
+    python benchmarks/bench_train.py                  # ~15 minutes on a 2-core laptop
     python benchmarks/bench_train.py --quick          # a smoke run
     python benchmarks/bench_train.py --curves-only    # part 2 only (~7 minutes)
 Needs ../shared/data/tinyshakespeare.txt (or --text PATH) and `transformers`.
@@ -256,7 +256,6 @@ def speed_levers(args) -> None:
     if hf:
         print("\nratio to the HF fp32 loop: " + ", ".join(
             f"{n}: {r['tokens_per_s'] / hf:.2f}x" for n, r in speeds.items() if "tokens_per_s" in r))
-
 
 
 def curves(args) -> None:
