@@ -53,7 +53,8 @@ def train(flags: list[str], minutes: float, out: Path) -> dict:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "val_bpb" in r]
     return {"final": evals[-1]["val_bpb"], "best": min(r["val_bpb"] for r in evals),
-            "evals": len(evals), "steps": evals[-1].get("step"), "wall_s": time.perf_counter() - start}
+            "evals": len(evals), "steps": evals[-1].get("step"),
+            "wall_s": time.perf_counter() - start}
 
 
 def main() -> None:

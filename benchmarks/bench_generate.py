@@ -9,11 +9,12 @@ For each model size and each number of new tokens N (batch 1, greedy, a 16-token
 
 tokens/s = N / wall time of the whole call (prefill included; the prompt is short). "Matrix work
 alone" times just the step's matrix-vector products (every weight matrix times one vector, N
-times): the float32 ceiling of any batch-1 decoder of that size on the machine. Each figure
-is the best of --repeats runs after one warm-up run, basegpt and HF taking turns (the no-cache
-path at N >= 256 runs once: it is slow, and its spread is small). Both models are float32, eval mode, random weights, on the
-same device in the same process, with the same torch thread count (--threads; default 1: at
-batch 1 the matrices are small, and on a shared machine one thread gives stable figures). Sizes:
+times): the ceiling (in that dtype) of any batch-1 decoder of that size on the machine. Each
+figure is the best of --repeats runs after one warm-up run, basegpt and HF taking turns (the
+no-cache path at N >= 256 runs once: it is slow, and its spread is small). Both models are
+float32 (or --dtype), eval mode, random weights, on the same device in the same process, with
+the same torch thread count (--threads; default 1: at batch 1 the matrices are small, and on a
+shared machine one thread gives stable figures). Sizes:
 
     seed:   4 blocks x 128 wide, 4 heads (n_k = n_v = 32), n_ff 256,  vocab 4096, n_context 1024
     larger: 6 blocks x 256 wide, 8 heads (n_k = n_v = 32), n_ff 1024, vocab 4096, n_context 1024
@@ -25,6 +26,7 @@ GPT-2 blocks are pre-norm with GELU and learned positions; the basegpt models us
     python benchmarks/bench_generate.py --quick          # N = 64 only
     python benchmarks/bench_generate.py --device cuda
     python benchmarks/bench_generate.py --layouts        # why B2lM stores weights (in, out)
+    python benchmarks/bench_generate.py --dtype bfloat16 # both models' weights in bf16
 """
 
 from __future__ import annotations
@@ -52,18 +54,18 @@ SIZES = {
 }
 
 
-def basegpt_model(size: dict, device: str) -> B2lM:
+def basegpt_model(size: dict, device: str, dtype: torch.dtype = torch.float32) -> B2lM:
     cfg = ModelConfig(vocab_size=VOCAB, n_context=N_CONTEXT, n_k=32, n_v=32, norm_position="pre",
                       activation="gelu", positional="learned", tie_weights=True, **size)
-    return B2lM(cfg).to(device).eval()
+    return B2lM(cfg).to(device, dtype).eval()
 
 
-def hf_model(size: dict, device: str):
+def hf_model(size: dict, device: str, dtype: torch.dtype = torch.float32):
     from transformers import GPT2Config, GPT2LMHeadModel
     cfg = GPT2Config(vocab_size=VOCAB, n_positions=N_CONTEXT, n_embd=size["n_embed"],
                      n_layer=size["n_block"], n_head=size["n_head"], n_inner=size["n_ff"],
                      bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    return GPT2LMHeadModel(cfg).to(device).eval()
+    return GPT2LMHeadModel(cfg).to(device, dtype).eval()
 
 
 def sync(device: str) -> None:
@@ -96,7 +98,9 @@ def matrix_work(model: B2lM, device: str):
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if not any(m.weight is model.tok_emb.weight for m in linears):
         linears.append(model.lm_head)
-    inputs = {m.in_features: torch.randn(1, m.in_features, device=device) for m in linears}
+    dtype = model.tok_emb.weight.dtype
+    inputs = {m.in_features: torch.randn(1, m.in_features, device=device, dtype=dtype)
+              for m in linears}
 
     def fn(n: int) -> None:
         with torch.inference_mode():
@@ -133,7 +137,8 @@ def run(args: argparse.Namespace) -> list[tuple]:
     torch.manual_seed(0)
     rows = []
     for name, size in SIZES.items():
-        ours, theirs = basegpt_model(size, args.device), hf_model(size, args.device)
+        dtype = getattr(torch, args.dtype)
+        ours, theirs = basegpt_model(size, args.device, dtype), hf_model(size, args.device, dtype)
         prompt = torch.randint(1, VOCAB, (1, PROMPT_LEN), device=args.device)
         for n in args.new_tokens:
             def cached():
@@ -168,6 +173,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="N = 64 only")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="weights and cache of both models (default float32)")
     parser.add_argument("--layouts", action="store_true",
                         help="only time batch-1 products with weights stored (out, in) vs (in, out)")
     args = parser.parse_args()
@@ -186,6 +193,7 @@ def main() -> None:
         commit = "?"
     print(f"\nPython {platform.python_version()}, torch {torch.__version__}, transformers "
           f"{transformers.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
+          f"{args.dtype}, "
           f"commit {commit}\n")
     print("| model | new tokens | basegpt KV cache (tok/s) | basegpt no cache (tok/s) | "
           "cache speed-up | HF generate (tok/s) | basegpt / HF | matrix work alone (tok/s) |")
