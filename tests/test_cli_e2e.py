@@ -87,11 +87,6 @@ def test_train_writes_a_complete_run(world):
 
 def test_generate(world):
     run, cache, work = world
-    from basegpt.cli import build_parser
-    commands = build_parser()._subparsers._group_actions[0].choices
-    if "generate" not in commands:
-        pytest.skip("`basegpt generate` is not in the CLI yet (another part of issue 8 adds it); "
-                    "train's own sample above exercised generation")
     args = ("generate", str(run), "--prompt", "def ", "--max-new-tokens", "20", "--seed", "0",
             "--no-stream")
     out = ok(basegpt(*args, cache=cache, cwd=work))
