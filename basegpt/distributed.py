@@ -18,6 +18,7 @@ all-reduce it makes every step anyway, and all processes stop after the same ste
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from dataclasses import dataclass
@@ -81,6 +82,17 @@ class Dist:
             torch_dist.barrier()
 
 
+def _destroy_process_group() -> None:
+    """Tear down the process group basegpt made, while the interpreter is still whole.
+
+    Left to interpreter shutdown, gloo's worker threads can still hold tensors whose release
+    needs the (by then finalised) Python runtime, and the process dies with SIGABRT
+    ("terminate called without an active exception") after training finished: a rare crash
+    at exit that torchrun reports as a failed job (pytorch/pytorch#179291 describes it)."""
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
 def setup() -> Dist:
     """Join the torchrun job if this process is part of one (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -95,4 +107,5 @@ def setup() -> Dist:
         device, backend = torch.device("cpu"), "gloo"
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend=backend)
+        atexit.register(_destroy_process_group)
     return Dist(enabled=True, rank=rank, local_rank=local_rank, world=world, device=device)

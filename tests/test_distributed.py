@@ -93,6 +93,30 @@ def test_time_budget_stops_every_process_at_the_same_step(tmp_path: Path):
     assert state["progress"]["step"] == ranks[0]["steps"], "the last checkpoint is the end"
 
 
+def test_the_process_group_is_destroyed_before_interpreter_shutdown(tmp_path: Path):
+    # Left to interpreter shutdown, gloo could abort a finished process (SIGABRT, "terminate
+    # called without an active exception"), failing the torchrun job after training ended.
+    script = tmp_path / "exit.py"
+    script.write_text(r'''
+import atexit, functools, os
+import torch.distributed as torch_dist
+from basegpt import distributed
+# atexit runs last-registered first: this check runs after basegpt's own teardown.
+atexit.register(lambda: print("initialized at exit:", torch_dist.is_initialized()))
+os.environ.update(WORLD_SIZE="2", RANK="0")       # take setup()'s torchrun path ...
+real = torch_dist.init_process_group              # ... with a one-process group
+torch_dist.init_process_group = functools.partial(real, rank=0, world_size=1)
+dist = distributed.setup()
+print("initialized in the job:", torch_dist.is_initialized(), dist.enabled)
+''')
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "initialized in the job: True True" in out.stdout, out.stdout
+    assert "initialized at exit: False" in out.stdout, out.stdout
+
+
 def test_only_process_0_prepares_the_tokenizer_and_shards(tmp_path: Path, monkeypatch):
     # Every rank used to train the tokenizer and write shards into the same cache at once.
     import basegpt.data
