@@ -86,12 +86,14 @@ def _eval_data(run: Any, source: Any, text: str | None, split: str) -> tuple[Any
     if text is not None and sources:
         raise ValueError("give either text or files to evaluate on, not both")
     if text is not None:
-        n = len(run.tokenizer.encode(text))
-        if n < 2:
+        try:
+            data = SlidingWindowDataset(run.tokenizer, T, [text])
+        except ValueError:              # its only refusal here: no window, under 2 tokens
+            n = len(run.tokenizer.encode(text))
             raise ValueError(f"the text to score, {text!r}, is {n} token(s) long; scoring needs "
                              "at least 2 (each token is predicted from the ones before it): "
-                             "give a longer text")
-        return SlidingWindowDataset(run.tokenizer, T, [text]), f"text ({len(text.encode('utf-8')):,} bytes)"
+                             "give a longer text") from None
+        return data, f"text ({len(text.encode('utf-8')):,} bytes)"
     if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
         folder = Path(sources[0])
         return ShardDataset(folder, T, split, tokenizer=run.tokenizer), f"{folder} ({split} split)"
