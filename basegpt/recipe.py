@@ -276,7 +276,7 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
     from basegpt.config import ModelConfig
     from basegpt.data import ShardDataset
     from basegpt.model import B2lM
-    from basegpt.train import fit
+    from basegpt.train import fit, stop_reason
 
     log = log or (lambda m: print(m, file=sys.stderr))
     out = Path(out)
@@ -302,7 +302,9 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
     _, train_config, data = check_spec(spec)
     before = saved_progress(out) if resume else None
     if before is not None:                   # a budget already used up would train nothing
-        spent = spent_budget(train_config, before["step"], before["seconds"])
+        # fit's own test before a resumed run's first step; epochs are left to fit, which
+        # alone knows the steps in an epoch (total=None).
+        spent = stop_reason(train_config, before["step"], None, before["seconds"])
         if spent:
             raise budget_error(spent, train_config, before["step"], before["seconds"])
     # Under torchrun, process 0 alone trains the tokenizer and tokenizes the data into the
@@ -358,17 +360,6 @@ def saved_progress(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         return json.loads((Path(run_dir) / STATE_JSON).read_text(encoding="utf-8"))["progress"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def spent_budget(config: TrainConfig, steps: int, seconds: float) -> str:
-    """The stop reason of `config` that a run `steps` steps and `seconds` seconds old has
-    already reached ("" = none): fit's own test before a resumed run's first step. Epochs
-    are left to fit, which alone knows the steps in an epoch."""
-    if config.max_steps is not None and steps >= config.max_steps:
-        return "max_steps"
-    if config.max_minutes is not None and seconds >= config.max_minutes * 60:
-        return "max_minutes"
-    return ""
 
 
 def more_budget(budget: str, config: TrainConfig, steps: int, seconds: float) -> str:

@@ -316,7 +316,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     # Steps and epochs come out the same in every process; the clock and Ctrl-C do not, so
     # those are voted on inside each step's loss all-reduce (below). A process that stopped
     # on its own would leave the others waiting forever in their next collective.
-    reason = _stop_reason(config, step, total_steps, elapsed)
+    reason = stop_reason(config, step, total_steps, elapsed)
     try:
         while True:
             if stop.raised and not dist.enabled:
@@ -382,7 +382,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
                 optimizer.zero_grad(set_to_none=True)
                 result.skipped_steps += 1
                 step += 1
-                reason = vote or _stop_reason(config, step, total_steps, elapsed)
+                reason = vote or stop_reason(config, step, total_steps, elapsed)
                 continue
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -406,7 +406,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
                 postfix["mfu"] = f"{record['mfu']:.1%}"
             bar.set_postfix(postfix)
             refresh_plot = False
-            reason = vote or _stop_reason(config, step, total_steps, elapsed)
+            reason = vote or stop_reason(config, step, total_steps, elapsed)
             at_end = bool(reason)
             if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or at_end):
                 scores = evaluate(raw, val_data, config.batch_size, device, autocast,
@@ -538,9 +538,10 @@ def _optimizer_kernels(optimizer: torch.optim.Optimizer) -> str:
     return f"{type(optimizer).__name__.lower()}, {kind} kernels"
 
 
-def _stop_reason(config: TrainConfig, step: int, total: int | None, elapsed: float) -> str:
+def stop_reason(config: TrainConfig, step: int, total: int | None, elapsed: float) -> str:
     """Why training should stop now ("" = go on), from the step count and the agreed clock;
-    a signal is voted on separately (see fit)."""
+    a signal is voted on separately (see fit). total: the steps in the epochs budget, or None
+    where it is not known yet (recipe.train_run asks before fit has counted the data)."""
     if config.max_steps is not None and step >= config.max_steps:
         return "max_steps"
     if total is not None and step >= total:
