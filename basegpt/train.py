@@ -119,8 +119,9 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.de
     Decay pulls weights toward zero; that regularises the matrices of the linear layers but
     would only distort embeddings (rows are looked up, not multiplied), norm gains and biases.
     Kernels: fused (the whole update of every parameter in one kernel) on CUDA, and on CPU
-    from torch 2.4, where it is the same arithmetic (tests hold the weights equal) and halves
-    the optimizer's time (BENCHMARKS.md, training); foreach (multi-tensor) elsewhere.
+    from torch 2.4, where it makes the same update up to rounding (a test feeds both the
+    same gradients) and halves the optimizer's time (BENCHMARKS.md, training); foreach
+    (multi-tensor) elsewhere.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs: dict[str, Any] = {"lr": config.lr, "betas": (config.beta1, config.beta2)}
