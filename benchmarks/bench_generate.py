@@ -94,7 +94,7 @@ def matrix_work(model: B2lM, device: str):
     """A function doing only the matrix-vector products of one decoding step, n times: every
     weight matrix of the model (and the head) applied to one token's vector, as a batch-1 step
     must, with no attention, norms, Python model code or sampling. Its tokens/s is the ceiling
-    that any batch-1 decoder of this size reaches on this machine in float32."""
+    that any batch-1 decoder of this size reaches on this machine in the model's dtype."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if not any(m.weight is model.tok_emb.weight for m in linears):
         linears.append(model.lm_head)
@@ -122,22 +122,15 @@ def layouts(repeats: int) -> None:
         def one_pass() -> None:
             for w in weights:
                 torch.nn.functional.linear(x[w.shape[1]], w)
-        one_pass()
-        best = min(_timed(one_pass) for _ in range(repeats))
+        (best,) = best_times([one_pass], repeats, "cpu")
         print(f"weights stored {name}: {best * 1e3:.1f} ms a pass over 48 GPT-2-small matrices")
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def run(args: argparse.Namespace) -> list[tuple]:
     torch.manual_seed(0)
     rows = []
+    dtype = getattr(torch, args.dtype)
     for name, size in SIZES.items():
-        dtype = getattr(torch, args.dtype)
         ours, theirs = basegpt_model(size, args.device, dtype), hf_model(size, args.device, dtype)
         prompt = torch.randint(1, VOCAB, (1, PROMPT_LEN), device=args.device)
         for n in args.new_tokens:
