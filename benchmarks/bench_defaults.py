@@ -22,7 +22,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,15 +45,13 @@ def train(flags: list[str], minutes: float, out: Path) -> dict:
     """One `basegpt train --preset laptop` run; its validation record from metrics.jsonl."""
     cmd = [sys.executable, "-m", "basegpt", "train", "--preset", "laptop", "--quiet",
            "--max-minutes", str(minutes), "--out", str(out), *flags]
-    start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "val_bpb" in r]
     return {"final": evals[-1]["val_bpb"], "best": min(r["val_bpb"] for r in evals),
-            "evals": len(evals), "steps": evals[-1].get("step"),
-            "wall_s": time.perf_counter() - start}
+            "evals": len(evals), "steps": evals[-1].get("step")}
 
 
 def main() -> None:
