@@ -51,6 +51,7 @@ from typing import Literal
 
 import torch
 
+from basegpt.model.decode import DecodeStep, unsupported
 from basegpt.sampling import SamplingSettings, choose
 from basegpt.tokenizer import Tokenizer
 
@@ -180,8 +181,9 @@ class _Decoder:
     def __init__(self, model: torch.nn.Module, prompts: list[list[int]], *, max_new_tokens: int,
                  settings: SamplingSettings, stop_ids: frozenset[int], eot_id: int | None,
                  seed: int | None, use_cache: bool, strict_context: bool, want_logprobs: bool,
-                 trackers: list[_TextTracker] | None = None) -> None:
+                 fast_step: bool = True, trackers: list[_TextTracker] | None = None) -> None:
         self.model, self.settings, self.use_cache = model, settings, use_cache
+        self.fast_step, self.decode_step = fast_step, None   # DecodeStep, made at the first step
         self.stop_ids, self.eot_id, self.want_logprobs = stop_ids, eot_id, want_logprobs
         self.trackers = trackers
         config = model.config
@@ -250,16 +252,14 @@ class _Decoder:
         self._slide()                                     # before a row's window overflows
         model, ws, L = self.model, self.window_start, self.length
         if self.cache is None:                            # reference path: the whole window
-            logits = model(self.seq[:, ws:L], logits_for="last", pad_lengths=self.pad_lengths)
+            logits = model(self.seq[:, ws:L], logits_for="last", pad_lengths=self.pad_lengths)[:, -1]
         elif not self.cache_fresh:                        # prefill (again, after a slide)
             self.cache.reset()
             logits = model(self.seq[:, ws:L], kv_cache=self.cache, logits_for="last",
-                           pad_lengths=self.pad_lengths)
+                           pad_lengths=self.pad_lengths)[:, -1]
             self.cache_fresh = True
         else:                                             # one new token on the cache
-            logits = model(self.seq[:, L - 1:L], kv_cache=self.cache, logits_for="last",
-                           pad_lengths=self.pad_lengths)
-        logits = logits[:, -1]                                            # (B, V)
+            logits = self._one_token(self.seq[:, L - 1])
         next_ids = choose(logits, self.settings, self.generator, self.seen)   # (B,)
         self.seq[:, L] = next_ids
         self.length, self.remaining = L + 1, self.remaining - 1
@@ -283,6 +283,18 @@ class _Decoder:
                 self.finish[b] = "stop"
         if self.remaining == 0:
             self.finish = [f or "length" for f in self.finish]
+
+    def _one_token(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) after each row's newest token ids (B,), on the cache: DecodeStep
+        (model/decode.py) where the model allows it and fast_step is on, else model.forward."""
+        if self.fast_step and self.decode_step is None:
+            self.fast_step = unsupported(self.model) is None
+            if self.fast_step:
+                self.decode_step = DecodeStep(self.model)
+        if self.decode_step is not None:
+            return self.decode_step(ids, self.cache, self.pad_lengths)
+        return self.model(ids.unsqueeze(1), kv_cache=self.cache, logits_for="last",
+                          pad_lengths=self.pad_lengths)[:, -1]
 
     def results(self) -> list[Generation]:
         out = []
@@ -406,7 +418,8 @@ def generate_ids(model: torch.nn.Module, prompt_ids: torch.Tensor | Sequence[Seq
                  top_p: float | None = None, min_p: float | None = None,
                  repetition_penalty: float | None = None, stop: int | Iterable[int] | None = None,
                  eot_id: int | None = None, seed: int | None = None, use_cache: bool = True,
-                 strict_context: bool = False, return_logprobs: bool = False) -> list[Generation]:
+                 fast_step: bool = True, strict_context: bool = False,
+                 return_logprobs: bool = False) -> list[Generation]:
     """Continue each row of `prompt_ids` ((B, T) int64 tensor, or a list of B lists of ids of
     any lengths): one `Generation` per row, with `.ids` (and `.logprobs` if asked).
 
@@ -431,7 +444,8 @@ def generate_ids(model: torch.nn.Module, prompt_ids: torch.Tensor | Sequence[Seq
     with _EvalMode(model):
         decoder = _Decoder(model, rows, max_new_tokens=max_new_tokens, settings=settings,
                            stop_ids=stop_ids, eot_id=eot_id, seed=seed, use_cache=use_cache,
-                           strict_context=strict_context, want_logprobs=return_logprobs)
+                           fast_step=fast_step, strict_context=strict_context,
+                           want_logprobs=return_logprobs)
         while not decoder.done:
             decoder.step()
     return decoder.results()
@@ -441,7 +455,7 @@ def _text_decoder(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[st
                   max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
                   min_p: float | None, repetition_penalty: float | None,
                   stop: int | str | Iterable[int | str] | None, seed: int | None,
-                  stop_at_eot: bool, use_cache: bool, strict_context: bool,
+                  stop_at_eot: bool, use_cache: bool, fast_step: bool, strict_context: bool,
                   return_logprobs: bool) -> _Decoder:
     _check_model(model)
     _check_count(max_new_tokens)
@@ -451,8 +465,8 @@ def _text_decoder(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[st
     stop_ids, strings = _split_stop(stop, model.config.vocab_size)
     return _Decoder(model, rows, max_new_tokens=max_new_tokens, settings=settings,
                     stop_ids=stop_ids, eot_id=_eot(tokenizer) if stop_at_eot else None,
-                    seed=seed, use_cache=use_cache, strict_context=strict_context,
-                    want_logprobs=return_logprobs,
+                    seed=seed, use_cache=use_cache, fast_step=fast_step,
+                    strict_context=strict_context, want_logprobs=return_logprobs,
                     trackers=[_TextTracker(tokenizer, strings) for _ in rows])
 
 
@@ -461,7 +475,8 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequenc
              top_p: float | None = None, min_p: float | None = None,
              repetition_penalty: float | None = None,
              stop: int | str | Iterable[int | str] | None = None, seed: int | None = None,
-             stop_at_eot: bool = True, use_cache: bool = True, strict_context: bool = False,
+             stop_at_eot: bool = True, use_cache: bool = True, fast_step: bool = True,
+             strict_context: bool = False,
              return_logprobs: bool = False) -> str | Generation | list[str] | list[Generation]:
     """The text that `model` writes after `prompt` (the prompt itself is not included).
 
@@ -475,6 +490,10 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequenc
     seed: the same seed gives the same text (torch's global RNG is not used); None = random.
     stop_at_eot: end at the end-of-text token (not part of the text).
     use_cache: False reruns the whole context each step (the reference path; slow).
+    fast_step: each one-token step on the cache runs DecodeStep (basegpt/model/decode.py), the
+    same computation as the model's forward in fewer operations, where the model allows it
+    (any basegpt-built B2lM without forward hooks); False runs it through model.forward. The
+    two give the same logits up to float rounding (on a CPU they use different BLAS libraries).
     strict_context: raise ValueError when prompt + max_new_tokens > n_context, instead of
     sliding the window (module docstring).
     An empty prompt starts from the end-of-text token. The model runs in eval mode (restored).
@@ -487,7 +506,8 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequenc
                                 temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                                 repetition_penalty=repetition_penalty, stop=stop, seed=seed,
                                 stop_at_eot=stop_at_eot, use_cache=use_cache,
-                                strict_context=strict_context, return_logprobs=return_logprobs)
+                                fast_step=fast_step, strict_context=strict_context,
+                                return_logprobs=return_logprobs)
         while not decoder.done:
             decoder.step()
     results = decoder.results()
@@ -500,7 +520,7 @@ def stream(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, *,
            top_p: float | None = None, min_p: float | None = None,
            repetition_penalty: float | None = None,
            stop: int | str | Iterable[int | str] | None = None, seed: int | None = None,
-           stop_at_eot: bool = True, use_cache: bool = True,
+           stop_at_eot: bool = True, use_cache: bool = True, fast_step: bool = True,
            strict_context: bool = False) -> Iterator[str]:
     """`generate` for one prompt, as an iterator of text pieces, each yielded as soon as it is
     certain: complete UTF-8 characters only, and never a tail that could begin a stop string.
@@ -514,7 +534,7 @@ def stream(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, *,
     decoder = _text_decoder(model, tokenizer, [prompt], max_new_tokens=max_new_tokens,
                             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
                             repetition_penalty=repetition_penalty, stop=stop, seed=seed,
-                            stop_at_eot=stop_at_eot, use_cache=use_cache,
+                            stop_at_eot=stop_at_eot, use_cache=use_cache, fast_step=fast_step,
                             strict_context=strict_context, return_logprobs=False)
     return _stream_pieces(model, decoder)
 

@@ -3,18 +3,23 @@
 For each model size and each number of new tokens N (batch 1, greedy, a 16-token prompt):
 
     basegpt, KV cache      generate_ids(model, prompt, max_new_tokens=N, temperature=0)
+                           (one-token steps on basegpt/model/decode.py's DecodeStep)
+    basegpt, modules       the same with fast_step=False (every step through model.forward)
     basegpt, no cache      the same with use_cache=False (every step reruns the whole context)
     HF transformers        GPT2LMHeadModel(GPT2Config of the same size, random init).generate(
                                do_sample=False, max_new_tokens=N, min_new_tokens=N)
 
 tokens/s = N / wall time of the whole call (prefill included; the prompt is short). "Matrix work
-alone" times just the step's matrix-vector products (every weight matrix times one vector, N
-times): the ceiling (in that dtype) of any batch-1 decoder of that size on the machine. Each
+alone" times just the step's matrix-vector products in torch's F.linear (every weight matrix
+times one vector, N times): the ceiling of a batch-1 decoder of that size that multiplies with
+torch's BLAS, as HF's GPT-2 and basegpt's modules do. DecodeStep multiplies with numpy's BLAS
+on CPU float32 (OpenBLAS), which streams the weights faster here, so it can pass it. Each
 figure is the best of --repeats runs after one warm-up run, basegpt and HF taking turns (the
 no-cache path at N >= 256 runs once: it is slow, and its spread is small). Both models are
 float32 (or --dtype), eval mode, random weights, on the same device in the same process, with
-the same torch thread count (--threads; default 1: at batch 1 the matrices are small, and on a
-shared machine one thread gives stable figures). Sizes:
+the same thread count (--threads, default 1, for torch and for numpy's OpenBLAS, which reads
+OPENBLAS_NUM_THREADS when it loads, so the script restarts itself with it set; at batch 1 the
+matrices are small, and on a shared machine one thread gives stable figures). Sizes:
 
     seed:   4 blocks x 128 wide, 4 heads (n_k = n_v = 32), n_ff 256,  vocab 4096, n_context 1024
     larger: 6 blocks x 256 wide, 8 heads (n_k = n_v = 32), n_ff 1024, vocab 4096, n_context 1024
@@ -32,6 +37,7 @@ GPT-2 blocks are pre-norm with GELU and learned positions; the basegpt models us
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -138,6 +144,9 @@ def run(args: argparse.Namespace) -> list[tuple]:
                 out = generate_ids(ours, prompt, max_new_tokens=n, temperature=0)
                 assert len(out[0].ids) == n, "no early stop: no eot given"
 
+            def modules():
+                generate_ids(ours, prompt, max_new_tokens=n, temperature=0, fast_step=False)
+
             def uncached():
                 generate_ids(ours, prompt, max_new_tokens=n, temperature=0, use_cache=False)
 
@@ -148,14 +157,14 @@ def run(args: argparse.Namespace) -> list[tuple]:
                 assert out.shape[1] == PROMPT_LEN + n, "HF generated fewer tokens"
 
             floor = matrix_work(ours, args.device)
-            t_cache, t_hf, t_mat = best_times([cached, hf, lambda: floor(n)], args.repeats,
-                                              args.device)
+            t_cache, t_mod, t_hf, t_mat = best_times([cached, modules, hf, lambda: floor(n)],
+                                                     args.repeats, args.device)
             (t_none,) = best_times([uncached], args.repeats if n < 256 else 1, args.device)
-            row = (name, n, n / t_cache, n / t_none, n / t_hf, n / t_mat)
+            row = (name, n, n / t_cache, n / t_mod, n / t_none, n / t_hf, n / t_mat)
             rows.append(row)
-            print(f"{name:14s} N={n:4d}  cache {row[2]:8.0f} tok/s  no cache {row[3]:7.0f}  "
-                  f"HF {row[4]:7.0f}  matrix work alone {row[5]:7.0f}", file=sys.stderr,
-                  flush=True)
+            print(f"{name:14s} N={n:4d}  cache {row[2]:8.0f} tok/s  modules {row[3]:7.0f}  "
+                  f"no cache {row[4]:7.0f}  HF {row[5]:7.0f}  matrix work alone {row[6]:7.0f}",
+                  file=sys.stderr, flush=True)
     return rows
 
 
@@ -164,13 +173,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256, 512])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and OpenBLAS threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="N = 64 only")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="weights and cache of both models (default float32)")
     parser.add_argument("--layouts", action="store_true",
                         help="only time batch-1 products with weights stored (out, in) vs (in, out)")
     args = parser.parse_args()
+    if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
+        os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)      # read when numpy loads
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(args.threads)
     if args.layouts:
         layouts(max(args.repeats, 5))
@@ -188,12 +200,13 @@ def main() -> None:
           f"{transformers.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"{args.dtype}, "
           f"commit {commit}\n")
-    print("| model | new tokens | basegpt KV cache (tok/s) | basegpt no cache (tok/s) | "
-          "cache speed-up | HF generate (tok/s) | basegpt / HF | matrix work alone (tok/s) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, n, cache, none, hf, mat in rows:
-        print(f"| {name} | {n} | {cache:,.0f} | {none:,.0f} | {cache / none:.1f}x | {hf:,.0f} | "
-              f"{cache / hf:.1f}x | {mat:,.0f} |")
+    print("| model | new tokens | basegpt KV cache (tok/s) | modules only (tok/s) | "
+          "basegpt no cache (tok/s) | cache speed-up | HF generate (tok/s) | basegpt / HF | "
+          "matrix work alone (tok/s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, n, cache, mod, none, hf, mat in rows:
+        print(f"| {name} | {n} | {cache:,.0f} | {mod:,.0f} | {none:,.0f} | {cache / none:.1f}x | "
+              f"{hf:,.0f} | {cache / hf:.2f}x | {mat:,.0f} |")
 
 
 if __name__ == "__main__":

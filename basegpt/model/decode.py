@@ -1,0 +1,181 @@
+"""The fast decoding step: one new token per row on a KV cache, with B2lM.forward's numbers.
+
+After the prefill, each generation step feeds one token per row (T = 1). B2lM.forward serves
+every T and every use (training, scoring, prefill), and at T = 1 on a CPU a step is short
+enough (about 2-6 ms at 6 blocks x 256, BENCHMARKS.md) for what surrounds the matrix products
+to show: a module call per layer, dropout calls that do nothing in eval mode, split and
+transpose views written for T positions, the id check and the position bookkeeping. The
+products are matrix-vector products, and at batch 1 on a CPU torch's BLAS (MKL, in the PyTorch
+wheels) streams the weights more slowly than numpy's (OpenBLAS, in numpy's wheels).
+
+`DecodeStep` is the same computation written for T = 1, built from the model's own parts:
+
+    x = positional.embed(tok_emb[ids], pos)                                   (B, C)
+    per block:  q, k, v = x Wqkv; rotate(q, k); append k, v to the cache;
+                a = kernel(q, cached keys, cached values) Wo                  (B, C)
+                pre-norm:  x += a(norm1(x));  x += ff(norm2(x))
+                post-norm: x = norm1(x + a(x)); x = norm2(x + ff(x))
+    logits = final_norm(x) W_head                                             (B, V)
+
+Norms, positional encodings, activations and the attention kernel are the model's own modules
+and functions, called as they are; only the Linear layers are replaced, by x @ W on each
+weight's (in, out) view. On a CPU in float32 those products run in numpy's matmul, on the
+parameters' own memory (no copy); elsewhere (CUDA, MPS, bf16) in F.linear, as the modules do.
+A different BLAS sums in a different order, so the logits match the module path to float
+rounding (tests: within 1e-5, and the same greedy tokens), not bit for bit.
+
+The step is only used where it computes what the modules would: `unsupported(model)` names the
+first part it does not know (a subclass of a block, attention, feed-forward or Linear may
+compute something else), a forward hook (the step calls no Linear, so its hooks would not
+run) or training mode (dropout), and generation then runs every step through model.forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from basegpt.model.attention import CausalSelfAttention, left_padding_mask
+from basegpt.model.b2lm import B2lM
+from basegpt.model.block import PostNormBlock, PreNormBlock
+from basegpt.model.feedforward import MLP, SwiGLU
+
+if TYPE_CHECKING:
+    from basegpt.model.kv_cache import KVCache
+
+Linear = Callable[[torch.Tensor], torch.Tensor]            # (B, in) -> (B, out)
+
+
+def unsupported(model: nn.Module) -> str | None:
+    """Why `DecodeStep` cannot stand in for this model's forward, or None if it can."""
+    if not isinstance(model, B2lM) or type(model).forward is not B2lM.forward:
+        return f"{type(model).__name__} is not B2lM or overrides its forward"
+    if model.training:
+        return "the model is in training mode (dropout is on); generation runs in eval mode"
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return "a global forward hook is registered"
+    for name, module in model.named_modules():
+        if module._forward_hooks or module._forward_pre_hooks:
+            return f"{name or 'the model'} has a forward hook"
+    if type(model.tok_emb) is not nn.Embedding:
+        return f"tok_emb is a {type(model.tok_emb).__name__}, not nn.Embedding"
+    for i, block in enumerate(model.blocks):
+        parts = {"block": (block, (PreNormBlock, PostNormBlock)),
+                 "attention": (block.attn, (CausalSelfAttention,)),
+                 "feed-forward": (block.ff, (MLP, SwiGLU))}
+        for what, (part, known) in parts.items():
+            if type(part) not in known:
+                return f"block {i}'s {what} is a {type(part).__name__}, not one of basegpt's"
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and type(module) is not nn.Linear:
+            return f"{name} is a {type(module).__name__}, a subclass of nn.Linear"
+    return None
+
+
+def _linear(module: nn.Linear) -> Linear:
+    """x (B, in) -> module(x) (B, out), without the module call."""
+    weight, bias = module.weight.detach(), None if module.bias is None else module.bias.detach()
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return lambda x: F.linear(x, weight, bias)
+    w_in_out = weight.t().numpy()                  # (in, out): a view of the parameter's memory
+
+    def linear(x: torch.Tensor) -> torch.Tensor:
+        y = torch.from_numpy(np.matmul(x.numpy(), w_in_out))          # (B, out), numpy's BLAS
+        return y if bias is None else y.add_(bias)
+    return linear
+
+
+class _Block:
+    """One block's parts, looked up once: its norms, projections, kernel and activation."""
+
+    def __init__(self, block: PostNormBlock) -> None:
+        attn, ff = block.attn, block.ff
+        self.pre_norm = type(block) is PreNormBlock
+        self.attn_norm, self.ff_norm = block.attn_norm, block.ff_norm
+        self.layer_idx, self.kernel = attn.layer_idx, attn.kernel
+        H, G, D, Dv = attn.n_head, attn.n_kv_head, attn.n_k, attn.n_v
+        self.heads, self.split = (H, G, D, Dv), (H * D, H * D + G * D)
+        self.qkv, self.out = _linear(attn.qkv_proj), _linear(attn.out_proj)
+        self.down = _linear(ff.down)
+        self.up = _linear(ff.up)
+        if isinstance(ff, SwiGLU):
+            gate, silu, up = _linear(ff.gate), ff.silu, self.up
+            self.hidden = lambda h: silu(gate(h)).mul_(up(h))          # (B, F)
+        else:
+            activation, up = ff.activation, self.up
+            self.hidden = lambda h: activation(up(h))                  # (B, F)
+
+    def attend(self, h: torch.Tensor, pos: torch.Tensor, positional: nn.Module, cache: KVCache,
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """The attention sublayer for h (B, C) at cache position cache.length -> (B, C)."""
+        B, (H, G, D, Dv), (q_end, k_end) = h.shape[0], self.heads, self.split
+        qkv = self.qkv(h)                                             # (B, H*D + G*D + G*Dv)
+        q = qkv[:, :q_end].view(B, H, 1, D)                           # T = 1 between heads and D
+        k = qkv[:, q_end:k_end].view(B, G, 1, D)
+        v = qkv[:, k_end:].view(B, G, 1, Dv)
+        q, k = positional.rotate(q, k, pos)
+        L = cache.length
+        keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
+        keys[:, :, L:L + 1] = k
+        values[:, :, L:L + 1] = v
+        out, _ = self.kernel(q, keys[:, :, :L + 1], values[:, :, :L + 1], mask)   # (B, H, 1, Dv)
+        return self.out(out.reshape(B, H * Dv))     # T = 1: (B, H, 1, Dv) is (B, 1, H, Dv) in memory
+
+    def __call__(self, x: torch.Tensor, pos: torch.Tensor, positional: nn.Module,
+                 cache: KVCache, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pre_norm:
+            x = x.add_(self.attend(self.attn_norm(x), pos, positional, cache, mask))
+            return x.add_(self.down(self.hidden(self.ff_norm(x))))
+        x = self.attn_norm(x.add_(self.attend(x, pos, positional, cache, mask)))
+        return self.ff_norm(x.add_(self.down(self.hidden(x))))
+
+
+class DecodeStep:
+    """model(ids[:, None], kv_cache=cache, logits_for="last", pad_lengths=pad_lengths)[:, -1]
+    for a model that `unsupported` accepts, in fewer operations (module docstring).
+
+        step = DecodeStep(model)                      # once per generation, after the prefill
+        logits = step(next_ids, cache, pad_lengths)   # (B,) ids -> (B, V); the cache moves on 1
+
+    It reads the weights it finds when built: their memory, so updates made in place are seen,
+    but a module or parameter replaced later (model.to(...), a new Linear) is not; build a new
+    one per generation, as generate.py does.
+    """
+
+    def __init__(self, model: B2lM) -> None:
+        reason = unsupported(model)
+        if reason is not None:
+            raise ValueError(f"DecodeStep cannot run this model: {reason}; use model.forward")
+        self.config, self.embedding = model.config, model.tok_emb.weight.detach()
+        self.positional, self.final_norm = model.positional, model.final_norm
+        self.blocks = [_Block(block) for block in model.blocks]
+        self.head = _linear(model.lm_head)
+        self.positions = torch.arange(model.config.n_context, device=self.embedding.device)
+
+    @torch.inference_mode()
+    def __call__(self, ids: torch.Tensor, cache: KVCache,
+                 pad_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """ids (B,) int64, the newest token of each row -> logits (B, V) for the next one."""
+        B, L = ids.shape[0], cache.length
+        if B != cache.batch_size or cache.n_layer != len(self.blocks):
+            raise ValueError(f"KV cache was made for batch_size={cache.batch_size} and "
+                             f"{cache.n_layer} layers, but ids has batch {B} and the model "
+                             f"{len(self.blocks)} blocks")
+        cache.check_room(1)
+        if L + 1 > self.config.n_context:
+            raise ValueError(f"position {L} is past n_context={self.config.n_context}; "
+                             "slide the window (generate.py) before the next step")
+        pos, mask = self.positions[L:L + 1], None                   # (T,) = (1,)
+        if pad_lengths is not None:                                 # as B2lM.forward
+            pos = (pos.unsqueeze(0) - pad_lengths.unsqueeze(1)).clamp(min=0)    # (B, 1)
+            mask = left_padding_mask(pad_lengths, 1, L + 1)                     # (B, 1, 1, S)
+        x = self.positional.embed(self.embedding[ids].unsqueeze(1), pos).view(B, -1)   # (B, C)
+        for block in self.blocks:
+            x = block(x, pos, self.positional, cache, mask)
+        cache.advance(1)
+        return self.head(self.final_norm(x))                        # (B, V)

@@ -1,0 +1,183 @@
+"""DecodeStep (model/decode.py), the fast one-token step, against the modules' forward: the same
+logits and cache contents for every kind of block it accepts, batched rows with padding, the
+torch (non-numpy) path, weights updated in place; `unsupported` refusing what it does not know;
+generation using it, and falling back to the forward where it must."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import basegpt.generate as generate_module
+from basegpt.config import ModelConfig
+from basegpt.generate import generate_ids
+from basegpt.model import B2lM
+from basegpt.model.decode import DecodeStep, unsupported
+
+V = 97
+CONFIGS = {
+    "seed (post-norm, relu, sinusoidal)": {},
+    "gpt-2 (pre-norm, gelu, learned, tied)": dict(norm_position="pre", activation="gelu",
+                                                 positional="learned", tie_weights=True),
+    "llama-like (rmsnorm, swiglu, rope, gqa, no bias)": dict(
+        norm="rmsnorm", activation="swiglu", positional="rope", n_kv_head=2, bias=False,
+        norm_position="pre"),
+    "no positions, multi-query, n_k != n_v": dict(positional="none", n_kv_head=1, n_v=12),
+    "manual kernels": dict(attention="manual", norm_kernel="manual", activation_kernel="manual",
+                           activation="gelu"),
+    "layer-wise": dict(positional="rope", blocks=[{"n_head": 2, "n_kv_head": 1}, {"n_ff": 40}]),
+}
+
+
+def tiny(seed: int = 0, dtype: torch.dtype = torch.float32, **kw) -> B2lM:
+    torch.manual_seed(seed)
+    base = dict(vocab_size=V, n_context=64, n_block=2, n_embed=32, n_head=4, n_k=8, n_v=8, n_ff=64)
+    return B2lM(ModelConfig(**(base | kw))).to(dtype).eval()
+
+
+def both_paths(model: B2lM, prompt: torch.Tensor, steps: int, pad_lengths=None):
+    """Prefill, then `steps` one-token steps through model.forward and through DecodeStep, each
+    path on its own cache, fed the same ids. Returns the two lists of logits (B, V) and caches."""
+    ids = torch.randint(0, V, (steps, prompt.shape[0]), generator=torch.Generator().manual_seed(1))
+    results = []
+    with torch.inference_mode():
+        for fast in (False, True):
+            cache = model.new_kv_cache(prompt.shape[0])
+            model(prompt, kv_cache=cache, pad_lengths=pad_lengths)
+            step = DecodeStep(model)
+            logits = []
+            for t in range(steps):
+                if fast:
+                    logits.append(step(ids[t], cache, pad_lengths))
+                else:
+                    logits.append(model(ids[t].unsqueeze(1), kv_cache=cache, logits_for="last",
+                                        pad_lengths=pad_lengths)[:, -1])
+            results.append((logits, cache))
+    return results
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_decode_step_gives_the_forward_logits_and_cache(name):
+    model = tiny(**CONFIGS[name])
+    assert unsupported(model) is None, "a basegpt-built model is supported"
+    prompt = torch.tensor([[5, 17, 3, 44, 8]])
+    (slow, slow_cache), (fast, fast_cache) = both_paths(model, prompt, steps=12)
+    assert fast_cache.length == slow_cache.length == 17, "each step moved the cache on by one"
+    for t, (a, b) in enumerate(zip(slow, fast)):
+        assert b.shape == a.shape == (1, V)
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), f"{name}: step {t} logits differ " \
+            f"by {(a - b).abs().max():.2e}"
+    for layer, (k1, k2) in enumerate(zip(slow_cache.keys, fast_cache.keys)):
+        assert torch.allclose(k1[:, :, :17], k2[:, :, :17], atol=1e-5), f"layer {layer} keys"
+    for layer, (v1, v2) in enumerate(zip(slow_cache.values, fast_cache.values)):
+        assert torch.allclose(v1[:, :, :17], v2[:, :, :17], atol=1e-5), f"layer {layer} values"
+
+
+@pytest.mark.parametrize("positional", ["learned", "rope"])
+def test_decode_step_handles_left_padded_rows(positional):
+    model = tiny(positional=positional, norm_position="pre")
+    prompt = torch.tensor([[5, 17, 3, 44, 8], [0, 0, 0, 9, 21]])       # row 1: 3 pads
+    pad = torch.tensor([0, 3])
+    (slow, _), (fast, _) = both_paths(model, prompt, steps=8, pad_lengths=pad)
+    for t, (a, b) in enumerate(zip(slow, fast)):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), f"step {t}: padded batch differs"
+
+
+def test_the_torch_path_off_numpy_matches_to_double_precision():
+    """Outside CPU float32 the products are F.linear, as in the modules: in float64 the two
+    paths agree to ~1e-12, far tighter than float32 rounding, so the arithmetic is the same."""
+    model = tiny(dtype=torch.float64, norm_position="pre", positional="rope", n_kv_head=2)
+    (slow, _), (fast, _) = both_paths(model, torch.tensor([[1, 2, 3]]), steps=6)
+    for a, b in zip(slow, fast):
+        assert a.dtype == b.dtype == torch.float64
+        assert torch.allclose(a, b, atol=1e-12, rtol=0), f"{(a - b).abs().max():.1e}"
+
+
+def test_weights_changed_in_place_are_seen():
+    """The numpy products read the parameters' own memory: no stale copy after an update."""
+    model = tiny(norm_position="pre")
+    step = DecodeStep(model)
+    with torch.no_grad():
+        model.blocks[0].ff.up.weight.mul_(3.0)
+        model.lm_head.weight.add_(0.5)
+    (slow, _), _ = both_paths(model, torch.tensor([[4, 5]]), steps=1)
+    with torch.inference_mode():
+        cache = model.new_kv_cache(1)
+        model(torch.tensor([[4, 5]]), kv_cache=cache)
+        ids = torch.randint(0, V, (1, 1), generator=torch.Generator().manual_seed(1))[0]
+        assert torch.allclose(step(ids, cache), slow[0], atol=1e-5), "built before the update"
+
+
+def test_unsupported_names_what_it_cannot_stand_in_for():
+    model = tiny()
+    assert "training mode" in unsupported(model.train())
+    model.eval()
+    handle = model.blocks[1].ff.register_forward_hook(lambda *a: None)
+    assert unsupported(model) == "blocks.1.ff has a forward hook"
+    handle.remove()
+
+    class LoRALinear(nn.Linear):
+        pass
+    old = model.blocks[0].attn.qkv_proj
+    model.blocks[0].attn.qkv_proj = LoRALinear(old.in_features, old.out_features)
+    assert "blocks.0.attn.qkv_proj is a LoRALinear" in unsupported(model)
+    model.blocks[0].attn.qkv_proj = old
+
+    class MyBlock(type(model.blocks[0])):
+        pass
+    model.blocks[0].__class__ = MyBlock
+    assert "block 0's block is a MyBlock" in unsupported(model)
+    with pytest.raises(ValueError, match="DecodeStep cannot run this model: block 0"):
+        DecodeStep(model)
+    assert "not B2lM" in unsupported(nn.Linear(2, 2))
+
+
+def test_decode_step_checks_the_cache():
+    model = tiny()
+    step = DecodeStep(model)
+    with pytest.raises(ValueError, match="batch_size=2"):
+        step(torch.tensor([1]), model.new_kv_cache(2))
+    full = model.new_kv_cache(1, max_len=1)
+    full.advance(1)
+    with pytest.raises(ValueError, match="KV cache is full"):
+        step(torch.tensor([1]), full)
+
+
+def count_fast_steps(monkeypatch) -> list[int]:
+    calls = []
+    real = DecodeStep.__call__
+
+    def counted(self, ids, cache, pad_lengths=None):
+        calls.append(ids.shape[0])
+        return real(self, ids, cache, pad_lengths)
+    monkeypatch.setattr(DecodeStep, "__call__", counted)
+    return calls
+
+
+def test_generation_runs_its_one_token_steps_on_decode_step(monkeypatch):
+    model = tiny(norm_position="pre", positional="learned")
+    calls = count_fast_steps(monkeypatch)
+    fast = generate_ids(model, [[1, 2, 3], [4]], max_new_tokens=30, temperature=0)
+    assert calls == [2] * 29, "prefill through forward, then 29 batched one-token steps"
+    calls.clear()
+    slow = generate_ids(model, [[1, 2, 3], [4]], max_new_tokens=30, temperature=0, fast_step=False)
+    assert calls == [], "fast_step=False runs every step through model.forward"
+    assert [g.ids for g in fast] == [g.ids for g in slow], "the same greedy tokens"
+    sampled = [generate_ids(model, [[1, 2, 3]], max_new_tokens=30, seed=3, top_p=0.9,
+                            fast_step=f)[0].ids for f in (True, False)]
+    assert sampled[0] == sampled[1], "the same sampled tokens for the same seed"
+
+
+def test_a_hooked_model_generates_through_its_modules(monkeypatch):
+    """A hook must run, so generation falls back to model.forward rather than skip it."""
+    model = tiny()
+    calls = count_fast_steps(monkeypatch)
+    seen = []
+    handle = model.blocks[0].attn.register_forward_hook(lambda m, args, out: seen.append(1))
+    try:
+        generate_ids(model, [[1, 2, 3]], max_new_tokens=10, temperature=0)
+    finally:
+        handle.remove()
+    assert calls == [] and len(seen) == 10, "the hook ran at the prefill and each of 9 steps"
+    assert generate_module.unsupported(model) is None, "supported again once the hook is gone"
