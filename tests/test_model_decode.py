@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.testing import assert_close
 
 import basegpt.generate as generate_module
 from basegpt.config import ModelConfig
@@ -65,13 +66,13 @@ def test_decode_step_gives_the_forward_logits_and_cache(name):
     (slow, slow_cache), (fast, fast_cache) = both_paths(model, prompt, steps=12)
     assert fast_cache.length == slow_cache.length == 17, "each step moved the cache on by one"
     for t, (a, b) in enumerate(zip(slow, fast)):
-        assert b.shape == a.shape == (1, V)
-        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), f"{name}: step {t} logits differ " \
-            f"by {(a - b).abs().max():.2e}"
-    for layer, (k1, k2) in enumerate(zip(slow_cache.keys, fast_cache.keys)):
-        assert torch.allclose(k1[:, :, :17], k2[:, :, :17], atol=1e-5), f"layer {layer} keys"
-    for layer, (v1, v2) in enumerate(zip(slow_cache.values, fast_cache.values)):
-        assert torch.allclose(v1[:, :, :17], v2[:, :, :17], atol=1e-5), f"layer {layer} values"
+        assert b.shape == a.shape == (1, V), "one row of logits per step"
+        assert_close(b, a, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}, step {t}: {m}")
+    for layer in range(len(model.blocks)):
+        for what in ("keys", "values"):
+            slow_kv, fast_kv = (getattr(c, what)[layer][:, :, :17] for c in (slow_cache, fast_cache))
+            assert_close(fast_kv, slow_kv, atol=1e-5, rtol=1e-5,
+                         msg=lambda m: f"{name}, layer {layer} cached {what}: {m}")
 
 
 @pytest.mark.parametrize("positional", ["learned", "rope"])
@@ -81,7 +82,7 @@ def test_decode_step_handles_left_padded_rows(positional):
     pad = torch.tensor([0, 3])
     (slow, _), (fast, _) = both_paths(model, prompt, steps=8, pad_lengths=pad)
     for t, (a, b) in enumerate(zip(slow, fast)):
-        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), f"step {t}: padded batch differs"
+        assert_close(b, a, atol=1e-5, rtol=1e-5, msg=lambda m: f"padded batch, step {t}: {m}")
 
 
 def test_the_torch_path_off_numpy_matches_to_double_precision():
@@ -90,8 +91,8 @@ def test_the_torch_path_off_numpy_matches_to_double_precision():
     model = tiny(dtype=torch.float64, norm_position="pre", positional="rope", n_kv_head=2)
     (slow, _), (fast, _) = both_paths(model, torch.tensor([[1, 2, 3]]), steps=6)
     for a, b in zip(slow, fast):
-        assert a.dtype == b.dtype == torch.float64
-        assert torch.allclose(a, b, atol=1e-12, rtol=0), f"{(a - b).abs().max():.1e}"
+        assert a.dtype == b.dtype == torch.float64, "the model's dtype throughout"
+        assert_close(b, a, atol=1e-12, rtol=0)
 
 
 def test_weights_changed_in_place_are_seen():
@@ -106,7 +107,8 @@ def test_weights_changed_in_place_are_seen():
         cache = model.new_kv_cache(1)
         model(torch.tensor([[4, 5]]), kv_cache=cache)
         ids = torch.randint(0, V, (1, 1), generator=torch.Generator().manual_seed(1))[0]
-        assert torch.allclose(step(ids, cache), slow[0], atol=1e-5), "built before the update"
+        assert_close(step(ids, cache), slow[0], atol=1e-5, rtol=1e-5,
+                     msg=lambda m: f"a DecodeStep built before the update: {m}")
 
 
 def test_unsupported_names_what_it_cannot_stand_in_for():

@@ -10,12 +10,12 @@ wheels) streams the weights more slowly than numpy's (OpenBLAS, in numpy's wheel
 
 `DecodeStep` is the same computation written for T = 1, built from the model's own parts:
 
-    x = positional.embed(tok_emb[ids], pos)                                   (B, C)
-    per block:  q, k, v = x Wqkv; rotate(q, k); append k, v to the cache;
-                a = kernel(q, cached keys, cached values) Wo                  (B, C)
-                pre-norm:  x += a(norm1(x));  x += ff(norm2(x))
-                post-norm: x = norm1(x + a(x)); x = norm2(x + ff(x))
-    logits = final_norm(x) W_head                                             (B, V)
+    x = positional.embed(tok_emb[ids], pos)                                       (B, C)
+    per block:  attn(h) = kernel(q, cached keys, cached values) Wo                    (B, C)
+                          with q, k, v = h Wqkv, (q, k) rotated, k and v appended to the cache
+                pre-norm:  x += attn(norm1(x));   x += ff(norm2(x))
+                post-norm: x = norm1(x + attn(x)); x = norm2(x + ff(x))
+    logits = final_norm(x) W_head                                                 (B, V)
 
 Norms, positional encodings, activations and the attention kernel are the model's own modules
 and functions, called as they are; only the Linear layers are replaced, by x @ W on each
@@ -26,8 +26,9 @@ rounding (tests: within 1e-5, and the same greedy tokens), not bit for bit.
 
 The step is only used where it computes what the modules would: `unsupported(model)` names the
 first part it does not know (a subclass of a block, attention, feed-forward or Linear may
-compute something else), a forward hook (the step calls no Linear, so its hooks would not
-run) or training mode (dropout), and generation then runs every step through model.forward.
+compute something else), a forward hook (the step skips the block, attention, feed-forward and
+Linear calls, so their hooks would not run) or training mode (dropout), and generation then
+runs every step through model.forward.
 """
 
 from __future__ import annotations
