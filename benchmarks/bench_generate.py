@@ -10,16 +10,16 @@ For each model size and each number of new tokens N (batch 1, greedy, a 16-token
                                do_sample=False, max_new_tokens=N, min_new_tokens=N)
 
 tokens/s = N / wall time of the whole call (prefill included; the prompt is short). "Matrix work
-alone" times just the step's matrix-vector products in torch's F.linear (every weight matrix
-times one vector, N times): the ceiling of a batch-1 decoder of that size that multiplies with
-torch's BLAS, as HF's GPT-2 and basegpt's modules do. DecodeStep multiplies with numpy's BLAS
-on CPU float32 (OpenBLAS), which streams the weights faster here, so it can pass it. Each
+alone" times just the step's matrix-vector products (every weight matrix times one vector, N
+times) in torch's F.linear, and again in numpy's matmul: the ceilings of a batch-1 decoder of
+that size that multiplies with torch's BLAS (as HF's GPT-2 and basegpt's modules do) or with
+numpy's (as DecodeStep does on a CPU in float32 with one torch thread, OpenBLAS held to one
+thread; with more torch threads it multiplies with torch). Each
 figure is the best of --repeats runs after one warm-up run, basegpt and HF taking turns (the
 no-cache path at N >= 256 runs once: it is slow, and its spread is small). Both models are
 float32 (or --dtype), eval mode, random weights, on the same device in the same process, with
-the same thread count (--threads, default 1, for torch and for numpy's OpenBLAS, which reads
-OPENBLAS_NUM_THREADS when it loads, so the script restarts itself with it set; at batch 1 the
-matrices are small, and on a shared machine one thread gives stable figures). Sizes:
+the same torch thread count (--threads; default 1: at batch 1 the matrices are small, and on
+a shared machine one thread gives stable figures). Sizes:
 
     seed:   4 blocks x 128 wide, 4 heads (n_k = n_v = 32), n_ff 256,  vocab 4096, n_context 1024
     larger: 6 blocks x 256 wide, 8 heads (n_k = n_v = 32), n_ff 1024, vocab 4096, n_context 1024
@@ -37,7 +37,6 @@ GPT-2 blocks are pre-norm with GELU and learned positions; the basegpt models us
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import subprocess
 import sys
@@ -47,11 +46,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from basegpt.config import ModelConfig  # noqa: E402
 from basegpt.generate import generate_ids  # noqa: E402
 from basegpt.model import B2lM  # noqa: E402
+from basegpt.model.decode import numpy_blas_threads, numpy_products  # noqa: E402
 
 VOCAB, N_CONTEXT, PROMPT_LEN = 4096, 1024, 16
 SIZES = {
@@ -96,17 +97,29 @@ def best_times(fns, repeats: int, device: str) -> list[float]:
     return best
 
 
-def matrix_work(model: B2lM, device: str):
+def matrix_work(model: B2lM, device: str, in_numpy: bool = False):
     """A function doing only the matrix-vector products of one decoding step, n times: every
     weight matrix of the model (and the head) applied to one token's vector, as a batch-1 step
     must, with no attention, norms, Python model code or sampling. Its tokens/s is the ceiling
-    that any batch-1 decoder of this size reaches on this machine in the model's dtype."""
+    of a batch-1 decoder of this size on this machine in the model's dtype, multiplying in
+    torch's F.linear, or with in_numpy in numpy's matmul on one OpenBLAS thread (as DecodeStep)."""
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if not any(m.weight is model.tok_emb.weight for m in linears):
         linears.append(model.lm_head)
     dtype = model.tok_emb.weight.dtype
     inputs = {m.in_features: torch.randn(1, m.in_features, device=device, dtype=dtype)
               for m in linears}
+    if in_numpy:
+        pairs = [(inputs[m.in_features].numpy(), m.weight.detach().t().numpy()) for m in linears]
+        set_threads = numpy_blas_threads()
+
+        def in_numpy_fn(n: int) -> None:
+            before = set_threads(1)
+            for _ in range(n):
+                for x, w in pairs:
+                    np.matmul(x, w)
+            set_threads(before)
+        return in_numpy_fn
 
     def fn(n: int) -> None:
         with torch.inference_mode():
@@ -156,15 +169,18 @@ def run(args: argparse.Namespace) -> list[tuple]:
                                           do_sample=False, max_new_tokens=n, min_new_tokens=n)
                 assert out.shape[1] == PROMPT_LEN + n, "HF generated fewer tokens"
 
-            floor = matrix_work(ours, args.device)
-            t_cache, t_mod, t_hf, t_mat = best_times([cached, modules, hf, lambda: floor(n)],
-                                                     args.repeats, args.device)
+            floors = [matrix_work(ours, args.device)]
+            if numpy_products(ours):
+                floors.append(matrix_work(ours, args.device, in_numpy=True))
+            t_cache, t_mod, t_hf, *t_mat = best_times(
+                [cached, modules, hf, *(lambda f=f: f(n) for f in floors)], args.repeats, args.device)
             (t_none,) = best_times([uncached], args.repeats if n < 256 else 1, args.device)
-            row = (name, n, n / t_cache, n / t_mod, n / t_none, n / t_hf, n / t_mat)
+            mat, mat_np = n / t_mat[0], (n / t_mat[1] if len(t_mat) > 1 else None)
+            row = (name, n, n / t_cache, n / t_mod, n / t_none, n / t_hf, mat, mat_np)
             rows.append(row)
             print(f"{name:14s} N={n:4d}  cache {row[2]:8.0f} tok/s  modules {row[3]:7.0f}  "
-                  f"no cache {row[4]:7.0f}  HF {row[5]:7.0f}  matrix work alone {row[6]:7.0f}",
-                  file=sys.stderr, flush=True)
+                  f"no cache {row[4]:7.0f}  HF {row[5]:7.0f}  matrix work alone {mat:7.0f} "
+                  f"(torch) {mat_np or 0:7.0f} (numpy)", file=sys.stderr, flush=True)
     return rows
 
 
@@ -173,16 +189,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256, 512])
-    parser.add_argument("--threads", type=int, default=1, help="torch and OpenBLAS threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="N = 64 only")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="weights and cache of both models (default float32)")
     parser.add_argument("--layouts", action="store_true",
                         help="only time batch-1 products with weights stored (out, in) vs (in, out)")
     args = parser.parse_args()
-    if os.environ.get("OPENBLAS_NUM_THREADS") != str(args.threads):
-        os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)      # read when numpy loads
-        os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(args.threads)
     if args.layouts:
         layouts(max(args.repeats, 5))
@@ -202,11 +215,12 @@ def main() -> None:
           f"commit {commit}\n")
     print("| model | new tokens | basegpt KV cache (tok/s) | modules only (tok/s) | "
           "basegpt no cache (tok/s) | cache speed-up | HF generate (tok/s) | basegpt / HF | "
-          "matrix work alone (tok/s) |")
+          "matrix work alone, torch / numpy (tok/s) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, n, cache, mod, none, hf, mat in rows:
+    for name, n, cache, mod, none, hf, mat, mat_np in rows:
+        in_numpy = "—" if mat_np is None else f"{mat_np:,.0f}"
         print(f"| {name} | {n} | {cache:,.0f} | {mod:,.0f} | {none:,.0f} | {cache / none:.1f}x | "
-              f"{hf:,.0f} | {cache / hf:.2f}x | {mat:,.0f} |")
+              f"{hf:,.0f} | {cache / hf:.2f}x | {mat:,.0f} / {in_numpy} |")
 
 
 if __name__ == "__main__":

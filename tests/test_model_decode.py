@@ -5,16 +5,18 @@ generation using it, and falling back to the forward where it must."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.testing import assert_close
 
 import basegpt.generate as generate_module
+import basegpt.model.decode as decode
 from basegpt.config import ModelConfig
 from basegpt.generate import generate_ids
 from basegpt.model import B2lM
-from basegpt.model.decode import DecodeStep, unsupported
+from basegpt.model.decode import DecodeStep, numpy_blas_threads, numpy_products, unsupported
 
 V = 97
 CONFIGS = {
@@ -93,6 +95,47 @@ def test_the_torch_path_off_numpy_matches_to_double_precision():
     for a, b in zip(slow, fast):
         assert a.dtype == b.dtype == torch.float64, "the model's dtype throughout"
         assert_close(b, a, atol=1e-12, rtol=0)
+
+
+def test_numpy_multiplies_only_with_torch_on_one_thread_and_one_blas_thread(monkeypatch):
+    """tests/conftest.py runs torch on one thread, so the other tests here cover the numpy
+    products. During a step numpy's OpenBLAS runs on one thread, and its count is put back."""
+    model = tiny(norm_position="pre")
+    set_threads = numpy_blas_threads()
+    if set_threads is None:
+        pytest.skip("this numpy does not bundle OpenBLAS >= 0.3.27; the step multiplies in torch")
+    assert torch.get_num_threads() == 1 and numpy_products(model), "numpy on one thread"
+
+    def current() -> int:
+        count = set_threads(1)
+        set_threads(count)
+        return count
+    seen, matmul = [], np.matmul
+
+    def counting_matmul(*args):
+        seen.append(current())
+        return matmul(*args)
+    before = set_threads(2)
+    try:
+        step = DecodeStep(model)
+        cache = model.new_kv_cache(1)
+        with torch.inference_mode():
+            model(torch.tensor([[3, 4]]), kv_cache=cache)
+        with monkeypatch.context() as patch:
+            patch.setattr(decode.np, "matmul", counting_matmul)
+            step(torch.tensor([5]), cache)
+        assert seen and set(seen) == {1}, f"OpenBLAS threads during the products: {seen}"
+        assert current() == 2, "the caller's OpenBLAS thread count is back after the step"
+    finally:
+        set_threads(before)
+    torch.set_num_threads(2)
+    try:
+        assert not numpy_products(model), "with torch on 2 threads the products stay in torch"
+        (slow, _), (fast, _) = both_paths(model, torch.tensor([[1, 2, 3]]), steps=4)
+    finally:
+        torch.set_num_threads(1)
+    for a, b in zip(slow, fast):
+        assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
 def test_weights_changed_in_place_are_seen():

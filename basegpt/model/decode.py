@@ -18,11 +18,13 @@ wheels) streams the weights more slowly than numpy's (OpenBLAS, in numpy's wheel
     logits = final_norm(x) W_head                                                 (B, V)
 
 Norms, positional encodings, activations and the attention kernel are the model's own modules
-and functions, called as they are; only the Linear layers are replaced, by x @ W on each
-weight's (in, out) view. On a CPU in float32 those products run in numpy's matmul, on the
-parameters' own memory (no copy); elsewhere (CUDA, MPS, bf16) in F.linear, as the modules do.
-A different BLAS sums in a different order, so the logits match the module path to float
-rounding (tests: within 1e-5, and the same greedy tokens), not bit for bit.
+and functions, called as they are; only the Linear layers are replaced. On a CPU in float32
+with torch on one thread they run in numpy's matmul on each weight's (in, out) view of the
+parameter's own memory (no copy), with numpy's OpenBLAS held to one thread too
+(`numpy_products` says when, and why not otherwise); elsewhere (CUDA, MPS, bf16, several
+threads) in F.linear, as the modules do. A different BLAS sums in a different order, so the
+logits then match the module path to float rounding (tests: within 1e-5, and the same greedy
+tokens), not bit for bit.
 
 The step is only used where it computes what the modules would: `unsupported(model)` names the
 first part it does not know (a subclass of a block, attention, feed-forward or Linear may
@@ -35,6 +37,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import ctypes
+import functools
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -78,10 +84,44 @@ def unsupported(model: nn.Module) -> str | None:
     return None
 
 
-def _linear(module: nn.Linear) -> Linear:
-    """x (B, in) -> module(x) (B, out), without the module call."""
+@functools.cache
+def numpy_blas_threads() -> Callable[[int], int] | None:
+    """openblas_set_num_threads_local of the OpenBLAS inside numpy's wheel: sets the BLAS
+    thread count for calls from the calling thread only and returns the one it replaces. None
+    where numpy uses another BLAS (Accelerate on macOS, MKL in some builds) or an OpenBLAS
+    older than 0.3.27: the step then multiplies with torch."""
+    build = getattr(np.__config__, "CONFIG", {}).get("Build Dependencies", {})  # numpy >= 1.26
+    if build.get("blas", {}).get("name") != "scipy-openblas":
+        return None
+    for path in sorted((Path(np.__file__).resolve().parent.parent / "numpy.libs").glob("*openblas*")):
+        try:                                       # numpy has loaded it: the same library
+            set_threads = ctypes.CDLL(str(path)).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        set_threads.argtypes, set_threads.restype = [ctypes.c_int], ctypes.c_int
+        return set_threads
+    return None
+
+
+def numpy_products(model: nn.Module) -> bool:
+    """Whether DecodeStep multiplies in numpy: for a model on a CPU in float32, with torch on
+    one thread and numpy's OpenBLAS found (then held to one thread too: `numpy_blas_threads`).
+
+    One thread each, OpenBLAS streams batch-1 weights 1.5-2.4x faster than torch's MKL on the
+    CPU of BENCHMARKS.md. With torch on several threads the products stay in torch's thread
+    pool: two pools busy-waiting on the same cores fight (measured there: 0.6x of the module
+    path, both on 2 threads), and one OpenBLAS thread against all of torch's could lose on a
+    many-core CPU."""
+    weight = next(model.parameters())
+    return (weight.device.type == "cpu" and weight.dtype == torch.float32
+            and torch.get_num_threads() == 1 and numpy_blas_threads() is not None)
+
+
+def _linear(module: nn.Linear, in_numpy: bool) -> Linear:
+    """x (B, in) -> module(x) (B, out), without the module call: numpy's matmul on the
+    parameter's memory, or F.linear."""
     weight, bias = module.weight.detach(), None if module.bias is None else module.bias.detach()
-    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+    if not in_numpy:
         return lambda x: F.linear(x, weight, bias)
     w_in_out = weight.t().numpy()                  # (in, out): a view of the parameter's memory
 
@@ -94,18 +134,17 @@ def _linear(module: nn.Linear) -> Linear:
 class _Block:
     """One block's parts, looked up once: its norms, projections, kernel and activation."""
 
-    def __init__(self, block: PostNormBlock) -> None:
+    def __init__(self, block: PostNormBlock, in_numpy: bool) -> None:
         attn, ff = block.attn, block.ff
         self.pre_norm = type(block) is PreNormBlock
         self.attn_norm, self.ff_norm = block.attn_norm, block.ff_norm
         self.layer_idx, self.kernel = attn.layer_idx, attn.kernel
         H, G, D, Dv = attn.n_head, attn.n_kv_head, attn.n_k, attn.n_v
         self.heads, self.split = (H, G, D, Dv), (H * D, H * D + G * D)
-        self.qkv, self.out = _linear(attn.qkv_proj), _linear(attn.out_proj)
-        self.down = _linear(ff.down)
-        self.up = _linear(ff.up)
+        self.qkv, self.out = _linear(attn.qkv_proj, in_numpy), _linear(attn.out_proj, in_numpy)
+        self.down, self.up = _linear(ff.down, in_numpy), _linear(ff.up, in_numpy)
         if isinstance(ff, SwiGLU):
-            gate, silu, up = _linear(ff.gate), ff.silu, self.up
+            gate, silu, up = _linear(ff.gate, in_numpy), ff.silu, self.up
             self.hidden = lambda h: silu(gate(h)).mul_(up(h))          # (B, F)
         else:
             activation, up = ff.activation, self.up
@@ -154,14 +193,26 @@ class DecodeStep:
             raise ValueError(f"DecodeStep cannot run this model: {reason}; use model.forward")
         self.config, self.embedding = model.config, model.tok_emb.weight.detach()
         self.positional, self.final_norm = model.positional, model.final_norm
-        self.blocks = [_Block(block) for block in model.blocks]
-        self.head = _linear(model.lm_head)
+        in_numpy = numpy_products(model)
+        self.blocks = [_Block(block, in_numpy) for block in model.blocks]
+        self.head = _linear(model.lm_head, in_numpy)
         self.positions = torch.arange(model.config.n_context, device=self.embedding.device)
+        self.blas_threads = numpy_blas_threads() if in_numpy else None
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, cache: KVCache,
                  pad_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B,) int64, the newest token of each row -> logits (B, V) for the next one."""
+        if self.blas_threads is None:
+            return self._step(ids, cache, pad_lengths)
+        before = self.blas_threads(1)                # numpy's products on this thread: one
+        try:
+            return self._step(ids, cache, pad_lengths)
+        finally:
+            self.blas_threads(before)
+
+    def _step(self, ids: torch.Tensor, cache: KVCache, pad_lengths: torch.Tensor | None
+              ) -> torch.Tensor:
         B, L = ids.shape[0], cache.length
         if B != cache.batch_size or cache.n_layer != len(self.blocks):
             raise ValueError(f"KV cache was made for batch_size={cache.batch_size} and "
