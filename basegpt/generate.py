@@ -8,8 +8,11 @@
 
 The loop (`_Decoder`): encode the prompt, run it through the model once ("prefill"), which
 fills a KV cache with every layer's keys and values, then each step feeds only the newest token
-(T = 1) with `logits_for="last"`, picks the next token from the logits (basegpt/sampling.py:
-temperature, top-k, top-p, min-p, repetition penalty; greedy at temperature 0) and appends it.
+(T = 1), picks the next token from the logits (basegpt/sampling.py: temperature, top-k, top-p,
+min-p, repetition penalty; greedy at temperature 0) and appends it. The one-token steps run on
+`DecodeStep` (model/decode.py: the forward for T = 1 in fewer operations, the same logits to
+float rounding) unless fast_step=False or the model has parts it does not know; then
+model.forward with `logits_for="last"`.
 `use_cache=False` is the reference path: every step reruns the whole context; tests hold the two
 to the same tokens. generate() owns the cache (STYLE.md section 6): the model keeps no state.
 
