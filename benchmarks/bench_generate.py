@@ -29,6 +29,7 @@ GPT-2 blocks are pre-norm with GELU and learned positions; the basegpt models us
 
     python benchmarks/bench_generate.py                  # the full table, CPU (about 5 minutes)
     python benchmarks/bench_generate.py --quick          # N = 64 only
+    python benchmarks/bench_generate.py --sizes larger --repeats 6   # one size, more rounds
     python benchmarks/bench_generate.py --device cuda
     python benchmarks/bench_generate.py --layouts        # why B2lM stores weights (in, out)
     python benchmarks/bench_generate.py --dtype bfloat16 # both models' weights in bf16
@@ -150,6 +151,8 @@ def run(args: argparse.Namespace) -> list[tuple]:
     rows = []
     dtype = getattr(torch, args.dtype)
     for name, size in SIZES.items():
+        if name.split()[0] not in args.sizes:
+            continue
         ours, theirs = basegpt_model(size, args.device, dtype), hf_model(size, args.device, dtype)
         prompt = torch.randint(1, VOCAB, (1, PROMPT_LEN), device=args.device)
         for n in args.new_tokens:
@@ -191,6 +194,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="N = 64 only")
+    parser.add_argument("--sizes", nargs="+", choices=[n.split()[0] for n in SIZES],
+                        default=[n.split()[0] for n in SIZES], help="model sizes (default both)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                         help="weights and cache of both models (default float32)")
     parser.add_argument("--layouts", action="store_true",
