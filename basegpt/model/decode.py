@@ -35,12 +35,11 @@ runs every step through model.forward.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
-
 import ctypes
 import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -55,7 +54,7 @@ from basegpt.model.feedforward import MLP, SwiGLU
 if TYPE_CHECKING:
     from basegpt.model.kv_cache import KVCache
 
-Linear = Callable[[torch.Tensor], torch.Tensor]            # (B, in) -> (B, out)
+LinearFn = Callable[[torch.Tensor], torch.Tensor]          # (B, in) -> (B, out)
 
 
 def unsupported(model: nn.Module) -> str | None:
@@ -107,17 +106,17 @@ def numpy_products(model: nn.Module) -> bool:
     """Whether DecodeStep multiplies in numpy: for a model on a CPU in float32, with torch on
     one thread and numpy's OpenBLAS found (then held to one thread too: `numpy_blas_threads`).
 
-    One thread each, OpenBLAS streams batch-1 weights 1.5-2.4x faster than torch's MKL on the
-    CPU of BENCHMARKS.md. With torch on several threads the products stay in torch's thread
-    pool: two pools busy-waiting on the same cores fight (measured there: 0.6x of the module
-    path, both on 2 threads), and one OpenBLAS thread against all of torch's could lose on a
-    many-core CPU."""
+    One thread each, OpenBLAS streams batch-1 weights 1.5-3.4x faster than torch's MKL on the
+    CPU of BENCHMARKS.md (generation, the matrix-only columns). With torch on several threads
+    the products stay in torch's thread pool: two pools busy-waiting on the same cores fight
+    (measured there, both on 2 threads: 0.4x the module path's tokens/s), and one OpenBLAS
+    thread against all of torch's could lose on a many-core CPU."""
     weight = next(model.parameters())
     return (weight.device.type == "cpu" and weight.dtype == torch.float32
             and torch.get_num_threads() == 1 and numpy_blas_threads() is not None)
 
 
-def _linear(module: nn.Linear, in_numpy: bool) -> Linear:
+def _linear(module: nn.Linear, in_numpy: bool) -> LinearFn:
     """x (B, in) -> module(x) (B, out), without the module call: numpy's matmul on the
     parameter's memory, or F.linear."""
     weight, bias = module.weight.detach(), None if module.bias is None else module.bias.detach()
