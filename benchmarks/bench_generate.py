@@ -27,7 +27,7 @@ a shared machine one thread gives stable figures). Sizes:
 GPT-2 blocks are pre-norm with GELU and learned positions; the basegpt models use the same
 (pre-norm, GELU, learned positions, weight tying like GPT-2) so both do the same arithmetic.
 
-    python benchmarks/bench_generate.py                  # the full table, CPU (about 5 minutes)
+    python benchmarks/bench_generate.py                  # the full table, CPU (7-10 minutes)
     python benchmarks/bench_generate.py --quick          # N = 64 only
     python benchmarks/bench_generate.py --sizes larger --repeats 6   # one size, more rounds
     python benchmarks/bench_generate.py --device cuda
@@ -214,7 +214,8 @@ def main() -> None:
                                 capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = "?"
-    print(f"\nPython {platform.python_version()}, torch {torch.__version__}, transformers "
+    print(f"\nPython {platform.python_version()}, torch {torch.__version__}, numpy "
+          f"{np.__version__}, transformers "
           f"{transformers.__version__}, {torch.get_num_threads()} threads, device {args.device}, "
           f"{args.dtype}, "
           f"commit {commit}\n")
