@@ -226,3 +226,13 @@ def test_a_hooked_model_generates_through_its_modules(monkeypatch):
         handle.remove()
     assert calls == [] and len(seen) == 10, "the hook ran at the prefill and each of 9 steps"
     assert generate_module.unsupported(model) is None, "supported again once the hook is gone"
+
+
+def test_a_global_forward_hook_also_sends_generation_through_the_modules():
+    model = tiny()
+    handle = nn.modules.module.register_module_forward_hook(lambda *a: None)
+    try:
+        assert unsupported(model) == "a global forward hook is registered"
+    finally:
+        handle.remove()
+    assert unsupported(model) is None, "supported again once the hook is gone"

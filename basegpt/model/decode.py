@@ -63,7 +63,11 @@ def unsupported(model: nn.Module) -> str | None:
         return f"{type(model).__name__} is not B2lM or overrides its forward"
     if model.training:
         return "the model is in training mode (dropout is on); generation runs in eval mode"
-    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+    tables = [getattr(nn.modules.module, name, None)     # torch's private global hook tables
+              for name in ("_global_forward_hooks", "_global_forward_pre_hooks")]
+    if any(table is None for table in tables):
+        return "this torch keeps its global forward hooks where DecodeStep cannot check them"
+    if any(tables):
         return "a global forward hook is registered"
     for name, module in model.named_modules():
         if module._forward_hooks or module._forward_pre_hooks:
