@@ -43,6 +43,9 @@ def both_paths(model: B2lM, prompt: torch.Tensor, steps: int, pad_lengths=None):
     """Prefill, then `steps` one-token steps through model.forward and through DecodeStep, each
     path on its own cache, fed the same ids. Returns the two lists of logits (B, V) and caches."""
     ids = torch.randint(0, V, (steps, prompt.shape[0]), generator=torch.Generator().manual_seed(1))
+    device = model.tok_emb.weight.device
+    ids, prompt = ids.to(device), prompt.to(device)
+    pad_lengths = None if pad_lengths is None else pad_lengths.to(device)
     results = []
     with torch.inference_mode():
         for fast in (False, True):
@@ -236,3 +239,22 @@ def test_a_global_forward_hook_also_sends_generation_through_the_modules():
     finally:
         handle.remove()
     assert unsupported(model) is None, "supported again once the hook is gone"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_on_a_gpu_the_step_multiplies_in_torch_and_matches_the_forward(dtype):
+    model = tiny(norm_position="pre", positional="rope", n_kv_head=2).to("cuda", dtype)
+    assert not numpy_products(model), "no numpy on a GPU"
+    (slow, _), (fast, _) = both_paths(model, torch.tensor([[5, 17, 3]]), steps=8)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    for t, (a, b) in enumerate(zip(slow, fast)):
+        assert b.device.type == "cuda" and b.dtype == dtype, "logits stay on the model's device"
+        assert_close(b, a, atol=tol, rtol=tol, msg=lambda m: f"{dtype}, step {t}: {m}")
+    if dtype != torch.float32:
+        return                        # bf16 rounding can flip a near-tie of a random model
+    rows = [[1, 2, 3], [4]]
+    fast_ids, slow_ids = ([g.ids for g in generate_ids(model, rows, max_new_tokens=40,
+                                                        temperature=0, fast_step=f)]
+                          for f in (True, False))
+    assert fast_ids == slow_ids, "the same greedy tokens on the GPU"
