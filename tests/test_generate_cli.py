@@ -40,10 +40,21 @@ def test_generate_prints_the_prompt_and_the_streamed_text(run_dir, capsys):
     assert code == 0, "exit code 0"
     expected = "Hi" + library(run_dir, "Hi", max_new_tokens=20, seed=3, top_k=40) + "\n"
     assert out == expected, f"stdout {out!r} vs {expected!r}"
-    for flag in ("--stream", "--no-stream"):
+    for flag in ("--stream", "--no-stream", "--no-fast-step"):
         assert main(["generate", str(run_dir), "--prompt", "Hi", "--max-new-tokens", "20",
                      "--seed", "3", "--top-k", "40", flag]) == 0
         assert capsys.readouterr().out == expected, f"{flag} prints the same text"
+
+
+def test_no_fast_step_runs_every_step_through_the_forward(run_dir, monkeypatch):
+    from basegpt.model.decode import DecodeStep
+    calls = []
+    real = DecodeStep.__call__
+    monkeypatch.setattr(DecodeStep, "__call__", lambda self, *a: calls.append(1) or real(self, *a))
+    args = ["generate", str(run_dir), "--prompt", "Hi", "--max-new-tokens", "10", "--seed", "3"]
+    assert main(args) == 0 and len(calls) == 9, "by default: the prefill, then 9 fast steps"
+    calls.clear()
+    assert main(args + ["--no-fast-step"]) == 0 and calls == [], "no DecodeStep at all"
 
 
 def test_stream_flag_streams_and_no_stream_prints_once(run_dir, monkeypatch):

@@ -45,6 +45,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                    help="read prompts from stdin, one per line, until EOF (Ctrl-D); not with "
                         "--prompt / --prompt-file")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default auto)")
+    p.add_argument("--fast-step", action=argparse.BooleanOptionalAction, default=True,
+                   help="one-token steps on DecodeStep (default; the same logits to float "
+                        "rounding); --no-fast-step runs every step through the model's forward")
     p.set_defaults(run=_run_generate)
 
 
@@ -71,7 +74,8 @@ def _run_generate(args: argparse.Namespace) -> None:
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
     options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                   repetition_penalty=args.repetition_penalty, stop=stops or None)
+                   repetition_penalty=args.repetition_penalty, stop=stops or None,
+                   fast_step=args.fast_step)
 
     def samples(text: str, echo: bool) -> None:
         for i in range(args.num_samples):
