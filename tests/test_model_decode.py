@@ -190,6 +190,8 @@ def test_decode_step_checks_the_cache():
     full.advance(1)
     with pytest.raises(ValueError, match="KV cache is full"):
         step(torch.tensor([1]), full)
+    with pytest.raises(ValueError, match=r"pad_lengths must have shape \(batch,\) = \(1,\)"):
+        step(torch.tensor([1]), model.new_kv_cache(1), pad_lengths=torch.tensor([0, 0]))
 
 
 def count_fast_steps(monkeypatch) -> list[int]:

@@ -121,29 +121,7 @@ class B2lM(nn.Module):
         if logits_for not in ("all", "last"):
             raise ValueError(f"logits_for={logits_for!r}: choose 'all' or 'last'")
         B, T = ids.shape
-        start = 0
-        if kv_cache is not None:
-            if B != kv_cache.batch_size or kv_cache.n_layer != len(self.blocks):
-                raise ValueError(f"KV cache was made for batch_size={kv_cache.batch_size} and "
-                                 f"{kv_cache.n_layer} layers, but ids has batch {B} and the model "
-                                 f"{len(self.blocks)} blocks; make one with model.new_kv_cache({B}, ...)")
-            kv_cache.check_room(T)
-            start = kv_cache.length
-        if start + T > self.config.n_context:
-            raise ValueError(f"positions {start}..{start + T - 1} go past n_context="
-                             f"{self.config.n_context}; shorten the input (keep the last "
-                             f"{self.config.n_context} tokens) or build the model with a larger n_context")
-
-        pos = torch.arange(start, start + T, device=ids.device)   # (T,) absolute positions
-        # mask None = causal, queries are the last T of the S = start + T keys (attention.py).
-        mask = None
-        if pad_lengths is not None:
-            if pad_lengths.shape != (B,):
-                raise ValueError(f"pad_lengths must have shape (batch,) = ({B},), got "
-                                 f"{tuple(pad_lengths.shape)}; give one padding count per row")
-            # Made once per forward, shared by every layer: per-row positions and the mask.
-            pos = (pos.unsqueeze(0) - pad_lengths.unsqueeze(1)).clamp(min=0)   # (B, T)
-            mask = left_padding_mask(pad_lengths, T, start + T)                # (B, 1, T, S)
+        pos, mask = self.positions_and_mask(B, T, kv_cache, pad_lengths, ids.device)
         x = self.tok_emb(ids)                                       # (B, T, C)
         x = self.embed_dropout(self.positional.embed(x, pos))       # (B, T, C)
         attention = []
@@ -156,6 +134,36 @@ class B2lM(nn.Module):
             x = x[:, -1:, :]                                        # (B, 1, C)
         logits = self.lm_head(self.final_norm(x))                  # (B, T or 1, V)
         return (logits, attention) if return_attention else logits
+
+    def positions_and_mask(self, B: int, T: int, kv_cache: KVCache | None,
+                           pad_lengths: torch.Tensor | None, device: torch.device
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Where T new positions of B rows go: their positions, (T,) or (B, T) with padding,
+        and the attention mask, None (causal) or (B, 1, T, S) with padding. Checks that the
+        cache fits this batch and model and has room, and that the positions fit n_context
+        (ValueErrors saying how to fix it). Shared by forward and model/decode.py's DecodeStep.
+        """
+        start = 0
+        if kv_cache is not None:
+            if B != kv_cache.batch_size or kv_cache.n_layer != len(self.blocks):
+                raise ValueError(f"KV cache was made for batch_size={kv_cache.batch_size} and "
+                                 f"{kv_cache.n_layer} layers, but ids has batch {B} and the model "
+                                 f"{len(self.blocks)} blocks; make one with model.new_kv_cache({B}, ...)")
+            kv_cache.check_room(T)
+            start = kv_cache.length
+        if start + T > self.config.n_context:
+            raise ValueError(f"positions {start}..{start + T - 1} go past n_context="
+                             f"{self.config.n_context}; shorten the input (keep the last "
+                             f"{self.config.n_context} tokens) or build the model with a larger n_context")
+        pos = torch.arange(start, start + T, device=device)         # (T,) absolute positions
+        if pad_lengths is None:
+            return pos, None       # causal: queries are the last T of the S = start + T keys
+        if pad_lengths.shape != (B,):
+            raise ValueError(f"pad_lengths must have shape (batch,) = ({B},), got "
+                             f"{tuple(pad_lengths.shape)}; give one padding count per row")
+        # Made once per forward, shared by every layer: per-row positions and the mask.
+        pos = (pos.unsqueeze(0) - pad_lengths.unsqueeze(1)).clamp(min=0)   # (B, T)
+        return pos, left_padding_mask(pad_lengths, T, start + T)           # (B, 1, T, S)
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for `batch_size` sequences of up to `max_len` (default n_context)

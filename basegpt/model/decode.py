@@ -4,7 +4,7 @@ After the prefill, each generation step feeds one token per row (T = 1). B2lM.fo
 every T and every use (training, scoring, prefill), and at T = 1 on a CPU a step is short
 enough (about 2-6 ms at 6 blocks x 256, BENCHMARKS.md) for what surrounds the matrix products
 to show: a module call per layer, dropout calls that do nothing in eval mode, split and
-transpose views written for T positions, the id check and the position bookkeeping. The
+transpose views written for T positions and the id check. The
 products are matrix-vector products, and at batch 1 on a CPU torch's BLAS (MKL, in the PyTorch
 wheels) streams the weights more slowly than numpy's (OpenBLAS, in numpy's wheels).
 
@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from basegpt.model.attention import CausalSelfAttention, left_padding_mask
+from basegpt.model.attention import CausalSelfAttention
 from basegpt.model.b2lm import B2lM
 from basegpt.model.block import PostNormBlock, PreNormBlock
 from basegpt.model.feedforward import MLP, SwiGLU
@@ -194,12 +194,12 @@ class DecodeStep:
         reason = unsupported(model)
         if reason is not None:
             raise ValueError(f"DecodeStep cannot run this model: {reason}; use model.forward")
-        self.config, self.embedding = model.config, model.tok_emb.weight.detach()
+        self.embedding = model.tok_emb.weight.detach()
         self.positional, self.final_norm = model.positional, model.final_norm
         in_numpy = numpy_products(model)
         self.blocks = [_Block(block, in_numpy) for block in model.blocks]
         self.head = _linear(model.lm_head, in_numpy)
-        self.positions = torch.arange(model.config.n_context, device=self.embedding.device)
+        self.positions_and_mask = model.positions_and_mask     # forward's checks, positions, mask
         self.blas_threads = numpy_blas_threads() if in_numpy else None
 
     @torch.inference_mode()
@@ -216,19 +216,8 @@ class DecodeStep:
 
     def _step(self, ids: torch.Tensor, cache: KVCache, pad_lengths: torch.Tensor | None
               ) -> torch.Tensor:
-        B, L = ids.shape[0], cache.length
-        if B != cache.batch_size or cache.n_layer != len(self.blocks):
-            raise ValueError(f"KV cache was made for batch_size={cache.batch_size} and "
-                             f"{cache.n_layer} layers, but ids has batch {B} and the model "
-                             f"{len(self.blocks)} blocks")
-        cache.check_room(1)
-        if L + 1 > self.config.n_context:
-            raise ValueError(f"position {L} is past n_context={self.config.n_context}; "
-                             "slide the window (generate.py) before the next step")
-        pos, mask = self.positions[L:L + 1], None                   # (T,) = (1,)
-        if pad_lengths is not None:                                 # as B2lM.forward
-            pos = (pos.unsqueeze(0) - pad_lengths.unsqueeze(1)).clamp(min=0)    # (B, 1)
-            mask = left_padding_mask(pad_lengths, 1, L + 1)                     # (B, 1, 1, S)
+        B = ids.shape[0]
+        pos, mask = self.positions_and_mask(B, 1, cache, pad_lengths, ids.device)   # (1,) or (B, 1)
         x = self.positional.embed(self.embedding[ids].unsqueeze(1), pos).view(B, -1)   # (B, C)
         for block in self.blocks:
             x = block(x, pos, self.positional, cache, mask)
