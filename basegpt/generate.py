@@ -342,7 +342,9 @@ def _check_rows(prompt_ids: torch.Tensor | Sequence[Sequence[int]], vocab_size: 
                              "for one prompt use ids.unsqueeze(0) or [ids]")
         rows = prompt_ids.tolist()
     else:
-        rows = [list(r) if not isinstance(r, torch.Tensor) else r.tolist() for r in prompt_ids]
+        rows = [r.tolist() if isinstance(r, torch.Tensor) else
+                list(r) if isinstance(r, Sequence) and not isinstance(r, str) else r
+                for r in prompt_ids]
         if rows and not all(isinstance(r, list) for r in rows):
             raise ValueError("prompt_ids must be a list of lists of token ids; for one prompt "
                              "pass [ids]")

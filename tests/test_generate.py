@@ -351,6 +351,9 @@ def test_training_mode_is_restored_and_dropout_off_while_generating():
     (lambda m: generate_ids(m, [[1, 258]]), r"token id 258 out of range; valid ids are 0..257"),
     (lambda m: generate_ids(m, [[1, -1]]), r"token id -1 out of range"),
     (lambda m: generate_ids(m, torch.tensor([1, 2])), r"must be \(batch, time\)"),
+    (lambda m: generate_ids(m, [1, 2]), r"must be a list of lists of token ids; for one prompt "
+                                        r"pass \[ids\]"),
+    (lambda m: generate_ids(m, [torch.tensor(1)]), r"must be a list of lists of token ids"),
     (lambda m: generate_ids(m, [[1]], max_new_tokens=-1), r"max_new_tokens=-1: must be an integer >= 0"),
     (lambda m: generate_ids(m, [[1]], temperature=-1), r"temperature=-1"),
     (lambda m: generate_ids(m, [[1]], top_p=0), r"top_p=0: must be in \(0, 1\]"),
