@@ -68,9 +68,10 @@ def test_gradient_accumulation_matches_one_big_batch(tokenizer, data, monkeypatc
         return original_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
-    for batch_size in (8, 4):
+    for batch_size in (8, 4):        # fp32: in bf16 the two batch shapes round differently
         fit(tiny(tokenizer), data, config=TrainConfig(max_steps=1, batch_size=batch_size,
-                                                      batch_tokens=8 * 16), progress=False)
+                                                      batch_tokens=8 * 16, dtype="float32"),
+            progress=False)
     assert len(grads) == 2, "one step each"
     for big, accumulated in zip(*grads):
         torch.testing.assert_close(accumulated, big, rtol=1e-5, atol=1e-7)
@@ -419,9 +420,28 @@ def test_auto_dtype_follows_the_gpus_compute_capability(monkeypatch, capability,
     # On 7.x torch.cuda.is_bf16_supported() says True (emulated bf16, far slower): not asked.
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert pick_dtype("auto", torch.device("cuda")) == expected, capability
-    assert pick_dtype("auto", torch.device("cpu")) == torch.float32, "CPU: fp32"
     assert pick_dtype("auto", torch.device("mps")) == torch.float32, "MPS: fp32"
     assert pick_dtype("bfloat16", torch.device("cuda")) == torch.bfloat16, "an explicit dtype wins"
+
+
+@pytest.mark.parametrize("capability, expected, why", [
+    ({"avx512_bf16": True, "amx_bf16": False}, torch.bfloat16,
+     "auto: this CPU multiplies bf16 in hardware (AVX512-BF16)"),
+    ({"avx512_bf16": True, "amx_bf16": True}, torch.bfloat16,
+     "auto: this CPU multiplies bf16 in hardware (AMX-BF16)"),
+    ({"avx512_bf16": False, "amx_bf16": False, "avx2": True}, torch.float32,
+     "auto: fp32 on a CPU without bf16 instructions"),
+    ({}, torch.float32, "auto: fp32 on a CPU without bf16 instructions"),
+    (None, torch.float32, "auto: fp32 on a CPU without bf16 instructions"),   # torch cannot say
+])
+def test_auto_dtype_on_a_cpu_follows_its_bf16_instructions(monkeypatch, capability, expected, why):
+    from basegpt.devices import dtype_decision, pick_dtype
+    if capability is None:
+        monkeypatch.delattr(torch._C._cpu, "_get_cpu_capability")
+    else:
+        monkeypatch.setattr(torch._C._cpu, "_get_cpu_capability", lambda: capability)
+    assert dtype_decision("auto", torch.device("cpu")) == (expected, why)
+    assert pick_dtype("float32", torch.device("cpu")) == torch.float32, "an explicit dtype wins"
 
 
 @pytest.mark.parametrize("name, bf16, fp16", [
@@ -471,7 +491,9 @@ def test_mfu_is_per_device_at_the_datas_window_length(tokenizer, data):
 
 
 def test_summary_states_sizes_and_decisions(tokenizer, data, monkeypatch):
+    from basegpt.devices import dtype_decision
     model = tiny(tokenizer)
+    dtype, why = dtype_decision("auto", torch.device("cpu"))    # bf16 or fp32: this CPU's
     messages = []
     fit(model, data, config=TrainConfig(max_steps=1, batch_size=4, batch_tokens=8 * 16),
         progress=False, log=messages.append)
@@ -480,7 +502,7 @@ def test_summary_states_sizes_and_decisions(tokenizer, data, monkeypatch):
     mb = 2 ** 20
     for phrase in (f"{n:,} parameters", "4 x 16 tokens x 2 accumulation x 1 process(es) = "
                    "128 tokens/step", f"weights {n * 4 / mb:.1f} MB", f"Adam {n * 8 / mb:.1f} MB",
-                   "device cpu (device='auto')", "float32 (auto: fp32 on cpu)",
+                   "device cpu (device='auto')", f"{str(dtype).removeprefix('torch.')} ({why})",
                    "compile off (auto: off on cpu", "optimizer adam, fused kernels"):
         assert phrase in text, f"{phrase!r} not in the summary:\n{text}"
 
