@@ -3,12 +3,12 @@
 `basegpt train` with no arguments trains the `laptop` preset (basegpt/presets/laptop.json) for
 a fixed time budget. Its settings should be the ones that reach the lowest validation loss in
 that time on a laptop CPU. This benchmark trains the preset and variants that each change one
-lever (architecture, learning rate, context, batch), every one through the real CLI with the
-same time budget, the same built-in corpus, tokenizer and validation windows, and prints the
-final and best validation bits per byte of each (lower is better; bits per byte does not
-depend on the context length or batch, so the variants compare).
+lever (architecture, depth, learning rate, context, batch, precision), every one through the
+real CLI with the same time budget, the same built-in corpus, tokenizer and validation
+windows, and prints the final and best validation bits per byte of each (lower is better;
+bits per byte does not depend on the context length or batch, so the variants compare).
 
-    python benchmarks/bench_defaults.py                 # 2 minutes a run, ~17 minutes in all
+    python benchmarks/bench_defaults.py                 # 2 minutes a run, ~21 minutes in all
     python benchmarks/bench_defaults.py --minutes 4     # the main job's own budget
     python benchmarks/bench_defaults.py --only 0 0 4    # the preset twice, and lr 6e-3
 """
@@ -38,6 +38,8 @@ VARIANTS: dict[str, list[str]] = {
     "lr 6e-3": ["--lr", "0.006"],
     "context 64 (preset 128)": ["--n-context", "64"],
     "batch 32 (preset 16)": ["--batch-size", "32"],
+    "fp32 (auto: bf16 autocast on a CPU with bf16 instructions)": ["--dtype", "float32"],
+    "6 blocks (preset 4)": ["--n-block", "6"],
 }
 
 

@@ -81,8 +81,9 @@ def attention_manual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     """
     B, H, T, D = q.shape
     G, S = k.shape[1], k.shape[2]
-    k = k.repeat_interleave(H // G, dim=1)                  # (B, H, S, D): kv head g serves queries g*H/G ..
-    v = v.repeat_interleave(H // G, dim=1)                  # (B, H, S, Dv)
+    if G != H:                                              # (with G == H a repeat would only copy)
+        k = k.repeat_interleave(H // G, dim=1)              # (B, H, S, D): kv head g serves queries g*H/G ..
+        v = v.repeat_interleave(H // G, dim=1)              # (B, H, S, Dv)
     scores = (q @ k.transpose(-2, -1)) * D ** -0.5          # (B,H,T,D) @ (B,H,D,S) -> (B,H,T,S)
     if mask is None:
         mask = causal_mask(T, S, device=q.device)           # (T, S)
