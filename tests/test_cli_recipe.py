@@ -95,6 +95,50 @@ def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch):
     assert "budget 4 min" in text, f"the budget is stated before training:\n{text}"
 
 
+def _spec_of(argv: list[str], monkeypatch) -> dict:
+    """The spec `basegpt train ARGV` would run, without running it."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train_run(spec, out, **kwargs):
+        seen["spec"] = spec
+        raise Stop
+
+    monkeypatch.setattr(recipe, "train_run", fake_train_run)
+    with pytest.raises(Stop):
+        main(["train", *argv])
+    return seen["spec"]
+
+
+@pytest.mark.parametrize("cls, section", [(ModelConfig, "model"), (TrainConfig, "train"),
+                                          (DataConfig, "data")])
+def test_every_choice_of_every_choice_flag_reaches_the_config(cls, section, monkeypatch):
+    """A flag's type comes from its field's type: `--dtype bfloat16` is a name, not a float
+    (a Literal of "float32", "bfloat16", ... once made it one)."""
+    from typing import Literal, get_args, get_origin, get_type_hints
+    hints = get_type_hints(cls)
+    checked = 0
+    for f in fields(cls):
+        if get_origin(hints[f.name]) is not Literal:
+            continue
+        for choice in get_args(hints[f.name]):
+            flag = "--data" if (section, f.name) == ("data", "source") else \
+                "--" + f.name.replace("_", "-")
+            spec = _spec_of([flag, choice, "--weight-decay", "0"], monkeypatch)   # Adam too
+            assert spec[section][f.name] == choice, (flag, choice, spec[section])
+            checked += 1
+    assert checked >= (2 if section != "data" else 0), f"{cls.__name__} has Literal fields"
+
+
+def test_number_flags_parse_as_numbers(monkeypatch):
+    spec = _spec_of(["--lr", "0.002", "--max-steps", "7", "--n-kv-head", "2", "--no-bias"],
+                    monkeypatch)
+    assert (spec["train"]["lr"], spec["train"]["max_steps"]) == (0.002, 7), spec["train"]
+    assert (spec["model"]["n_kv_head"], spec["model"]["bias"]) == (2, False), spec["model"]
+
+
 def test_laptop_description_claims_no_benchmark():
     description = recipe.load_preset("laptop")["description"]
     assert "BENCHMARKS" not in description, "BENCHMARKS.md does not measure this preset"

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import types
 from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from basegpt._io import file_in_the_way
 from basegpt.cli._common import _Parser
@@ -14,14 +16,16 @@ from basegpt.cli._common import _Parser
 
 # ------------------------------------------------------------------------ train, plot, config
 
-def _flag_type(annotation: str):
-    """The argparse type for a dataclass field's annotation (they are strings here)."""
-    if "bool" in annotation:
+def _flag_type(hint: Any) -> type | None:
+    """The argparse type for a dataclass field's resolved type hint: int, float, None for a
+    bool (an on/off flag), and str for the rest (names and Literal choices, which the config
+    itself checks). `X | None` counts as X."""
+    args = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    kinds = [a for a in args if a is not type(None)]
+    if kinds == [bool]:
         return None
-    if "int" in annotation and "float" not in annotation:
-        return int
-    if "float" in annotation:
-        return float
+    if kinds in ([int], [float]):
+        return kinds[0]
     return str
 
 
@@ -32,6 +36,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, section: str,
                 skip: tuple[str, ...] = ()) -> None:
     """One --flag per dataclass field; the dataclass stays the only home of defaults."""
     import dataclasses
+    hints = get_type_hints(cls)
     group = parser.add_argument_group(f"{section} settings (override preset and --config)")
     for f in dataclasses.fields(cls):
         if f.name in skip or f.name in ("blocks", "inputs"):
@@ -39,7 +44,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, section: str,
         dest = f"{section}.{f.name}"
         flag = _FLAG_NAMES.get(dest, "--" + f.name.replace("_", "-"))
         default = f.default if f.default is not dataclasses.MISSING else "see preset"
-        kind = _flag_type(str(f.type))
+        kind = _flag_type(hints[f.name])
         if kind is None:
             group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=f"(default {default})")
