@@ -5,14 +5,19 @@ model size (the original design's: 4 blocks, width 128, 4 heads of 32, FF 256, c
 same batch (32 x 64 tokens). Every run is its own subprocess, so thread and compile settings
 do not leak between runs.
 
+0. Attention kernels: one layer's forward + backward, manual steps against torch's fused
+   kernel, fp32 and bf16, T = 64 to 1024.
 1. Speed levers: training tokens/s of basegpt in fp32 / bf16 autocast, eager / torch.compile,
-   1 / 2 threads, fused (the default) / foreach Adam, and of the HF loop in fp32 and bf16.
+   1 / 2 threads, fused (the default) / foreach Adam, the attention kernel's CPU bf16 hand-off
+   on / off, and of the HF loop in fp32 and bf16 (its default sdpa attention, and eager).
 2. Learning at equal wall time: validation bits per byte against training seconds for
-   basegpt's chosen defaults and for the HF loop; the curves go to a PNG.
+   basegpt's defaults in bf16 and fp32 and for the HF loop in fp32; the curves go to a PNG.
 
-    python benchmarks/bench_train.py                  # ~15 minutes on a 2-core laptop
+    python benchmarks/bench_train.py                  # ~30 minutes on a 2-core laptop
     python benchmarks/bench_train.py --quick          # a smoke run
-    python benchmarks/bench_train.py --curves-only    # part 2 only (~7 minutes)
+    python benchmarks/bench_train.py --curves-only    # part 2 only (~10 minutes)
+    python benchmarks/bench_train.py --speed-only     # parts 0 and 1 (~15 minutes)
+    python benchmarks/bench_train.py --attention-only # part 0 only (~1 minute)
 Needs ../shared/data/tinyshakespeare.txt (or --text PATH) and `transformers`.
 """
 
@@ -34,21 +39,28 @@ sys.path.insert(0, str(ROOT))
 DEFAULT_TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 SIZE = dict(n_embed=128, n_block=4, n_head=4, n_k=32, n_v=32, n_ff=256, n_context=64)
 BATCH, T, VOCAB = 32, 64, 1024
+MODERN = {"norm_position": "pre", "positional": "rope", "activation": "gelu"}
 
-# basegpt variants: (label, model overrides, train overrides, threads)
+# basegpt variants: (label, model overrides, train overrides, threads). "bf16" is autocast,
+# what dtype="auto" picks on a CPU with bf16 instructions (fp32 on one without).
 SPEED_RUNS = {
-    "basegpt seed arch, fp32": ({}, {}, 2),
-    "basegpt seed arch, bf16 autocast": ({}, {"dtype": "bfloat16"}, 2),
-    "basegpt seed arch, fp32, 1 thread": ({}, {}, 1),
-    "basegpt seed arch, fp32, foreach Adam": ({}, {"kernels": "foreach"}, 2),
-    "basegpt seed arch, fp32, compile": ({}, {"compile": "on"}, 2),
+    "basegpt seed arch, fp32": ({}, {"dtype": "float32"}, 2),
+    "basegpt seed arch, bf16": ({}, {"dtype": "bfloat16"}, 2),
+    "basegpt seed arch, bf16, fused attention backward": ({}, {"dtype": "bfloat16",
+                                                               "fused_attention": True}, 2),
+    "basegpt seed arch, fp32, 1 thread": ({}, {"dtype": "float32"}, 1),
+    "basegpt seed arch, bf16, 1 thread": ({}, {"dtype": "bfloat16"}, 1),
+    "basegpt seed arch, bf16, foreach Adam": ({}, {"dtype": "bfloat16", "kernels": "foreach"}, 2),
+    "basegpt seed arch, fp32, compile": ({}, {"dtype": "float32", "compile": "on"}, 2),
     "basegpt seed arch, bf16, compile": ({}, {"dtype": "bfloat16", "compile": "on"}, 2),
-    "basegpt pre-LN rope gelu, fp32": ({"norm_position": "pre", "positional": "rope",
-                                        "activation": "gelu"}, {}, 2),
-    "basegpt pre-LN rope gelu, bf16": ({"norm_position": "pre", "positional": "rope",
-                                        "activation": "gelu"}, {"dtype": "bfloat16"}, 2),
+    "basegpt pre-LN rope gelu, fp32": (MODERN, {"dtype": "float32"}, 2),
+    "basegpt pre-LN rope gelu, bf16": (MODERN, {"dtype": "bfloat16"}, 2),
 }
-HF_RUNS = {"HF GPT2 plain loop, fp32": "float32", "HF GPT2 plain loop, bf16 autocast": "bfloat16"}
+# the HF loop: (autocast dtype, attention implementation)
+HF_RUNS = {"HF GPT2 plain loop, fp32": ("float32", "sdpa"),
+           "HF GPT2 plain loop, bf16 autocast": ("bfloat16", "sdpa"),
+           "HF GPT2 plain loop, bf16 autocast, eager attention": ("bfloat16", "eager")}
+HF_BASELINE = "HF GPT2 plain loop, fp32"
 
 
 def load_tokens(text_path: Path):
@@ -103,6 +115,9 @@ def job_basegpt(args, model_kw: dict, train_kw: dict, minutes: float | None) -> 
     if train_kw.pop("kernels", "fused") == "foreach":     # the optimizer lever: not a config field
         import basegpt.train
         basegpt.train.fused_adam_available = lambda device: False
+    if train_kw.pop("fused_attention", False):        # the attention lever: not a config field
+        import basegpt.model.attention
+        basegpt.model.attention.CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 0   # no hand-off to manual
     torch.manual_seed(0)
     model = B2lM(vocab_size=len(tok), **{**SIZE, **model_kw})
     val = Windows(val_ids, T)
@@ -134,7 +149,7 @@ def job_basegpt(args, model_kw: dict, train_kw: dict, minutes: float | None) -> 
             "wall_s": time.perf_counter() - start, "final_bpb": final, "curve": curve}
 
 
-def job_hf(args, dtype_name: str, minutes: float | None) -> dict:
+def job_hf(args, dtype_name: str, attention: str, minutes: float | None) -> dict:
     """A plain loop: HF model, AdamW, fixed lr, shuffled batches, loss from the model."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -143,7 +158,8 @@ def job_hf(args, dtype_name: str, minutes: float | None) -> dict:
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=len(tok), n_positions=T, n_embd=SIZE["n_embed"],
                      n_layer=SIZE["n_block"], n_head=SIZE["n_head"], n_inner=SIZE["n_ff"],
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                     attn_implementation=attention)
     model = GPT2LMHeadModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=args.hf_lr, weight_decay=0.1)
     data, val = Windows(train_ids, T), Windows(val_ids, T)
@@ -201,14 +217,20 @@ def main() -> None:
     p.add_argument("--text", type=Path, default=DEFAULT_TEXT)
     p.add_argument("--steps", type=int, default=40, help="timed steps per speed run")
     p.add_argument("--warmup", type=int, default=5, help="untimed first steps")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the speed runs (best kept)")
     p.add_argument("--minutes", type=float, default=3.0, help="training time per curve run")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--lr", type=float, default=3e-3, help="basegpt peak lr (cosine)")
     p.add_argument("--hf-lr", type=float, default=1e-3, help="HF plain loop lr (constant)")
-    p.add_argument("--curve", default="pre-LN rope gelu, fp32",
-                   help="the basegpt variant for the learning curve (a SPEED_RUNS label suffix; "
-                        "default: the modern architecture in what dtype='auto' picks on CPU)")
+    p.add_argument("--curve", nargs="+", default=["pre-LN rope gelu, bf16", "pre-LN rope gelu, fp32"],
+                   help="the basegpt variants for the learning curves (SPEED_RUNS label suffixes; "
+                        "default: the modern architecture in what dtype='auto' picks on a CPU "
+                        "with bf16 instructions, and in fp32)")
     p.add_argument("--curves-only", action="store_true", help="skip the speed levers")
+    p.add_argument("--speed-only", action="store_true", help="parts 0 and 1, not the curves")
+    p.add_argument("--attention-only", action="store_true",
+                   help="only the attention kernels' table (part 0, ~1 minute)")
+    p.add_argument("--attention-repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--png", type=Path, default=ROOT / "benchmarks" / "train_curves.png")
     p.add_argument("--job", nargs=2)
@@ -222,11 +244,12 @@ def main() -> None:
             model_kw, train_kw, _ = SPEED_RUNS[name]
             result = job_basegpt(args, model_kw, train_kw, minutes)
         else:
-            result = job_hf(args, HF_RUNS[name], minutes)
+            result = job_hf(args, *HF_RUNS[name], minutes)
         print(json.dumps(result))
         return
     if args.quick:
         args.steps, args.warmup, args.minutes, args.eval_every = 5, 2, 0.2, 10
+        args.rounds, args.attention_repeats = 1, 1
 
     import platform
     import torch
@@ -234,47 +257,98 @@ def main() -> None:
           f"{os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}")
     print(f"# model {SIZE}, batch {BATCH} x {T}, vocab {VOCAB}, text {args.text.name}\n")
     if not args.curves_only:
+        attention_kernels(args)
+        if args.attention_only:
+            return
         speed_levers(args)
-    curves(args)
+    if not args.speed_only:
+        curves(args)
+
+
+def attention_kernels(args) -> None:
+    """Part 0: one attention layer's forward + backward in the manual kernel's steps and in
+    torch's fused kernel, fp32 and bf16, from T = 64 to 1024 (batch x heads shrinking as T
+    grows). The bf16 rows are why `attention_sdpa` hands CPU bf16 training of up to
+    CPU_LOW_PRECISION_MANUAL_MAX_KEYS keys to the manual steps."""
+    import torch
+    import torch.nn.functional as F
+    from basegpt.model.attention import CPU_LOW_PRECISION_MANUAL_MAX_KEYS, attention_manual
+    print("## Attention kernels: forward + backward of one layer, ms (head width 64)\n")
+    print("| T | batch x heads | fp32 manual | fp32 fused | bf16 manual | bf16 fused |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    kernels = {"manual": lambda q, k, v: attention_manual(q, k, v)[0],
+               "fused": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}
+    for T, B, H in ((64, 32, 4), (128, 16, 4), (256, 8, 8), (512, 4, 8), (1024, 2, 12)):
+        cells = []
+        for dtype in (torch.float32, torch.bfloat16):
+            torch.manual_seed(0)
+            q, k, v = (torch.randn(B, H, T, 64, dtype=dtype, requires_grad=True) for _ in range(3))
+            grad = torch.randn(B, H, T, 64, dtype=dtype)
+            for kernel in kernels.values():
+                def one() -> None:
+                    kernel(q, k, v).backward(grad)
+                one()
+                best = float("inf")
+                for _ in range(args.attention_repeats):
+                    start = time.perf_counter()
+                    one()
+                    best = min(best, time.perf_counter() - start)
+                cells.append(f"{best * 1e3:.1f}")
+        print(f"| {T} | {B} x {H} | " + " | ".join(cells) + " |", flush=True)
+    print(f"\n(`attention_sdpa` runs the manual steps for bf16 / fp16 CPU training up to "
+          f"{CPU_LOW_PRECISION_MANUAL_MAX_KEYS} keys)\n")
 
 
 def speed_levers(args) -> None:
-    """Part 1: tokens/s of every SPEED_RUNS and HF_RUNS entry, one subprocess each."""
-    print("## Speed levers (tokens/s of training steps, after warmup)\n")
-    print("| run | tokens/s | first step s |")
-    print("|---|---:|---:|")
-    speeds = {}
-    for name, (_, _, threads) in SPEED_RUNS.items():
-        speeds[name] = r = run("basegpt", name, args, threads)
-        print(f"| {name} | {r.get('tokens_per_s', 0):,.0f} | {r.get('first_step_s', 0):.1f} |"
-              if "error" not in r else f"| {name} | error: {r['error']} | |", flush=True)
-    for name in HF_RUNS:
-        speeds[name] = r = run("hf", name, args)
-        print(f"| {name} | {r.get('tokens_per_s', 0):,.0f} | {r.get('first_step_s', 0):.1f} |"
-              if "error" not in r else f"| {name} | error: {r['error']} | |", flush=True)
-    hf = speeds["HF GPT2 plain loop, fp32"].get("tokens_per_s")
-    if hf:
-        print("\nratio to the HF fp32 loop: " + ", ".join(
-            f"{n}: {r['tokens_per_s'] / hf:.2f}x" for n, r in speeds.items() if "tokens_per_s" in r))
+    """Part 1: tokens/s of every SPEED_RUNS and HF_RUNS entry, one subprocess each, in
+    args.rounds rounds that take turns (so a slow spell of the machine hits every entry of a
+    round, not all rounds of one entry); the table gives each entry's best round."""
+    jobs = [("basegpt", name, threads) for name, (_, _, threads) in SPEED_RUNS.items()]
+    jobs += [("hf", name, 2) for name in HF_RUNS]
+    rates: dict[str, list[float]] = {name: [] for _, name, _ in jobs}
+    first: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for i in range(args.rounds):
+        for kind, name, threads in jobs:
+            r = run(kind, name, args, threads)
+            if "error" in r:
+                errors[name] = r["error"]
+                continue
+            rates[name].append(r["tokens_per_s"])
+            first.setdefault(name, r["first_step_s"])
+        print(f"(round {i + 1} of {args.rounds} done)", flush=True)
+    print(f"\n## Speed levers (tokens/s of training steps after warmup, best of {args.rounds} "
+          "rounds)\n")
+    print("| run | tokens/s | vs HF fp32 loop | every round | first step s |")
+    print("|---|---:|---:|---|---:|")
+    hf = max(rates[HF_BASELINE], default=None)
+    for _, name, _ in jobs:
+        if not rates[name]:
+            print(f"| {name} | error: {errors.get(name, '?')} | | | |")
+            continue
+        best = max(rates[name])
+        ratio = f"{best / hf:.2f}x" if hf else "?"
+        rounds = ", ".join(f"{x:,.0f}" for x in rates[name])
+        print(f"| {name} | {best:,.0f} | {ratio} | {rounds} | {first[name]:.1f} |")
 
 
 def curves(args) -> None:
     """Part 2: validation bits per byte against training seconds, basegpt and HF; a PNG."""
-    label = next(n for n in SPEED_RUNS if n.endswith(args.curve))
+    labels = [next(n for n in SPEED_RUNS if n.endswith(c)) for c in args.curve]
     print(f"\n## Learning at equal training time ({args.minutes:g} min each)\n")
-    ours = run("basegpt-curve", label, args)
-    theirs = run("hf-curve", "HF GPT2 plain loop, fp32", args)
-    print("| run | final val bits/byte | steps/curve points |")
-    print("|---|---:|---:|")
-    for name, r in ((label, ours), ("HF GPT2 plain loop, fp32", theirs)):
-        print(f"| {name} | {r.get('final_bpb', float('nan')):.4f} | {len(r.get('curve', []))} |"
-              if "error" not in r else f"| {name} | error: {r['error']} | |")
+    results = {label: run("basegpt-curve", label, args) for label in labels}
+    results[HF_BASELINE] = run("hf-curve", HF_BASELINE, args)
+    print("| run | final val bits/byte | best | curve points |")
+    print("|---|---:|---:|---:|")
+    for name, r in results.items():
+        print(f"| {name} | {r['final_bpb']:.4f} | {min(b for _, b in r['curve']):.4f} | "
+              f"{len(r['curve'])} |" if "error" not in r else f"| {name} | error: {r['error']} | | |")
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         fig, ax = plt.subplots(figsize=(7, 4))
-        for name, r in ((label, ours), ("HF GPT2 plain loop, fp32", theirs)):
+        for name, r in results.items():
             if r.get("curve"):
                 xs, ys = zip(*r["curve"])
                 ax.plot(xs, ys, "o-", label=name)
