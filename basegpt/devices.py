@@ -98,9 +98,9 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
     The capability is asked directly: torch.cuda.is_bf16_supported() also says True on 7.x
     GPUs, where bf16 is emulated and runs far slower than fp16. On a CPU with AVX512-BF16,
-    bf16 autocast trained the benchmark's models 1.6-2x faster than fp32 and reached a lower
-    validation loss in the same time (BENCHMARKS.md, training); without those instructions
-    bf16 is converted in software and fp32 stays.
+    bf16 autocast trained the benchmark's models 1.5-1.6x faster than fp32, and the main job
+    reached a lower validation loss in the same time (BENCHMARKS.md, training); without those
+    instructions bf16 is converted in software and fp32 stays.
     """
     return dtype_decision(name, device)[0]
 
