@@ -557,8 +557,9 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
             decisions: dict[str, str] | None = None) -> str:
     """One screen: size, batch, memory estimate and the device/precision/compile decisions.
 
-    `decisions` says what was chosen and why, e.g. {"dtype": "auto: this CPU multiplies bf16 in hardware (AVX512-BF16)",
-    "compile": "off (auto: off on cpu; ...)", "optimizer": "adam, fused kernels"} (fit
+    `decisions` says what was chosen and why, e.g. {"dtype": "auto: this CPU multiplies bf16
+    in hardware (AVX512-BF16)", "compile": "off (auto: off on cpu; ...)", "optimizer": "adam,
+    fused kernels"} (fit
     fills it from devices.dtype_decision, devices.compile_decision and the optimizer it built).
 
     Memory: weights + gradients (4 bytes each) + Adam's two moments (8 bytes), and activations

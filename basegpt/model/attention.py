@@ -95,8 +95,9 @@ def attention_manual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 
 
 # Up to this many keys, training in bf16 / fp16 on a CPU runs the manual kernel's steps instead
-# of torch's fused kernel, whose backward pass there is 1.6-4x slower (BENCHMARKS.md, training:
-# attention kernels). Past it the fused kernel wins, and saves the (T, S) scores' memory.
+# of torch's fused kernel, whose forward + backward there is 1.7-4x slower (BENCHMARKS.md,
+# training: attention kernels). Past it the fused kernel wins, and saves the (T, S) weights'
+# memory.
 CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 256
 
 
