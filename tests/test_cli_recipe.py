@@ -68,20 +68,27 @@ def test_shakespeare_char_preset_is_byte_level_on_tinyshakespeare():
     assert train.max_steps == 5000, train
 
 
-def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch):
-    """`basegpt train` alone: the laptop preset into runs/laptop, on a stated time budget."""
+def _train_call(argv: list[str], monkeypatch) -> dict:
+    """What `basegpt train ARGV` would hand recipe.train_run (spec, out and the keyword
+    arguments), captured without running anything."""
     seen = {}
 
     class Stop(Exception):
         pass
 
-    def fake_train_run(spec, out, **kwargs):        # capture what would run, run nothing
+    def fake_train_run(spec, out, **kwargs):
         seen.update(spec=spec, out=out, **kwargs)
         raise Stop
 
     monkeypatch.setattr(recipe, "train_run", fake_train_run)
     with pytest.raises(Stop):
-        main(["train"])
+        main(["train", *argv])
+    return seen
+
+
+def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch):
+    """`basegpt train` alone: the laptop preset into runs/laptop, on a stated time budget."""
+    seen = _train_call([], monkeypatch)
     assert seen["out"] == Path("runs/laptop") and not seen["resume"], seen
     assert seen["spec"] == recipe.resolve_spec("laptop"), "the laptop preset, nothing added"
     model, train, data = recipe.check_spec(seen["spec"])
@@ -93,23 +100,6 @@ def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch):
     text = summary(B2lM(model.replace(vocab_size=300)), train, torch.device("cpu"),
                    torch.float32, model.n_context, 1, 1, None)
     assert "budget 4 min" in text, f"the budget is stated before training:\n{text}"
-
-
-def _spec_of(argv: list[str], monkeypatch) -> dict:
-    """The spec `basegpt train ARGV` would run, without running it."""
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def fake_train_run(spec, out, **kwargs):
-        seen["spec"] = spec
-        raise Stop
-
-    monkeypatch.setattr(recipe, "train_run", fake_train_run)
-    with pytest.raises(Stop):
-        main(["train", *argv])
-    return seen["spec"]
 
 
 @pytest.mark.parametrize("cls, section", [(ModelConfig, "model"), (TrainConfig, "train"),
@@ -126,15 +116,16 @@ def test_every_choice_of_every_choice_flag_reaches_the_config(cls, section, monk
         for choice in get_args(hints[f.name]):
             flag = "--data" if (section, f.name) == ("data", "source") else \
                 "--" + f.name.replace("_", "-")
-            spec = _spec_of([flag, choice, "--weight-decay", "0"], monkeypatch)   # Adam too
+            # --weight-decay 0: the laptop preset's decay would refuse --optimizer adam
+            spec = _train_call([flag, choice, "--weight-decay", "0"], monkeypatch)["spec"]
             assert spec[section][f.name] == choice, (flag, choice, spec[section])
             checked += 1
     assert checked >= (2 if section != "data" else 0), f"{cls.__name__} has Literal fields"
 
 
 def test_number_flags_parse_as_numbers(monkeypatch):
-    spec = _spec_of(["--lr", "0.002", "--max-steps", "7", "--n-kv-head", "2", "--no-bias"],
-                    monkeypatch)
+    spec = _train_call(["--lr", "0.002", "--max-steps", "7", "--n-kv-head", "2", "--no-bias"],
+                       monkeypatch)["spec"]
     assert (spec["train"]["lr"], spec["train"]["max_steps"]) == (0.002, 7), spec["train"]
     assert (spec["model"]["n_kv_head"], spec["model"]["bias"]) == (2, False), spec["model"]
 
