@@ -278,12 +278,13 @@ def attention_kernels(args) -> None:
     print("|---:|---:|---:|---:|---:|---:|")
     kernels = {"manual": lambda q, k, v: attention_manual(q, k, v)[0],
                "fused": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)}
-    for T, B, H in ((64, 32, 4), (128, 16, 4), (256, 8, 8), (512, 4, 8), (1024, 2, 12)):
+    for length, B, H in ((64, 32, 4), (128, 16, 4), (256, 8, 8), (512, 4, 8), (1024, 2, 12)):
         cells = []
         for dtype in (torch.float32, torch.bfloat16):
             torch.manual_seed(0)
-            q, k, v = (torch.randn(B, H, T, 64, dtype=dtype, requires_grad=True) for _ in range(3))
-            grad = torch.randn(B, H, T, 64, dtype=dtype)
+            q, k, v = (torch.randn(B, H, length, 64, dtype=dtype, requires_grad=True)
+                       for _ in range(3))
+            grad = torch.randn(B, H, length, 64, dtype=dtype)
             for kernel in kernels.values():
                 def one() -> None:
                     kernel(q, k, v).backward(grad)
@@ -294,7 +295,7 @@ def attention_kernels(args) -> None:
                     one()
                     best = min(best, time.perf_counter() - start)
                 cells.append(f"{best * 1e3:.1f}")
-        print(f"| {T} | {B} x {H} | " + " | ".join(cells) + " |", flush=True)
+        print(f"| {length} | {B} x {H} | " + " | ".join(cells) + " |", flush=True)
     print(f"\n(`attention_sdpa` runs the manual steps for bf16 / fp16 CPU training up to "
           f"{CPU_LOW_PRECISION_MANUAL_MAX_KEYS} keys)\n")
 
