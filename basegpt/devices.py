@@ -12,6 +12,7 @@ and dtype_decision say why, for the summary fit prints before training.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -105,10 +106,12 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtype_decision(name, device)[0]
 
 
+@functools.cache
 def cpu_bf16_instructions() -> str | None:
     """The name of this CPU's bf16 matrix instructions ("AMX-BF16", "AVX512-BF16"), or None
     when it has neither (or this torch cannot say: then fp32, the safe side). Asked of
-    torch's own CPU detection, the one its bf16 kernels dispatch on."""
+    torch's own CPU detection, the one its bf16 kernels dispatch on, once per process (the
+    attention kernel asks at every training step)."""
     detect = getattr(torch._C._cpu, "_get_cpu_capability", None)     # private: may go away
     try:
         capability = detect() if detect is not None else {}

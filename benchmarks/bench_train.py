@@ -253,8 +253,10 @@ def main() -> None:
 
     import platform
     import torch
+    from basegpt.devices import cpu_bf16_instructions
     print(f"# training benchmark: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}")
+          f"{os.cpu_count()} cores, bf16 instructions: {cpu_bf16_instructions() or 'none'}, "
+          f"Python {platform.python_version()}, torch {torch.__version__}")
     print(f"# model {SIZE}, batch {BATCH} x {T}, vocab {VOCAB}, text {args.text.name}\n")
     if not args.curves_only:
         attention_kernels(args)
@@ -269,9 +271,11 @@ def attention_kernels(args) -> None:
     """Part 0: one attention layer's forward + backward in the manual kernel's steps and in
     torch's fused kernel, fp32 and bf16, from T = 64 to 1024 (batch x heads shrinking as T
     grows). The bf16 rows are why `attention_sdpa` hands CPU bf16 training of up to
-    CPU_LOW_PRECISION_MANUAL_MAX_KEYS keys to the manual steps."""
+    CPU_LOW_PRECISION_MANUAL_MAX_KEYS keys to the manual steps on CPUs with bf16
+    instructions, and only there."""
     import torch
     import torch.nn.functional as F
+    from basegpt.devices import cpu_bf16_instructions
     from basegpt.model.attention import CPU_LOW_PRECISION_MANUAL_MAX_KEYS, attention_manual
     print("## Attention kernels: forward + backward of one layer, ms (head width 64)\n")
     print("| T | batch x heads | fp32 manual | fp32 fused | bf16 manual | bf16 fused |")
@@ -296,8 +300,10 @@ def attention_kernels(args) -> None:
                     best = min(best, time.perf_counter() - start)
                 cells.append(f"{best * 1e3:.1f}")
         print(f"| {length} | {B} x {H} | " + " | ".join(cells) + " |", flush=True)
-    print(f"\n(`attention_sdpa` runs the manual steps for bf16 / fp16 CPU training up to "
-          f"{CPU_LOW_PRECISION_MANUAL_MAX_KEYS} keys)\n")
+    where = ("this CPU has them" if cpu_bf16_instructions()
+             else "not this one: here it keeps the fused kernel")
+    print(f"\n(`attention_sdpa` runs the manual steps for bf16 / fp16 training up to "
+          f"{CPU_LOW_PRECISION_MANUAL_MAX_KEYS} keys on CPUs with bf16 instructions; {where})\n")
 
 
 def speed_levers(args) -> None:

@@ -8,6 +8,7 @@ import itertools
 import pytest
 import torch
 
+from basegpt import devices
 from basegpt.config import ModelConfig
 from basegpt.model import B2lM
 from basegpt.model.attention import (ATTENTION_KERNELS, CPU_LOW_PRECISION_MANUAL_MAX_KEYS,
@@ -66,7 +67,13 @@ def _qkv(T: int, dtype: torch.dtype = torch.float32, grad: bool = True):
     return [torch.randn(2, 4, T, 8, dtype=dtype, requires_grad=grad) for _ in range(3)]
 
 
-def test_sdpa_hands_only_cpu_low_precision_training_on_short_sequences_to_manual():
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    """A CPU that multiplies bf16 in hardware, where the hand-off to manual pays."""
+    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: "AVX512-BF16")
+
+
+def test_sdpa_hands_only_cpu_low_precision_training_on_short_sequences_to_manual(bf16_cpu):
     limit = CPU_LOW_PRECISION_MANUAL_MAX_KEYS
     q16 = _qkv(4, torch.bfloat16)[0]
     assert sdpa_hands_to_manual(q16, 64) and sdpa_hands_to_manual(q16, limit), "bf16 training"
@@ -82,7 +89,17 @@ def test_sdpa_hands_only_cpu_low_precision_training_on_short_sequences_to_manual
     assert not sdpa_hands_to_manual(q32.to("meta"), 64), "other devices keep the fused kernel"
 
 
-def test_sdpa_under_cpu_bf16_autocast_trains_with_the_manual_kernels_numbers():
+def test_sdpa_keeps_the_fused_kernel_on_a_cpu_without_bf16_instructions(monkeypatch):
+    """Without bf16 hardware the manual steps' emulated bf16 products are the slow ones."""
+    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: None)
+    assert not sdpa_hands_to_manual(_qkv(4, torch.bfloat16)[0], 64)
+    assert not sdpa_hands_to_manual(_qkv(4, torch.float16)[0], 64)
+    q32 = _qkv(4)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not sdpa_hands_to_manual(q32, 64)
+
+
+def test_sdpa_under_cpu_bf16_autocast_trains_with_the_manual_kernels_numbers(bf16_cpu):
     """The hand-off gives the manual kernel's outputs and gradients bit for bit; torch's fused
     kernel in bf16 rounds differently, so this fails if the hand-off is lost."""
     results = []

@@ -434,8 +434,11 @@ def test_auto_dtype_follows_the_gpus_compute_capability(monkeypatch, capability,
     ({}, torch.float32, "auto: fp32 on a CPU without bf16 instructions"),
     (None, torch.float32, "auto: fp32 on a CPU without bf16 instructions"),   # torch cannot say
 ])
-def test_auto_dtype_on_a_cpu_follows_its_bf16_instructions(monkeypatch, capability, expected, why):
-    from basegpt.devices import dtype_decision, pick_dtype
+def test_auto_dtype_on_a_cpu_follows_its_bf16_instructions(request, monkeypatch, capability,
+                                                           expected, why):
+    from basegpt.devices import cpu_bf16_instructions, dtype_decision, pick_dtype
+    cpu_bf16_instructions.cache_clear()                  # it asks torch once per process
+    request.addfinalizer(cpu_bf16_instructions.cache_clear)
     if capability is None:
         monkeypatch.delattr(torch._C._cpu, "_get_cpu_capability")
     else:
