@@ -18,6 +18,7 @@ do not leak between runs.
     python benchmarks/bench_train.py --curves-only    # part 2 only (~10 minutes)
     python benchmarks/bench_train.py --speed-only     # parts 0 and 1 (~15 minutes)
     python benchmarks/bench_train.py --attention-only # part 0 only (~1 minute)
+    python benchmarks/bench_train.py --speed-only --only fp32   # the fp32 levers only
 Needs ../shared/data/tinyshakespeare.txt (or --text PATH) and `transformers`.
 """
 
@@ -27,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -226,6 +228,9 @@ def main() -> None:
                    help="the basegpt variants for the learning curves (SPEED_RUNS label suffixes; "
                         "default: the modern architecture in what dtype='auto' picks on a CPU "
                         "with bf16 instructions, and in fp32)")
+    p.add_argument("--only", nargs="+", metavar="TEXT",
+                   help="speed levers: only the runs whose label contains one of these (e.g. "
+                        "fp32, where bf16 is emulated and slow); the HF fp32 loop always runs")
     p.add_argument("--curves-only", action="store_true", help="skip the speed levers")
     p.add_argument("--speed-only", action="store_true", help="parts 0 and 1, not the curves")
     p.add_argument("--attention-only", action="store_true",
@@ -309,9 +314,15 @@ def attention_kernels(args) -> None:
 def speed_levers(args) -> None:
     """Part 1: tokens/s of every SPEED_RUNS and HF_RUNS entry, one subprocess each, in
     args.rounds rounds that take turns (so a slow spell of the machine hits every entry of a
-    round, not all rounds of one entry); the table gives each entry's best round."""
+    round, not all rounds of one entry); the table gives each entry's best round and the ratio
+    of its median to the HF fp32 loop's. args.only keeps the runs whose label contains one of
+    its strings (and the HF fp32 loop)."""
     jobs = [("basegpt", name, threads) for name, (_, _, threads) in SPEED_RUNS.items()]
     jobs += [("hf", name, 2) for name in HF_RUNS]
+    if args.only:
+        jobs = [job for job in jobs if any(part in job[1] for part in args.only)]
+        if not any(name == HF_BASELINE for _, name, _ in jobs):
+            jobs.append(("hf", HF_BASELINE, 2))             # the ratios' denominator
     rates: dict[str, list[float]] = {name: [] for _, name, _ in jobs}
     first: dict[str, float] = {}
     errors: dict[str, str] = {}
@@ -326,17 +337,21 @@ def speed_levers(args) -> None:
         print(f"(round {i + 1} of {args.rounds} done)", flush=True)
     print(f"\n## Speed levers (tokens/s of training steps after warmup, best of {args.rounds} "
           "rounds)\n")
-    print("| run | tokens/s | vs HF fp32 loop | every round | first step s |")
-    print("|---|---:|---:|---|---:|")
+    # On a machine whose speed drifts, one lucky round can decide a best-of ratio, so the
+    # ratio of the medians stands beside it.
+    print("| run | tokens/s | vs HF fp32 loop | medians' ratio | every round | first step s |")
+    print("|---|---:|---:|---:|---|---:|")
     hf = max(rates[HF_BASELINE], default=None)
+    hf_median = statistics.median(rates[HF_BASELINE]) if rates[HF_BASELINE] else None
     for _, name, _ in jobs:
         if not rates[name]:
-            print(f"| {name} | error: {errors.get(name, '?')} | | | |")
+            print(f"| {name} | error: {errors.get(name, '?')} | | | | |")
             continue
         best = max(rates[name])
         ratio = f"{best / hf:.2f}x" if hf else "?"
+        median = f"{statistics.median(rates[name]) / hf_median:.2f}x" if hf_median else "?"
         rounds = ", ".join(f"{x:,.0f}" for x in rates[name])
-        print(f"| {name} | {best:,.0f} | {ratio} | {rounds} | {first[name]:.1f} |")
+        print(f"| {name} | {best:,.0f} | {ratio} | {median} | {rounds} | {first[name]:.1f} |")
 
 
 def curves(args) -> None:
