@@ -23,8 +23,8 @@ Two kernels, one contract (ATTENTION_KERNELS):
 "manual" writes each step out and can return the attention weights; "sdpa" hands the same
 computation to torch's fused kernel (F.scaled_dot_product_attention), except in bf16 / fp16
 training over short sequences on a CPU with bf16 instructions, where that kernel's backward
-pass is the slow one and "sdpa" runs the manual steps (`sdpa_hands_to_manual`). Tests hold them equal, outputs and
-gradients.
+pass is the slow one and "sdpa" runs the manual steps (`sdpa_hands_to_manual`). Tests hold
+them equal, outputs and gradients.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def attention_manual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 # kernel's steps instead of torch's fused kernel, whose forward + backward there is 1.7-4x
 # slower (BENCHMARKS.md, training: attention kernels). Past it the fused kernel wins, and saves
 # the (T, S) weights' memory. On a CPU without them (AVX2) it is the other way round: the
-# manual steps' emulated bf16 products make them 2.3-3.5x slower, so there the fused kernel
+# manual steps' emulated bf16 products make them 2.7-4.3x slower, so there the fused kernel
 # stays at every length.
 CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 256
 
