@@ -5,6 +5,8 @@ generation using it, and falling back to the forward where it must."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from basegpt.config import ModelConfig
 from basegpt.generate import generate_ids
 from basegpt.model import B2lM
 from basegpt.model.decode import DecodeStep, numpy_blas_threads, numpy_products, unsupported
+from basegpt.model.norms import LayerNorm, RMSNorm
 
 V = 97
 CONFIGS = {
@@ -142,11 +145,14 @@ def test_numpy_multiplies_only_with_torch_on_one_thread_and_one_blas_thread(monk
 
 
 def test_weights_changed_in_place_are_seen():
-    """The numpy products read the parameters' own memory: no stale copy after an update."""
+    """The numpy products and the norms read the parameters' own memory: no stale copy
+    after an update."""
     model = tiny(norm_position="pre")
     step = DecodeStep(model)
     with torch.no_grad():
         model.blocks[0].ff.up.weight.mul_(3.0)
+        model.blocks[1].attn_norm.weight.mul_(2.0)
+        model.final_norm.bias.add_(0.25)
         model.lm_head.weight.add_(0.5)
     (slow, _), _ = both_paths(model, torch.tensor([[4, 5]]), steps=1)
     with torch.inference_mode():
@@ -155,6 +161,41 @@ def test_weights_changed_in_place_are_seen():
         ids = torch.randint(0, V, (1, 1), generator=torch.Generator().manual_seed(1))[0]
         assert_close(step(ids, cache), slow[0], atol=1e-5, rtol=1e-5,
                      msg=lambda m: f"a DecodeStep built before the update: {m}")
+
+
+@pytest.mark.parametrize("make", [LayerNorm, partial(LayerNorm, bias=False), RMSNorm],
+                         ids=["layernorm", "layernorm without bias", "rmsnorm"])
+def test_fused_norms_run_as_their_op_with_the_modules_numbers(make):
+    norm = make(16)
+    with torch.no_grad():
+        for p in norm.parameters():
+            p.normal_(generator=torch.Generator().manual_seed(2))
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(3))
+    direct = decode._norm(norm)
+    assert direct is not norm, "the fused kernel is called without its module"
+    assert torch.equal(direct(x), norm(x)), "the same op and arguments: the same bits"
+    norm.kernel = "manual"
+    assert decode._norm(norm) is norm, "the manual kernel runs as the module (its own steps)"
+
+    class MyNorm(type(norm)):
+        pass
+    norm.__class__, norm.kernel = MyNorm, "fused"
+    assert decode._norm(norm) is norm, "a subclass may compute something else: its module runs"
+    assert decode._norm(nn.Identity())(x) is x, "a post-norm model's final norm is x itself"
+
+
+def test_the_step_calls_no_norm_module(monkeypatch):
+    model = tiny(norm_position="pre", positional="learned")
+    calls = []
+    real = LayerNorm.forward
+    monkeypatch.setattr(LayerNorm, "forward", lambda self, x: calls.append(1) or real(self, x))
+    cache = model.new_kv_cache(1)
+    with torch.inference_mode():
+        model(torch.tensor([[3, 4]]), kv_cache=cache)
+        assert len(calls) == 2 * 2 + 1, "the forward calls each block's two norms and the final one"
+        calls.clear()
+        DecodeStep(model)(torch.tensor([5]), cache)
+    assert calls == [], "the step runs the norms' op directly"
 
 
 def test_unsupported_names_what_it_cannot_stand_in_for():

@@ -17,8 +17,10 @@ wheels) streams the weights more slowly than numpy's (OpenBLAS, in numpy's wheel
                 post-norm: x = norm1(x + attn(x)); x = norm2(x + ff(x))
     logits = final_norm(x) W_head                                                 (B, V)
 
-Norms, positional encodings, activations and the attention kernel are the model's own modules
-and functions, called as they are; only the Linear layers are replaced. On a CPU in float32
+Positional encodings, activations and the attention kernel are the model's own modules and
+functions, called as they are. The Linear layers are replaced, and basegpt's fused LayerNorm
+and RMSNorm are called as the one torch op their forward runs (`_norm`): at batch 1 a module
+call costs more than the norm's arithmetic. Any other norm is called as its module. On a CPU in float32
 with torch on one thread they run in numpy's matmul on each weight's (in, out) view of the
 parameter's own memory (no copy), with numpy's OpenBLAS held to one thread too
 (`numpy_products` says when, and why not otherwise); elsewhere (CUDA, MPS, bf16, several
@@ -50,6 +52,7 @@ from basegpt.model.attention import CausalSelfAttention
 from basegpt.model.b2lm import B2lM
 from basegpt.model.block import PostNormBlock, PreNormBlock
 from basegpt.model.feedforward import MLP, SwiGLU
+from basegpt.model.norms import LayerNorm, RMSNorm
 
 if TYPE_CHECKING:
     from basegpt.model.kv_cache import KVCache
@@ -134,13 +137,34 @@ def _linear(module: nn.Linear, in_numpy: bool) -> LinearFn:
     return linear
 
 
+def _norm(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> module(x) for a norm, without the module call where that is exact: basegpt's
+    LayerNorm and RMSNorm on their fused kernel become the op their forward calls
+    (torch.layer_norm / torch.rms_norm, what F.layer_norm / F.rms_norm call after their Python
+    checks) with the same arguments, so the same numbers; nn.Identity (the final norm of
+    post-norm models) becomes x itself. At 6 blocks x 256, batch 1, the 13 module calls cost
+    about a tenth of a step (BENCHMARKS.md, generation). Any other norm (the manual kernel, a
+    subclass, a norm of the user's) is called as its module."""
+    if type(module) is nn.Identity:
+        return lambda x: x
+    fused_op = {LayerNorm: "layer_norm", RMSNorm: "rms_norm"}.get(type(module))
+    if fused_op is None or module.kernel != "fused" or not hasattr(torch, fused_op):
+        return module                                  # torch.rms_norm: torch >= 2.4, as F's
+    weight, eps = module.weight.detach(), module.eps
+    shape = tuple(weight.shape)
+    if fused_op == "rms_norm":
+        return lambda x: torch.rms_norm(x, shape, weight, eps)
+    bias = None if module.bias is None else module.bias.detach()
+    return lambda x: torch.layer_norm(x, shape, weight, bias, eps)
+
+
 class _Block:
     """One block's parts, looked up once: its norms, projections, kernel and activation."""
 
     def __init__(self, block: PostNormBlock, in_numpy: bool) -> None:
         attn, ff = block.attn, block.ff
         self.pre_norm = type(block) is PreNormBlock
-        self.attn_norm, self.ff_norm = block.attn_norm, block.ff_norm
+        self.attn_norm, self.ff_norm = _norm(block.attn_norm), _norm(block.ff_norm)
         self.layer_idx, self.kernel = attn.layer_idx, attn.kernel
         H, G, D, Dv = attn.n_head, attn.n_kv_head, attn.n_k, attn.n_v
         self.heads, self.split = (H, G, D, Dv), (H * D, H * D + G * D)
@@ -195,7 +219,7 @@ class DecodeStep:
         if reason is not None:
             raise ValueError(f"DecodeStep cannot run this model: {reason}; use model.forward")
         self.embedding = model.tok_emb.weight.detach()
-        self.positional, self.final_norm = model.positional, model.final_norm
+        self.positional, self.final_norm = model.positional, _norm(model.final_norm)
         in_numpy = numpy_products(model)
         self.blocks = [_Block(block, in_numpy) for block in model.blocks]
         self.head = _linear(model.lm_head, in_numpy)
