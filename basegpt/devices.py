@@ -55,7 +55,7 @@ def available_devices() -> list[str]:
     names = ["auto", "cpu"]
     if torch.cuda.is_available():
         names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if _mps_available():
+    if mps_available():
         names.append("mps")
     return names
 
@@ -67,7 +67,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if _mps_available():
+        if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     choices = ", ".join(available_devices())
@@ -78,14 +78,15 @@ def pick_device(name: str = "auto") -> torch.device:
     present = (device.type == "cpu"
                or (device.type == "cuda" and torch.cuda.is_available()
                    and (device.index is None or device.index < torch.cuda.device_count()))
-               or (device.type == "mps" and _mps_available()))
+               or (device.type == "mps" and mps_available()))
     if not present:
         raise ValueError(f"device {name!r} is not available on this machine; choose one of: "
                          f"{choices}")
     return device
 
 
-def _mps_available() -> bool:
+def mps_available() -> bool:
+    """True when torch can use Apple's GPU (MPS) on this machine."""
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 

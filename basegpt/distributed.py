@@ -72,6 +72,22 @@ class Dist:
         torch_dist.all_reduce(t)
         return t.tolist()
 
+    def gather(self, tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Every process's `tensors` (the same names and shapes in each), in rank order, on
+        the CPU: one all_gather per name, so every process must call it at the same point.
+        With one process: [tensors]."""
+        if not self.enabled:
+            return [tensors]
+        on_gpu = self.device is not None and self.device.type == "cuda"
+        gathered: list[dict[str, torch.Tensor]] = [{} for _ in range(self.world)]
+        for name, tensor in tensors.items():
+            local = tensor.to(self.device) if on_gpu else tensor      # NCCL moves GPU memory
+            parts = [torch.empty_like(local) for _ in range(self.world)]
+            torch_dist.all_gather(parts, local)
+            for rank, part in enumerate(parts):
+                gathered[rank][name] = part.cpu()
+        return gathered
+
     def barrier(self) -> None:
         """Wait until every process gets here (nothing to wait for with one process)."""
         if not self.enabled:

@@ -51,8 +51,8 @@ from basegpt.devices import compile_decision, dtype_decision, peak_flops, pick_d
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
 from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, last_checkpoint,
-                                 record_run_info, resume as resume_from,
-                                 save_best, save_checkpoint, update_train_config)
+                                 process_rng_state, record_run_info, resume as resume_from,
+                                 save_best, save_checkpoint, truncate_metrics, update_train_config)
 
 if TYPE_CHECKING:
     from basegpt.distributed import Dist
@@ -256,12 +256,16 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         if run_dir is None:
             raise ValueError("resume=True needs run_dir (the run to continue)")
         check_same_run(run_dir, raw, tokenizer)
-        saved = resume_from(run_dir, raw, optimizer, scaler, stream)
+        saved = resume_from(run_dir, raw, optimizer, scaler, stream, dist.rank, device)
         start_step, best, elapsed_before = saved["step"], saved["best_val"], saved["seconds"]
         saved_train_seconds = saved.get("train_seconds", 0.0)
         result.tokens = saved["tokens"]
         if dist.is_main:                     # the settings in force now, for the next resume
             update_train_config(run_dir, config.to_dict(), extra_config)
+            dropped = truncate_metrics(run_dir, start_step)
+            if dropped:
+                log(f"metrics.jsonl: dropped {dropped} records logged after the checkpoint "
+                    f"of step {start_step}; those steps are trained again")
         log(f"resumed {run_dir} at step {start_step}")
         if isinstance(stream, LoaderStream) and not stream.restorable:
             log("warning: this DataLoader draws its order from its own generator=, which a "
@@ -422,16 +426,20 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             is_best = "val_loss" in record and record["val_loss"] < best
             if is_best:
                 best = record["val_loss"]
-            if run_dir is not None and dist.is_main:
-                if at_end or (config.checkpoint_every and step % config.checkpoint_every == 0):
+            # Every process reaches the same decision here (step and reason agree), and
+            # every one takes part in a save: its RNG state goes into the checkpoint.
+            if run_dir is not None and (at_end or (config.checkpoint_every
+                                                   and step % config.checkpoint_every == 0)):
+                rng_ranks = dist.gather(process_rng_state(device))
+                if dist.is_main:
                     save_checkpoint(run_dir, raw, optimizer, scaler, stream,
                                     config.keep_checkpoints,
                                     _progress_record(step, result.tokens, best,
                                                      elapsed_before + now - clock, train_seconds),
-                                    is_best)
-                    saved_at = step
-                elif is_best:
-                    save_best(run_dir, raw, step, best)
+                                    is_best, rng_ranks=rng_ranks)
+                saved_at = step
+            elif run_dir is not None and is_best and dist.is_main:
+                save_best(run_dir, raw, step, best)
             if refresh_plot and run_dir is not None and dist.is_main:
                 _plot(run_dir, log)                  # after metrics.jsonl has this eval
             if on_step is not None:
@@ -444,10 +452,12 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     result.epochs = stream.epoch
     result.seconds = elapsed_before + time.perf_counter() - clock
     # Ended between checkpoints (on a skipped step, or by Ctrl-C between steps): save it.
-    if run_dir is not None and dist.is_main and saved_at != step:
-        save_checkpoint(run_dir, raw, optimizer, scaler, stream, config.keep_checkpoints,
-                        _progress_record(step, result.tokens, best, result.seconds,
-                                         train_seconds), False)
+    if run_dir is not None and saved_at != step:
+        rng_ranks = dist.gather(process_rng_state(device))
+        if dist.is_main:
+            save_checkpoint(run_dir, raw, optimizer, scaler, stream, config.keep_checkpoints,
+                            _progress_record(step, result.tokens, best, result.seconds,
+                                             train_seconds), False, rng_ranks=rng_ranks)
     if result.stopped_by == "signal" and run_dir is not None:
         log(f"interrupted at step {step}; saved. Continue with: basegpt train --resume {run_dir}")
     model.eval()

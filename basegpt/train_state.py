@@ -36,6 +36,7 @@ import torch
 from basegpt._io import atomic_write_bytes, atomic_write_text
 from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_model_tensors,
                                 load_tensors, model_tensors, read_config, save_tensors)
+from basegpt.devices import mps_available
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
 
@@ -93,32 +94,71 @@ def _match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
                 slots[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
-def rng_to_flat() -> tuple[dict[str, torch.Tensor], dict]:
-    """The RNG states that training touches: torch CPU, every CUDA device, Python's random."""
+def process_rng_state(device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """This process's own generators: torch's CPU one, and its GPU's when it trains on one.
+
+    Under torchrun every process seeds these differently (fit: seed + rank), so each draws
+    its own dropout masks; a checkpoint keeps every process's state (`rng_to_flat(ranks)`),
+    or a resume would give all of them rank 0's masks.
+    """
+    states = {"torch": torch.get_rng_state()}
+    if device is not None and device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def rng_to_flat(ranks: list[dict[str, torch.Tensor]] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """The RNG states that training touches: torch CPU, every CUDA device, MPS, Python's
+    random; and from `ranks` (every process's `process_rng_state`, in rank order, under
+    torchrun) the other processes' as rng.rank1.torch, rng.rank1.cuda, ..."""
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = state
+    if mps_available():
+        tensors["rng.mps"] = torch.mps.get_rng_state()
+    for rank, states in enumerate(ranks or []):
+        if rank > 0:                             # rank 0's are the ones above
+            tensors.update({f"rng.rank{rank}.{name}": t for name, t in states.items()})
     version, internal, gauss = random.getstate()
     return tensors, {"python": [version, list(internal), gauss]}
 
 
-def rng_from_flat(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Inverse of rng_to_flat: set torch's CPU RNG, the CUDA RNGs (when this machine has
-    CUDA and the checkpoint saved them) and Python's random back to the saved states."""
-    torch.set_rng_state(tensors["rng.torch"].cpu())
-    cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.split(".")[-1]))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[k].cpu() for k in cuda])
+def rng_from_flat(tensors: dict[str, torch.Tensor], meta: dict, rank: int = 0,
+                  device: torch.device | None = None) -> None:
+    """Inverse of rng_to_flat: set torch's CPU RNG, the CUDA and MPS RNGs (when this machine
+    has them and the checkpoint saved them) and Python's random back to the saved states.
+
+    Process `rank` > 0 of a torchrun job takes its own saved states (rng.rank{rank}.*) for
+    torch's CPU generator and its GPU (`device`). A checkpoint without them (written by
+    fewer processes) leaves that process's generators as fit seeded them (seed + rank):
+    not an exact resume, but its dropout masks still differ from the other processes'.
+    """
+    if rank == 0:
+        torch.set_rng_state(tensors["rng.torch"].cpu())
+        cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")),
+                      key=lambda k: int(k.split(".")[-1]))
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([tensors[k].cpu() for k in cuda])
+        if "rng.mps" in tensors and mps_available():
+            torch.mps.set_rng_state(tensors["rng.mps"].cpu())
+    else:
+        own = f"rng.rank{rank}."
+        if own + "torch" in tensors:
+            torch.set_rng_state(tensors[own + "torch"].cpu())
+        if own + "cuda" in tensors and device is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors[own + "cuda"].cpu(), device)
     version, internal, gauss = meta["python"]
     random.setstate((version, tuple(internal), gauss))
 
 
 def save_train_state(directory: Path, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler | None, progress: dict[str, Any]) -> None:
-    """Write train_state.safetensors, then train_state.json (the commit record)."""
+                     scaler: torch.amp.GradScaler | None, progress: dict[str, Any],
+                     rng_ranks: list[dict[str, torch.Tensor]] | None = None) -> None:
+    """Write train_state.safetensors, then train_state.json (the commit record).
+    `rng_ranks`: every process's RNG states under torchrun (see rng_to_flat)."""
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
-    rng_tensors, rng_meta = rng_to_flat()
+    rng_tensors, rng_meta = rng_to_flat(rng_ranks)
     step = str(progress["step"])
     save_tensors(directory / STATE_TENSORS, {**opt_tensors, **rng_tensors}, metadata={"step": step})
     meta = {"progress": progress, "optimizer": opt_meta, "rng": rng_meta,
@@ -127,8 +167,10 @@ def save_train_state(directory: Path, optimizer: torch.optim.Optimizer,
 
 
 def load_train_state(directory: Path, optimizer: torch.optim.Optimizer,
-                     scaler: torch.amp.GradScaler | None) -> dict[str, Any]:
-    """Restore optimizer, scaler and RNGs from `directory`; returns the saved progress dict."""
+                     scaler: torch.amp.GradScaler | None, rank: int = 0,
+                     device: torch.device | None = None) -> dict[str, Any]:
+    """Restore optimizer, scaler and RNGs (process `rank`'s, on `device`) from `directory`;
+    returns the saved progress dict."""
     json_path = directory / STATE_JSON
     if not json_path.is_file():
         raise FileNotFoundError(f"{directory} has no {STATE_JSON}: it holds no training state "
@@ -150,7 +192,7 @@ def load_train_state(directory: Path, optimizer: torch.optim.Optimizer,
     optimizer_from_flat(optimizer, tensors, meta["optimizer"])
     if scaler is not None and meta.get("scaler") is not None:
         scaler.load_state_dict(meta["scaler"])
-    rng_from_flat(tensors, meta["rng"])
+    rng_from_flat(tensors, meta["rng"], rank, device)
     return meta["progress"]
 
 
@@ -161,6 +203,26 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     # (plot, info) skip a line that does not parse.
     with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(run_dir: Path, step: int) -> int:
+    """Keep only metrics.jsonl's records up to `step` (rewritten atomically); returns how
+    many records were dropped.
+
+    A run that dies after its last checkpoint (a crash, kill -9, a divergence stop) has
+    logged steps that its resume trains again from that checkpoint: without the cut they
+    would be in the file twice, and loss.png would draw both copies. A line cut short by
+    the crash goes too; appended to, it would swallow the next record.
+    """
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return 0
+    text = path.read_text(encoding="utf-8")
+    records = read_metrics(run_dir)
+    kept = [r for r in records if r["step"] <= step]
+    if len(kept) < len(records) or (text and not text.endswith("\n")):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return len(records) - len(kept)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -179,9 +241,10 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, stream: Any, keep: int, progress: dict[str, Any],
-                    is_best: bool) -> None:
+                    is_best: bool, rng_ranks: list[dict[str, torch.Tensor]] | None = None) -> None:
     """checkpoints/step_N/ (kept: the latest K), then the same files at the top of run_dir
-    (what generate and resume read), then best/ when validation improved."""
+    (what generate and resume read), then best/ when validation improved. `rng_ranks`:
+    every process's RNG states under torchrun (see rng_to_flat)."""
     step = progress["step"]
     progress = {**progress, "data": stream.state_dict()}
     folder = run_dir / "checkpoints" / f"step_{step:08d}"
@@ -189,7 +252,7 @@ def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer
     weights = model_tensors(model)
     meta = {"format": "pt", "step": str(step)}
     save_tensors(folder / WEIGHTS_FILE, weights, metadata=meta)
-    save_train_state(folder, optimizer, scaler, progress)
+    save_train_state(folder, optimizer, scaler, progress, rng_ranks)
     for name in (WEIGHTS_FILE, "train_state.safetensors", STATE_JSON):   # JSON last: commit record
         _atomic_copy(folder / name, run_dir / name)
     if is_best:
@@ -285,12 +348,14 @@ def record_run_info(run_dir: Path, device: torch.device, dtype: torch.dtype, wor
 
 
 def resume(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
-           scaler: torch.amp.GradScaler, stream: Any) -> dict[str, Any]:
-    """Load the latest checkpoint of run_dir into model, optimizer, scaler and data stream;
-    returns its progress dict (step, tokens, best_val, seconds, train_seconds)."""
+           scaler: torch.amp.GradScaler, stream: Any, rank: int = 0,
+           device: torch.device | None = None) -> dict[str, Any]:
+    """Load the latest checkpoint of run_dir into model, optimizer, scaler and data stream
+    (and process `rank`'s RNG states, on `device`, under torchrun); returns its progress dict
+    (step, tokens, best_val, seconds, train_seconds)."""
     if not (run_dir / STATE_JSON).is_file():
         raise FileNotFoundError(f"{run_dir} has no checkpoint to resume ({STATE_JSON} missing)")
-    progress = load_train_state(run_dir, optimizer, scaler)
+    progress = load_train_state(run_dir, optimizer, scaler, rank, device)
     from safetensors import safe_open
     with safe_open(run_dir / WEIGHTS_FILE, "pt") as f:
         weights_step = (f.metadata() or {}).get("step")

@@ -1,6 +1,6 @@
-"""pick_device (basegpt/devices.py): "auto" falls back to the CPU, and an unknown or absent
-device is a ValueError that lists the devices this machine has. CUDA and MPS are switched off
-with monkeypatch, so the answers are the same on a GPU machine."""
+"""pick_device (basegpt/devices.py): "auto" takes CUDA, then MPS, then the CPU, and an unknown
+or absent device is a ValueError that lists the devices this machine has. CUDA and MPS are
+switched on and off with monkeypatch, so the answers are the same on any machine."""
 
 from __future__ import annotations
 
@@ -45,3 +45,16 @@ def test_a_gpu_index_past_the_last_gpu_is_refused(monkeypatch):
     with pytest.raises(ValueError, match=r"device 'cuda:1' is not available on this machine; "
                                          r"choose one of: auto, cpu, cuda, cuda:0"):
         pick_device("cuda:1")
+
+
+@pytest.mark.parametrize("cuda, mps, expected", [
+    (True, True, "cuda"),          # CUDA first, even beside MPS
+    (False, True, "mps"),          # then Apple's GPU
+    (False, False, "cpu"),         # then the CPU
+])
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: int(cuda))
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert pick_device("auto") == torch.device(expected), f"cuda={cuda}, mps={mps}"
+    assert ("mps" in available_devices()) == mps, available_devices()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SETUP = r'''
 import json, os, sys, time, torch
@@ -91,6 +92,41 @@ def test_time_budget_stops_every_process_at_the_same_step(tmp_path: Path):
     assert ranks[0]["stopped_by"] == "max_minutes" and ranks[0]["steps"] > 1, ranks
     state = json.loads((tmp_path / "run" / "train_state.json").read_text())
     assert state["progress"]["step"] == ranks[0]["steps"], "the last checkpoint is the end"
+
+
+RESUME_SCRIPT = SETUP + r'''
+torch.manual_seed(0)
+model = B2lM(vocab_size=len(tokenizer), n_embed=32, n_block=2, n_head=2, n_k=16, n_v=16,
+             n_ff=64, n_context=16, embed_dropout=0.2, resid_dropout=0.2)
+config = TrainConfig(max_steps=int(sys.argv[2]), batch_size=2, batch_tokens=8 * 16, lr=3e-3,
+                     schedule="constant", seed=5)
+fit(model, data, config=config, progress=False, run_dir=sys.argv[1], resume=sys.argv[3] == "1")
+'''
+
+
+@pytest.mark.slow
+def test_a_resumed_job_draws_each_processs_own_dropout_masks(tmp_path: Path):
+    # Each process seeds its RNG with seed + rank, so their dropout masks differ. A checkpoint
+    # used to keep rank 0's RNG only: after a resume every process drew rank 0's masks.
+    from basegpt.checkpoint import load_tensors
+    from basegpt.train_state import read_metrics
+    script = tmp_path / "ddp_resume.py"
+    script.write_text(RESUME_SCRIPT)
+
+    def torchrun(run: str, steps: int, resume: bool) -> None:
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        f"--master_port={_free_port()}", str(script), str(tmp_path / run),
+                        str(steps), "1" if resume else "0"],
+                       check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    torchrun("straight", 6, resume=False)
+    torchrun("split", 3, resume=False)
+    torchrun("split", 6, resume=True)
+    straight = load_tensors(tmp_path / "straight" / "model.safetensors")
+    split = load_tensors(tmp_path / "split" / "model.safetensors")
+    for name, weight in straight.items():
+        assert torch.equal(weight, split[name]), f"{name} differs after the resume"
+    curve = [(r["step"], r["train_loss"]) for r in read_metrics(tmp_path / "straight")]
+    assert [(r["step"], r["train_loss"]) for r in read_metrics(tmp_path / "split")] == curve
 
 
 def test_the_process_group_is_destroyed_before_interpreter_shutdown(tmp_path: Path):

@@ -208,11 +208,11 @@ def test_saved_optimizer_state_resumes_the_same_updates(kernels):
     assert torch.equal(kept, resumed), "the resumed optimizer made a different update"
 
 
-def _interrupt_at(step: int):
+def _interrupt_at(step: int, signum: int = signal.SIGINT):
     def on_step(record):
         if record["step"] == step:
-            os.kill(os.getpid(), signal.SIGINT)      # as if the user pressed Ctrl-C
-    return on_step
+            os.kill(os.getpid(), signum)      # as if the user pressed Ctrl-C (or a job
+    return on_step                            # scheduler sent SIGTERM)
 
 
 def test_interrupted_and_resumed_run_is_bitwise_identical(tokenizer, data, tmp_path: Path):
@@ -242,6 +242,34 @@ def test_interrupted_and_resumed_run_is_bitwise_identical(tokenizer, data, tmp_p
     with pytest.raises(ValueError, match="different model config"):
         fit(tiny(tokenizer, n_embed=48), data, data, config, run_dir=tmp_path / "b",
             resume=True, progress=False)
+
+
+def test_a_crash_after_a_checkpoint_resumes_without_duplicate_metrics(tokenizer, data,
+                                                                     tmp_path: Path):
+    config = TrainConfig(max_steps=8, batch_size=4, seed=3, checkpoint_every=3, eval_every=4)
+    fit(tiny(tokenizer), data, data, config, run_dir=tmp_path / "a", progress=False)
+
+    def crash_at_5(record):
+        if record["step"] == 5:
+            raise RuntimeError("simulated crash")     # steps 4 and 5 logged, not checkpointed
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(tiny(tokenizer), data, data, config, run_dir=tmp_path / "b", progress=False,
+            on_step=crash_at_5)
+    with open(tmp_path / "b" / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 6, "train_lo')               # and a line the crash cut short
+    assert [r["step"] for r in read_metrics(tmp_path / "b")] == [1, 2, 3, 4, 5]
+
+    messages = []
+    fit(tiny(tokenizer), data, data, config, run_dir=tmp_path / "b", resume=True,
+        progress=False, log=messages.append)
+    assert any("dropped 2 records" in m for m in messages), messages
+
+    def curve(run):
+        return [(r["step"], r["train_loss"], r.get("val_loss")) for r in read_metrics(run)]
+    assert curve(tmp_path / "b") == curve(tmp_path / "a"), \
+        "each step once, with the uninterrupted run's losses"
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 8, "the cut line is gone from the file, not just skipped"
 
 
 def test_run_directory_contents(tokenizer, data, tmp_path: Path):
@@ -598,14 +626,31 @@ def test_nonfinite_messages_name_grad_norm_and_last_checkpoint(tokenizer, data, 
     assert result.skipped_steps == 3 and result.steps == 3, result
 
 
+def test_sigterm_saves_and_stops_like_ctrl_c(tokenizer, data, tmp_path: Path):
+    before = signal.getsignal(signal.SIGTERM)
+    config = TrainConfig(max_steps=8, batch_size=4, seed=3, checkpoint_every=3)
+    straight = tiny(tokenizer)
+    fit(straight, data, config=config, progress=False)
+    result = fit(tiny(tokenizer), data, config=config, run_dir=tmp_path / "a", progress=False,
+                 on_step=_interrupt_at(5, signal.SIGTERM))
+    assert result.stopped_by == "signal" and result.steps == 5, result
+    state = json.loads((tmp_path / "a" / "train_state.json").read_text())
+    assert state["progress"]["step"] == 5, "the step SIGTERM ended on is saved"
+    assert signal.getsignal(signal.SIGTERM) is before, "fit puts the old SIGTERM handler back"
+    resumed = tiny(tokenizer)
+    fit(resumed, data, config=config, run_dir=tmp_path / "a", resume=True, progress=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after a SIGTERM and resume"
+
+
 def test_a_signal_saves_its_step_once(tokenizer, data, tmp_path: Path, monkeypatch):
     import basegpt.train
     saved = []
     real = basegpt.train.save_checkpoint
 
-    def recording(run_dir, model, optimizer, scaler, stream, keep, progress, is_best):
+    def recording(run_dir, model, optimizer, scaler, stream, keep, progress, is_best, **kw):
         saved.append(progress["step"])
-        return real(run_dir, model, optimizer, scaler, stream, keep, progress, is_best)
+        return real(run_dir, model, optimizer, scaler, stream, keep, progress, is_best, **kw)
     monkeypatch.setattr(basegpt.train, "save_checkpoint", recording)
     config = TrainConfig(max_steps=8, batch_size=4, checkpoint_every=3)
     result = fit(tiny(tokenizer), data, config=config, run_dir=tmp_path / "a", progress=False,
