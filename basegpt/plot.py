@@ -1,7 +1,7 @@
 """Loss curves: loss.png for one run, or several runs overlaid for comparison.
 
 Three panels from each run's metrics.jsonl: loss against optimizer steps (train, and
-validation where evaluated), validation loss against tokens seen (the fair axis when runs
+validation where evaluated), the same losses against tokens seen (the fair axis when runs
 use different batch sizes), and the learning rate schedule. matplotlib is imported here only,
 with the non-interactive Agg backend, so plotting works on machines without a display.
 """
@@ -22,6 +22,12 @@ if TYPE_CHECKING:                       # matplotlib is imported where used, not
 def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
               labels: Sequence[str] | None = None) -> Path:
     """Draw the runs' curves into `out` (a .png), atomically. Returns the path."""
+    return save_figure(loss_figure(run_dirs, labels), out)
+
+
+def loss_figure(run_dirs: Sequence[str | os.PathLike],
+                labels: Sequence[str] | None = None) -> Figure:
+    """The three panels for the runs, one colour per run (labels default to the folder names)."""
     require("matplotlib", "drawing loss curves").use("Agg")
     import matplotlib.pyplot as plt
     from basegpt.train_state import read_metrics
@@ -32,26 +38,28 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
     for run, label in zip(runs, labels):
         records = read_metrics(run)
         if not records:
+            plt.close(fig)
             raise ValueError(f"{run} has no metrics.jsonl records to plot; is it a run directory?")
-        steps = [r["step"] for r in records]
-        line, = ax_step.plot(steps, [r["train_loss"] for r in records], alpha=0.5,
-                             label=f"{label} train")
         evals = [r for r in records if "val_loss" in r]
-        if evals:
-            ax_step.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-",
-                         color=line.get_color(), label=f"{label} val")
-            ax_tokens.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-",
-                           color=line.get_color(), label=label)
-        ax_lr.plot(steps, [r["lr"] for r in records], color=line.get_color(), label=label)
-    ax_step.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
-    ax_tokens.set(xlabel="tokens seen", ylabel="validation loss", title="validation loss")
+        color = None
+        for ax, x in ((ax_step, "step"), (ax_tokens, "tokens")):
+            line, = ax.plot([r[x] for r in records], [r["train_loss"] for r in records],
+                            alpha=0.5, color=color, label=f"{label} train")
+            color = line.get_color()
+            if evals:
+                ax.plot([r[x] for r in evals], [r["val_loss"] for r in evals], "o-",
+                        color=color, label=f"{label} val")
+        ax_lr.plot([r["step"] for r in records], [r["lr"] for r in records], color=color,
+                   label=label)
+    ax_step.set(xlabel="step", ylabel="loss (nats/token)", title="loss by step")
+    ax_tokens.set(xlabel="tokens seen", ylabel="loss (nats/token)", title="loss by tokens")
     ax_lr.set(xlabel="step", ylabel="learning rate", title="schedule")
     for ax in (ax_step, ax_tokens, ax_lr):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, out)
+    return fig
 
 
 def save_figure(fig: Figure, out: str | os.PathLike) -> Path:

@@ -1,0 +1,62 @@
+"""Loss curves: every panel draws each run's own numbers, and runs overlay in one figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib", reason="plots need matplotlib (a runtime dependency)")
+
+from basegpt.plot import loss_figure, plot_runs  # noqa: E402
+
+
+def _run(folder: Path, steps: int, tokens_per_step: int, lr: float, eval_every: int) -> Path:
+    """A run directory whose metrics.jsonl has a known loss, lr and eval at every step."""
+    folder.mkdir()
+    with open(folder / "metrics.jsonl", "w", encoding="utf-8") as f:
+        for step in range(1, steps + 1):
+            record = {"step": step, "tokens": step * tokens_per_step, "train_loss": 5.0 / step,
+                      "lr": lr * step}
+            if step % eval_every == 0:
+                record["val_loss"] = 6.0 / step
+            f.write(json.dumps(record) + "\n")
+    return folder
+
+
+def _lines(ax) -> dict[str, tuple[list[float], list[float]]]:
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in ax.get_lines()}
+
+
+def test_each_panel_draws_both_runs_with_their_own_numbers(tmp_path: Path):
+    small = _run(tmp_path / "small", steps=4, tokens_per_step=100, lr=1e-3, eval_every=2)
+    big = _run(tmp_path / "big", steps=2, tokens_per_step=400, lr=2e-3, eval_every=1)
+    fig = loss_figure([small, big])
+    by_step, by_tokens, schedule = (_lines(ax) for ax in fig.axes[:3])
+
+    assert by_step["small train"] == ([1, 2, 3, 4], [5.0, 2.5, 5 / 3, 1.25])
+    assert by_step["small val"] == ([2, 4], [3.0, 1.5])
+    assert by_step["big val"] == ([1, 2], [6.0, 3.0])
+    # by tokens, train and val alike: the fair axis when batch sizes differ
+    assert by_tokens["small train"] == ([100, 200, 300, 400], [5.0, 2.5, 5 / 3, 1.25])
+    assert by_tokens["big train"] == ([400, 800], [5.0, 2.5])
+    assert by_tokens["big val"] == ([400, 800], [6.0, 3.0])
+    assert schedule["small"] == ([1, 2, 3, 4], pytest.approx([1e-3, 2e-3, 3e-3, 4e-3]))
+    assert schedule["big"] == ([1, 2], pytest.approx([2e-3, 4e-3]))
+
+    colors = {ax_line.get_label(): ax_line.get_color() for ax in fig.axes[:3]
+              for ax_line in ax.get_lines()}
+    assert colors["small train"] == colors["small val"] == colors["small"], "one colour a run"
+    assert colors["small"] != colors["big"], "runs are told apart by colour"
+
+
+def test_plot_runs_writes_a_png_and_refuses_a_folder_without_metrics(tmp_path: Path):
+    run = _run(tmp_path / "run", steps=3, tokens_per_step=10, lr=1e-3, eval_every=3)
+    out = plot_runs([run], tmp_path / "plots" / "loss.png", labels=["mine"])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "a PNG file"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no metrics.jsonl records"):
+        plot_runs([run, tmp_path / "empty"], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists(), "nothing written for a failed plot"
