@@ -407,8 +407,12 @@ def _encode_prompt(tokenizer: Tokenizer, prompt: str, model: torch.nn.Module) ->
                          f"is {model.config.vocab_size}; use the tokenizer the model was "
                          "trained with")
     ids = tokenizer.encode(prompt)
-    if not ids:
-        ids = [tokenizer.eot_id]      # "" = a new document (ValueError if there is no eot token)
+    if not ids:                       # "" = a new document: start from end-of-text
+        if _eot(tokenizer) is None:
+            raise ValueError("the prompt is empty, and an empty prompt starts from the "
+                             "<|endoftext|> token, which this tokenizer does not have; give a "
+                             "prompt of at least one character")
+        ids = [tokenizer.eot_id]
     return ids
 
 

@@ -308,6 +308,21 @@ def test_sampled_cached_and_uncached_agree_with_a_seed(model):
         generate_ids(model, [[1, 2, 3]], use_cache=False, **kw)[0].ids, "same draws either path"
 
 
+def test_top_k_1_and_tiny_top_p_decode_exactly_as_greedy_whatever_the_seed(model):
+    """Through the whole loop (prefill, cached steps, a batch of two lengths): sampling from a
+    filter that keeps one token gives the greedy tokens, and the seed makes no difference."""
+    rows = [[72, 101, 108, 108, 111], [1, 2, 3]]
+    expected = greedy(model, rows, 30)
+    assert all(len(set(ids)) > 3 for ids in expected), f"a degenerate run proves little: {expected}"
+    for kw in (dict(top_k=1, seed=1), dict(top_k=1, seed=2), dict(top_k=1, seed=None),
+               dict(top_p=1e-9, seed=3), dict(top_p=1e-9, seed=4), dict(top_p=1e-9, seed=None)):
+        got = [g.ids for g in generate_ids(model, rows, max_new_tokens=30, temperature=1.0, **kw)]
+        assert got == expected, f"{kw}: {got} vs greedy {expected}"
+    unfiltered = [g.ids for g in generate_ids(model, rows, max_new_tokens=30, temperature=1.0,
+                                              seed=1)]
+    assert unfiltered != expected, "without a filter the same seed samples other tokens"
+
+
 # -- results and logprobs ----------------------------------------------------------------------
 
 def test_logprobs_are_the_model_log_softmax_of_each_generated_token(model):
@@ -334,6 +349,22 @@ def test_empty_prompt_starts_from_end_of_text(model):
     a = generate(model, TOK, "", max_new_tokens=8, temperature=0, return_logprobs=True)
     b = generate_ids(model, [[TOK.eot_id]], max_new_tokens=8, temperature=0, eot_id=TOK.eot_id)[0]
     assert a.ids == b.ids, "'' is the end-of-text token as the prompt"
+
+
+def test_empty_prompt_without_an_end_of_text_token_is_a_value_error():
+    """An empty prompt starts from the end-of-text token; without one it cannot start, and the
+    error says what is missing and how to get it."""
+    tok = Tokenizer(vocab_size=300, special_tokens=())            # untrained: 256 bytes only
+    model = tiny_model(vocab_size=len(tok))                        # so the vocab sizes agree
+    assert len(generate(model, tok, "a", max_new_tokens=3, temperature=0)) > 0, \
+        "model and tokenizer fit: a non-empty prompt generates"
+    message = (r"the prompt is empty, and an empty prompt starts from the <\|endoftext\|> "
+               r"token, which this tokenizer does not have; give a prompt of at least one")
+    for call in (lambda: generate(model, tok, "", max_new_tokens=3),
+                 lambda: generate(model, tok, ["a", ""], max_new_tokens=3),
+                 lambda: stream(model, tok, "", max_new_tokens=3)):
+        with pytest.raises(ValueError, match=message):
+            call()
 
 
 def test_training_mode_is_restored_and_dropout_off_while_generating():

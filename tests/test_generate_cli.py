@@ -90,13 +90,15 @@ def test_num_samples_use_consecutive_seeds_and_stop_strings_work(run_dir, capsys
 
 
 def test_interactive_reads_prompts_until_eof(run_dir, capsys, monkeypatch):
-    monkeypatch.setattr("sys.stdin", io.StringIO("one\n\ntwo\n"))
+    prompts = ("hello", "x", "Hi")                # three different greedy continuations here
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n\nx\nHi\n"))
     assert main(["generate", str(run_dir), "--interactive", "--temperature", "0",
                  "--max-new-tokens", "6"]) == 0
     out = capsys.readouterr().out
-    expected = "".join(library(run_dir, p, max_new_tokens=6, temperature=0) + "\n"
-                       for p in ("one", "two"))
-    assert out == expected, f"one continuation per non-empty line: {out!r}"
+    alone = [library(run_dir, p, max_new_tokens=6, temperature=0) for p in prompts]
+    assert len(set(alone)) == 3, f"the prompts must give different continuations: {alone}"
+    assert out == "".join(text + "\n" for text in alone), \
+        f"one line per non-empty prompt, each the text that prompt alone gives, in order: {out!r}"
 
 
 def test_missing_or_incompatible_run_directory_exits_2(run_dir, capsys, tmp_path):
