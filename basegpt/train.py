@@ -47,7 +47,8 @@ from basegpt.data import IGNORE_INDEX
 from basegpt.data.memmap import check_shard_data
 from basegpt.data.streams import BatchStream, LoaderStream, make_stream
 from basegpt.devices import autocast as make_autocast
-from basegpt.devices import compile_decision, dtype_decision, peak_flops, pick_device
+from basegpt.devices import (compile_decision, dtype_decision, keep_freed_memory, peak_flops,
+                             pick_device)
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
 from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, last_checkpoint,
@@ -294,11 +295,13 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     peak = peak_flops(device, dtype, config.peak_tflops)        # one device's
     flops_per_token = raw.flops_per_token(T)     # attention costs by the windows' length T
     tokens_per_step = accum * micro_tokens * dist.world
+    # A CPU step frees and re-allocates its activations: keep that memory in the process.
+    memory = {"memory": keep_freed_memory()} if device.type == "cpu" else {}
     log(summary(raw, dataclasses.replace(config, batch_size=batch_size), device, dtype, T, accum,
                 dist.world, total_steps, decisions={
                     "dtype": dtype_why,
                     "compile": f"{'on' if compile_on else 'off'} ({compile_why})",
-                    "optimizer": _optimizer_kernels(optimizer)}))
+                    "optimizer": _optimizer_kernels(optimizer), **memory}))
 
     stop = _StopFlag()
     stop.install()
@@ -569,8 +572,9 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
 
     `decisions` says what was chosen and why, e.g. {"dtype": "auto: this CPU multiplies bf16
     in hardware (AVX512-BF16)", "compile": "off (auto: off on cpu; ...)", "optimizer": "adam,
-    fused kernels"} (fit
-    fills it from devices.dtype_decision, devices.compile_decision and the optimizer it built).
+    fused kernels", "memory": "glibc malloc keeps freed memory ..."} (fit fills it from
+    devices.dtype_decision, devices.compile_decision, the optimizer it built and, on a CPU,
+    devices.keep_freed_memory).
 
     Memory: weights + gradients (4 bytes each) + Adam's two moments (8 bytes), and activations
     per Korthikanti et al. (2022), per block ~ T*B*C*(34 + 5*H*T/C) bytes at 16-bit, doubled
@@ -602,7 +606,7 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
         f"compile {why.get('compile', config.compile)}",
         f"optimizer {why.get('optimizer', config.optimizer)}, lr {config.lr:g} "
         f"({config.schedule}, warmup {config.warmup_steps})",
-    ])
+    ] + ([f"memory: {why['memory']}"] if "memory" in why else []))
 
 
 class _StopFlag:

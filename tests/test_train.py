@@ -522,7 +522,7 @@ def test_mfu_is_per_device_at_the_datas_window_length(tokenizer, data):
 
 
 def test_summary_states_sizes_and_decisions(tokenizer, data, monkeypatch):
-    from basegpt.devices import dtype_decision
+    from basegpt.devices import dtype_decision, keep_freed_memory
     model = tiny(tokenizer)
     dtype, why = dtype_decision("auto", torch.device("cpu"))    # bf16 or fp32: this CPU's
     messages = []
@@ -534,7 +534,8 @@ def test_summary_states_sizes_and_decisions(tokenizer, data, monkeypatch):
     for phrase in (f"{n:,} parameters", "4 x 16 tokens x 2 accumulation x 1 process(es) = "
                    "128 tokens/step", f"weights {n * 4 / mb:.1f} MB", f"Adam {n * 8 / mb:.1f} MB",
                    "device cpu (device='auto')", f"{str(dtype).removeprefix('torch.')} ({why})",
-                   "compile off (auto: off on cpu", "optimizer adam, fused kernels"):
+                   "compile off (auto: off on cpu", "optimizer adam, fused kernels",
+                   f"memory: {keep_freed_memory()}"):
         assert phrase in text, f"{phrase!r} not in the summary:\n{text}"
 
     class Eager(torch.nn.Module):                # stands in for a compiled model
