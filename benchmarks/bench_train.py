@@ -9,7 +9,9 @@ do not leak between runs.
    kernel, fp32 and bf16, T = 64 to 1024.
 1. Speed levers: training tokens/s of basegpt in fp32 / bf16 autocast, eager / torch.compile,
    1 / 2 threads, fused (the default) / foreach Adam, the attention kernel's CPU bf16 hand-off
-   on / off, and of the HF loop in fp32 and bf16 (its default sdpa attention, and eager).
+   on / off, glibc's malloc kept (fit's default on a CPU) / its defaults, and of the HF loop
+   in fp32 and bf16 (its default sdpa attention, and eager), with its malloc left alone (a
+   plain loop) and kept as fit keeps it.
 2. Learning at equal wall time: validation bits per byte against training seconds for
    basegpt's defaults in bf16 and fp32 and for the HF loop in fp32; the curves go to a PNG.
 
@@ -50,6 +52,10 @@ SPEED_RUNS = {
     "basegpt seed arch, bf16": ({}, {"dtype": "bfloat16"}, 2),
     "basegpt seed arch, bf16, fused attention backward": ({}, {"dtype": "bfloat16",
                                                                "fused_attention": True}, 2),
+    "basegpt seed arch, bf16, glibc malloc defaults": ({}, {"dtype": "bfloat16",
+                                                            "malloc": "defaults"}, 2),
+    "basegpt seed arch, fp32, glibc malloc defaults": ({}, {"dtype": "float32",
+                                                            "malloc": "defaults"}, 2),
     "basegpt seed arch, fp32, 1 thread": ({}, {"dtype": "float32"}, 1),
     "basegpt seed arch, bf16, 1 thread": ({}, {"dtype": "bfloat16"}, 1),
     "basegpt seed arch, bf16, foreach Adam": ({}, {"dtype": "bfloat16", "kernels": "foreach"}, 2),
@@ -58,10 +64,13 @@ SPEED_RUNS = {
     "basegpt pre-LN rope gelu, fp32": (MODERN, {"dtype": "float32"}, 2),
     "basegpt pre-LN rope gelu, bf16": (MODERN, {"dtype": "bfloat16"}, 2),
 }
-# the HF loop: (autocast dtype, attention implementation)
-HF_RUNS = {"HF GPT2 plain loop, fp32": ("float32", "sdpa"),
-           "HF GPT2 plain loop, bf16 autocast": ("bfloat16", "sdpa"),
-           "HF GPT2 plain loop, bf16 autocast, eager attention": ("bfloat16", "eager")}
+# the HF loop: (autocast dtype, attention implementation, malloc kept as fit keeps it)
+HF_RUNS = {"HF GPT2 plain loop, fp32": ("float32", "sdpa", False),
+           "HF GPT2 plain loop, bf16 autocast": ("bfloat16", "sdpa", False),
+           "HF GPT2 plain loop, bf16 autocast, eager attention": ("bfloat16", "eager", False),
+           "HF GPT2 plain loop, fp32, malloc kept": ("float32", "sdpa", True),
+           "HF GPT2 plain loop, bf16 autocast, eager attention, malloc kept": (
+               "bfloat16", "eager", True)}
 HF_BASELINE = "HF GPT2 plain loop, fp32"
 
 
@@ -120,6 +129,9 @@ def job_basegpt(args, model_kw: dict, train_kw: dict, minutes: float | None) -> 
     if train_kw.pop("fused_attention", False):        # the attention lever: not a config field
         import basegpt.model.attention
         basegpt.model.attention.CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 0   # no hand-off to manual
+    if train_kw.pop("malloc", "kept") == "defaults":  # the malloc lever: fit's, not a field
+        import basegpt.train
+        basegpt.train.keep_freed_memory = lambda: "glibc's defaults (benchmark lever)"
     torch.manual_seed(0)
     model = B2lM(vocab_size=len(tok), **{**SIZE, **model_kw})
     val = Windows(val_ids, T)
@@ -151,11 +163,16 @@ def job_basegpt(args, model_kw: dict, train_kw: dict, minutes: float | None) -> 
             "wall_s": time.perf_counter() - start, "final_bpb": final, "curve": curve}
 
 
-def job_hf(args, dtype_name: str, attention: str, minutes: float | None) -> dict:
-    """A plain loop: HF model, AdamW, fixed lr, shuffled batches, loss from the model."""
+def job_hf(args, dtype_name: str, attention: str, keep_malloc: bool,
+           minutes: float | None) -> dict:
+    """A plain loop: HF model, AdamW, fixed lr, shuffled batches, loss from the model;
+    keep_malloc: with glibc's malloc set as basegpt's fit sets it on a CPU."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
     from basegpt.train import token_bytes
+    if keep_malloc:
+        from basegpt.devices import keep_freed_memory
+        keep_freed_memory()
     train_ids, val_ids, tok = load_tokens(Path(args.text))
     torch.manual_seed(0)
     cfg = GPT2Config(vocab_size=len(tok), n_positions=T, n_embd=SIZE["n_embed"],
