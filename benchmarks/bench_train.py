@@ -64,6 +64,13 @@ SPEED_RUNS = {
     "basegpt pre-LN rope gelu, fp32": (MODERN, {"dtype": "float32"}, 2),
     "basegpt pre-LN rope gelu, bf16": (MODERN, {"dtype": "bfloat16"}, 2),
 }
+# Learning-curve-only variants, in SPEED_RUNS' format: on a 1 MB text a loop fast enough to see
+# it many times in 3 minutes overfits, and basegpt's own preset for tinyshakespeare
+# (shakespeare-char) regularises with dropout, as nanoGPT's does.
+DROPOUT = {"embed_dropout": 0.1, "attn_dropout": 0.1, "resid_dropout": 0.1}
+CURVE_RUNS = {"basegpt pre-LN rope gelu, bf16, dropout 0.1": ({**MODERN, **DROPOUT},
+                                                             {"dtype": "bfloat16"}, 2)}
+
 # the HF loop: (autocast dtype, attention implementation, malloc kept as fit keeps it)
 HF_RUNS = {"HF GPT2 plain loop, fp32": ("float32", "sdpa", False),
            "HF GPT2 plain loop, bf16 autocast": ("bfloat16", "sdpa", False),
@@ -242,7 +249,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="basegpt peak lr (cosine)")
     p.add_argument("--hf-lr", type=float, default=1e-3, help="HF plain loop lr (constant)")
     p.add_argument("--curve", nargs="+", default=["pre-LN rope gelu, bf16", "pre-LN rope gelu, fp32"],
-                   help="the basegpt variants for the learning curves (SPEED_RUNS label suffixes; "
+                   help="the basegpt variants for the learning curves (SPEED_RUNS or CURVE_RUNS "
+                        "label suffixes; "
                         "default: the modern architecture in what dtype='auto' picks on a CPU "
                         "with bf16 instructions, and in fp32)")
     p.add_argument("--only", nargs="+", metavar="TEXT",
@@ -263,7 +271,7 @@ def main() -> None:
         kind, name = args.job
         minutes = args.minutes if kind.endswith("curve") else None
         if kind.startswith("basegpt"):
-            model_kw, train_kw, _ = SPEED_RUNS[name]
+            model_kw, train_kw, _ = {**SPEED_RUNS, **CURVE_RUNS}[name]
             result = job_basegpt(args, model_kw, train_kw, minutes)
         else:
             result = job_hf(args, *HF_RUNS[name], minutes)
@@ -373,7 +381,7 @@ def speed_levers(args) -> None:
 
 def curves(args) -> None:
     """Part 2: validation bits per byte against training seconds, basegpt and HF; a PNG."""
-    labels = [next(n for n in SPEED_RUNS if n.endswith(c)) for c in args.curve]
+    labels = [next(n for n in {**SPEED_RUNS, **CURVE_RUNS} if n.endswith(c)) for c in args.curve]
     print(f"\n## Learning at equal training time ({args.minutes:g} min each)\n")
     results = {label: run("basegpt-curve", label, args) for label in labels}
     results[HF_BASELINE] = run("hf-curve", HF_BASELINE, args)
