@@ -107,7 +107,8 @@ def process_rng_state(device: torch.device | None = None) -> dict[str, torch.Ten
     return states
 
 
-def rng_to_flat(ranks: list[dict[str, torch.Tensor]] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+def rng_to_flat(ranks: list[dict[str, torch.Tensor]] | None = None
+                ) -> tuple[dict[str, torch.Tensor], dict]:
     """The RNG states that training touches: torch CPU, every CUDA device, MPS, Python's
     random; and from `ranks` (every process's `process_rng_state`, in rank order, under
     torchrun) the other processes' as rng.rank1.torch, rng.rank1.cuda, ..."""
