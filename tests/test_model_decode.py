@@ -144,6 +144,26 @@ def test_numpy_multiplies_only_with_torch_on_one_thread_and_one_blas_thread(monk
         assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
+def test_the_bare_sdpa_call_is_the_kernels_call_bit_for_bit():
+    """Without padding, the step calls F.scaled_dot_product_attention itself for the sdpa
+    kernel: the call the kernel makes for one query, so the same bits; with grouped-query
+    heads (the kernel repeats k and v) or padding it goes through the kernel."""
+    for kw, direct in ((dict(), True), (dict(n_kv_head=2), False),
+                       (dict(attention="manual"), False)):
+        model = tiny(norm_position="pre", positional="rope", **kw)
+        step = DecodeStep(model)
+        assert all(b.bare_sdpa == direct for b in step.blocks), kw
+        cache = model.new_kv_cache(1)
+        with torch.inference_mode():
+            model(torch.tensor([[3, 4, 5]]), kv_cache=cache)
+            bare = step(torch.tensor([6]), cache)
+            cache.length -= 1                          # the same position again, via the kernel
+            for block in step.blocks:
+                block.bare_sdpa = False
+            kernel = step(torch.tensor([6]), cache)
+        assert torch.equal(bare, kernel), f"{kw}: the same op and arguments, the same bits"
+
+
 def test_weights_changed_in_place_are_seen():
     """The numpy products and the norms read the parameters' own memory: no stale copy
     after an update."""

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from basegpt.model.attention import CausalSelfAttention
+from basegpt.model.attention import CausalSelfAttention, attention_sdpa
 from basegpt.model.b2lm import B2lM
 from basegpt.model.block import PostNormBlock, PreNormBlock
 from basegpt.model.feedforward import MLP, SwiGLU
@@ -167,6 +167,10 @@ class _Block:
         self.attn_norm, self.ff_norm = _norm(block.attn_norm), _norm(block.ff_norm)
         self.layer_idx, self.kernel = attn.layer_idx, attn.kernel
         H, G, D, Dv = attn.n_head, attn.n_kv_head, attn.n_k, attn.n_v
+        # For one query, no mask, no gradients and a kv head per query head, the sdpa kernel
+        # makes exactly one call, F.scaled_dot_product_attention(q, k, v): make it directly,
+        # without the kernel's checks for the cases that do not apply (8 us of 14-40 us a call).
+        self.bare_sdpa = attn.kernel is attention_sdpa and G == H
         self.heads, self.split = (H, G, D, Dv), (H * D, H * D + G * D)
         self.qkv, self.out = _linear(attn.qkv_proj, in_numpy), _linear(attn.out_proj, in_numpy)
         self.down, self.up = _linear(ff.down, in_numpy), _linear(ff.up, in_numpy)
@@ -190,7 +194,11 @@ class _Block:
         keys, values = cache.keys[self.layer_idx], cache.values[self.layer_idx]
         keys[:, :, L:L + 1] = k
         values[:, :, L:L + 1] = v
-        out, _ = self.kernel(q, keys[:, :, :L + 1], values[:, :, :L + 1], mask)   # (B, H, 1, Dv)
+        keys, values = keys[:, :, :L + 1], values[:, :, :L + 1]     # (B, G, S, D), (B, G, S, Dv)
+        if mask is None and self.bare_sdpa:
+            out = F.scaled_dot_product_attention(q, keys, values)      # (B, H, 1, Dv)
+        else:
+            out, _ = self.kernel(q, keys, values, mask)               # (B, H, 1, Dv)
         return self.out(out.reshape(B, H * Dv))     # T = 1: (B, H, 1, Dv) is (B, 1, H, Dv) in memory
 
     def __call__(self, x: torch.Tensor, pos: torch.Tensor, positional: nn.Module,
