@@ -173,11 +173,12 @@ def gpu_peak_tflops(name: str) -> dict[str, float] | None:
     return None
 
 
-# glibc's malloc gives a freed block of 128 KiB or more straight back to the system (a block
-# that big is mmap'd, and so is the heap's top beyond M_TRIM_THRESHOLD), so a CPU training step,
-# which frees and allocates the same activations every step, pays the kernel to map and zero
-# fresh pages again each time: on the CPU of BENCHMARKS.md (training) about 1.3 s of system
-# time in 90 steps of the seed-sized model, and the step ran 1.2-1.4x faster without it.
+# By default glibc's malloc gives large freed blocks straight back to the system (blocks from
+# 128 KiB up are mmap'd, a threshold it adapts, and the heap's top is trimmed past
+# M_TRIM_THRESHOLD), so a CPU training step, which frees and allocates the same activations
+# every step, pays the kernel to map and zero fresh pages again each time: on the AMX CPU of
+# BENCHMARKS.md (training) 10k page faults a step at the seed size in bf16, 1.4-2.4 s of system
+# time in 90 steps, and the loop ran 1.1-1.5x faster with the thresholds below.
 MALLOC_MMAP_THRESHOLD = 32 * 2 ** 20    # the ceiling of glibc's own adaptive threshold (64-bit)
 MALLOC_TRIM_THRESHOLD = 512 * 2 ** 20   # free memory kept at the heap's top, for reuse
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3          # mallopt's parameter numbers (malloc.h)
