@@ -16,7 +16,7 @@ import functools
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -196,7 +196,7 @@ def keep_freed_memory() -> str:
     It leaves malloc alone where libc is not glibc (macOS, Windows, musl), where another
     allocator is preloaded (LD_PRELOAD), and where the environment tunes glibc's malloc
     itself (MALLOC_TRIM_THRESHOLD_ and its siblings, or glibc.malloc in GLIBC_TUNABLES):
-    MALLOC_TRIM_THRESHOLD_=131072 keeps glibc's defaults.
+    setting one of those is the way to choose other thresholds.
     """
     import ctypes
     try:
@@ -206,7 +206,7 @@ def keep_freed_memory() -> str:
     return set_malloc_thresholds(libc, os.environ)
 
 
-def set_malloc_thresholds(libc: Any, environ: dict[str, str] | os._Environ) -> str:
+def set_malloc_thresholds(libc: Any, environ: Mapping[str, str]) -> str:
     """keep_freed_memory's work, on a given C library (a ctypes.CDLL, or None) and
     environment; returns what it did."""
     if libc is None or not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):

@@ -89,7 +89,7 @@ def attention_manual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     if mask is None:
         mask = causal_mask(T, S, device=q.device)           # (T, S)
     # M of the formula above: 0 where the key may be attended, -inf where not. Adding it gives
-    # masked_fill's numbers, and on a CPU 3-4x faster forward + backward (the add passes its
+    # masked_fill's numbers, and on a CPU about 4x faster forward + backward (the add passes its
     # gradient straight through; masked_fill's backward masks the gradient again).
     M = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(
         ~mask, float("-inf"))                               # (T, S) or (B, 1, T, S)
