@@ -209,10 +209,12 @@ def test_saved_optimizer_state_resumes_the_same_updates(kernels):
 
 
 def _interrupt_at(step: int, signum: int = signal.SIGINT):
+    """An on_step that signals this process after `step`: SIGINT as if the user pressed
+    Ctrl-C, SIGTERM as a job scheduler sends it."""
     def on_step(record):
         if record["step"] == step:
-            os.kill(os.getpid(), signum)      # as if the user pressed Ctrl-C (or a job
-    return on_step                            # scheduler sent SIGTERM)
+            os.kill(os.getpid(), signum)
+    return on_step
 
 
 def test_interrupted_and_resumed_run_is_bitwise_identical(tokenizer, data, tmp_path: Path):
