@@ -321,6 +321,14 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     train_seconds = saved_train_seconds      # time in training steps only (no evals, saves)
     elapsed = elapsed_before                 # run time on the clock all processes agree on
     saved_at = start_step if resume else -1  # the step of the last checkpoint written
+
+    def checkpoint(seconds: float, is_best: bool) -> None:
+        """Every process takes part (its RNG state goes into the checkpoint); rank 0 writes."""
+        rng_ranks = dist.gather(process_rng_state(device))
+        if dist.is_main:
+            save_checkpoint(run_dir, raw, optimizer, scaler, stream, config.keep_checkpoints,
+                            _progress_record(step, result.tokens, best, seconds, train_seconds),
+                            is_best, rng_ranks=rng_ranks)
     # Steps and epochs come out the same in every process; the clock and Ctrl-C do not, so
     # those are voted on inside each step's loss all-reduce (below). A process that stopped
     # on its own would leave the others waiting forever in their next collective.
@@ -429,17 +437,10 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             is_best = "val_loss" in record and record["val_loss"] < best
             if is_best:
                 best = record["val_loss"]
-            # Every process reaches the same decision here (step and reason agree), and
-            # every one takes part in a save: its RNG state goes into the checkpoint.
+            # Every process reaches the same decision here (step and reason agree).
             if run_dir is not None and (at_end or (config.checkpoint_every
                                                    and step % config.checkpoint_every == 0)):
-                rng_ranks = dist.gather(process_rng_state(device))
-                if dist.is_main:
-                    save_checkpoint(run_dir, raw, optimizer, scaler, stream,
-                                    config.keep_checkpoints,
-                                    _progress_record(step, result.tokens, best,
-                                                     elapsed_before + now - clock, train_seconds),
-                                    is_best, rng_ranks=rng_ranks)
+                checkpoint(elapsed_before + now - clock, is_best)
                 saved_at = step
             elif run_dir is not None and is_best and dist.is_main:
                 save_best(run_dir, raw, step, best)
@@ -456,11 +457,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     result.seconds = elapsed_before + time.perf_counter() - clock
     # Ended between checkpoints (on a skipped step, or by Ctrl-C between steps): save it.
     if run_dir is not None and saved_at != step:
-        rng_ranks = dist.gather(process_rng_state(device))
-        if dist.is_main:
-            save_checkpoint(run_dir, raw, optimizer, scaler, stream, config.keep_checkpoints,
-                            _progress_record(step, result.tokens, best, result.seconds,
-                                             train_seconds), False, rng_ranks=rng_ranks)
+        checkpoint(result.seconds, False)
     if result.stopped_by == "signal" and run_dir is not None:
         log(f"interrupted at step {step}; saved. Continue with: basegpt train --resume {run_dir}")
     model.eval()
