@@ -219,7 +219,7 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
     if not path.is_file():
         return 0
     text = path.read_text(encoding="utf-8")
-    records = read_metrics(run_dir)
+    records = _parse_metrics(text)
     kept = [r for r in records if r["step"] <= step]
     if len(kept) < len(records) or (text and not text.endswith("\n")):
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
@@ -229,10 +229,14 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a run's metrics.jsonl (a cut last line is skipped)."""
     path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
+    return _parse_metrics(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def _parse_metrics(text: str) -> list[dict[str, Any]]:
+    """metrics.jsonl's records from its text; a line that does not parse (cut by a crash)
+    is skipped."""
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
