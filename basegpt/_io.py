@@ -74,3 +74,8 @@ def file_in_the_way(path: str | os.PathLike) -> Path | None:
             return None if above.is_dir() else above
     return None
 
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make the renames and removals done in `directory` durable (a no-op on Windows)."""
+    _fsync_dir(Path(directory))

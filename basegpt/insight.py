@@ -153,8 +153,8 @@ def run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     """
     from basegpt.checkpoint import TOKENIZER_FILE, read_config
     from basegpt.config import ModelConfig
-    from basegpt.train_state import read_metrics
-    from basegpt.train_state import STATE_JSON
+    from basegpt.rundir import latest_checkpoint, list_checkpoints
+    from basegpt.train_state import STATE_JSON, read_metrics
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -164,7 +164,8 @@ def run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
 
     metrics = read_metrics(run_dir)
-    state = _read_json(run_dir / STATE_JSON)
+    newest, _ = latest_checkpoint(run_dir)
+    state = _read_json(newest / STATE_JSON) if newest is not None else None
     progress: dict[str, Any] = {"steps": 0, "tokens": 0, "epoch": None, "seconds": None}
     if metrics:
         last = metrics[-1]
@@ -193,9 +194,7 @@ def run_info(run_dir: str | os.PathLike) -> dict[str, Any]:
                       "special_tokens": dict(tokenizer.special_tokens),
                       "hash": tokenizer.hash,
                       "matches_model": tokenizer.hash == config.get("tokenizer_hash")},
-        "checkpoints": sorted(int(p.name.removeprefix("step_"))
-                              for p in (run_dir / "checkpoints").glob("step_*")
-                              if p.name.removeprefix("step_").isdigit()),
+        "checkpoints": [int(p.name.removeprefix("step_")) for p in list_checkpoints(run_dir)],
         "init_from": config.get("init_from"),
     }
 

@@ -21,6 +21,7 @@ Steps of `train_run(spec)`:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -252,7 +253,12 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
     """Run the spec into run directory `out` (or continue it with resume=True).
 
     With resume=True, `spec` holds only the training flags to change ({"train": {...}});
-    the model and data come from the run's config.json.
+    the model and data come from the run's config.json. A run that stopped before its first
+    checkpoint starts again from step 0. With overwrite=True, a run already in `out` is
+    removed first (all of it); without it, that is an error. While it runs, `out` is locked
+    (runlock.py): another train_run on it fails at once, naming this process. The seed
+    (train.seed) fixes the initial weights, the data order and dropout: the same spec and
+    seed give the same run, bit for bit on a CPU.
 
     With init_from (a run directory: an imported HF run, any basegpt run, or its best/), a new
     run in `out` starts from that run's weights, model config and tokenizer, and trains on
@@ -273,10 +279,8 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
     Returns (fit's TrainResult, the trained model, the tokenizer).
     """
     from basegpt import distributed
-    from basegpt.config import ModelConfig
-    from basegpt.data import ShardDataset
-    from basegpt.model import B2lM
-    from basegpt.train import fit, stop_reason
+    from basegpt.checkpoint import read_config
+    from basegpt.runlock import run_lock
 
     log = log or (lambda m: print(m, file=sys.stderr))
     out = Path(out)
@@ -292,6 +296,30 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
         spec = merge_specs(spec, {"model": _init_model(init_from, spec["model"]),
                                   "data": {"tokenizer": _init_tokenizer(
                                       init_from, spec["data"].get("tokenizer"))}})
+    if resume and not out.is_dir():
+        read_config(out)                         # the error for a run that is not there
+    # One writer per run directory: process 0 writes, and holds the lock from here (before
+    # minutes of tokenizing) to the end, so two `basegpt train --out X` cannot mix runs.
+    dist = distributed.setup()
+    writer = run_lock(out) if dist.is_main else contextlib.nullcontext()
+    with writer:
+        return _train_locked(spec, out, resume=resume, init_from=init_from,
+                             overwrite=overwrite, progress=progress, log=log, on_step=on_step)
+
+
+def _train_locked(spec: dict[str, Any], out: Path, *, resume: bool,
+                  init_from: str | os.PathLike | None, overwrite: bool, progress: bool,
+                  log: Callable[[str], None],
+                  on_step: Callable[[dict[str, Any]], None] | None,
+                  ) -> tuple[TrainResult, B2lM, Tokenizer]:
+    """train_run's work, in process 0 with `out`'s lock held."""
+    from basegpt import distributed
+    from basegpt.config import ModelConfig
+    from basegpt.data import ShardDataset
+    import torch
+    from basegpt.model import B2lM
+    from basegpt.train import fit, stop_reason
+
     if resume:
         saved = read_spec(out)
         # The saved spec decides the model and the data; flags may extend training.
@@ -318,17 +346,17 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
     if dist.is_main:
         dist.barrier()
     model_config = ModelConfig.from_dict({**spec["model"], "vocab_size": len(tokenizer)})
-    model = B2lM(model_config)
+    # The seed fixes the initial weights too (fit seeds the data order and dropout), without
+    # touching the caller's own random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(train_config.seed)
+        model = B2lM(model_config)
     T = model_config.n_context
     train_data = ShardDataset(shards, T, "train", tokenizer=tokenizer)
     val_data = ShardDataset(shards, T, "val", tokenizer=tokenizer)
-    if overwrite and not resume and out.exists():
-        import shutil
-        for name in ("checkpoints", "best"):
-            shutil.rmtree(out / name, ignore_errors=True)
     result = fit(model, train_data, val_data, train_config, tokenizer=tokenizer, run_dir=out,
-                 resume=resume, progress=progress, log=log, on_step=on_step,
-                 extra_config={"spec": spec}, init_from=init_from)
+                 resume=resume, overwrite=overwrite and not resume, progress=progress, log=log,
+                 on_step=on_step, extra_config={"spec": spec}, init_from=init_from)
     if before is not None and result.steps == before["step"] and result.stopped_by in BUDGET_FLAGS:
         # Only fit knows the steps in an epoch, so a used-up epochs budget shows here.
         raise budget_error(result.stopped_by, train_config, result.steps, result.seconds)
@@ -353,13 +381,12 @@ included: a run trained for 4 minutes and resumed with --max-minutes 2 is alread
 
 
 def saved_progress(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The progress record (step, seconds, ...) of a run's latest checkpoint; None if it has
-    none (resuming it then fails with fit's own message)."""
-    from basegpt.train_state import STATE_JSON
-    try:
-        return json.loads((Path(run_dir) / STATE_JSON).read_text(encoding="utf-8"))["progress"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """The progress record (step, seconds, ...) of a run's newest complete checkpoint; None
+    if it has none (a resume then starts it again from step 0)."""
+    from basegpt.rundir import latest_checkpoint
+    from basegpt.train_state import read_state_json
+    folder, _ = latest_checkpoint(Path(run_dir))
+    return read_state_json(folder)["progress"] if folder is not None else None
 
 
 def more_budget(budget: str, config: TrainConfig, steps: int, seconds: float) -> str:

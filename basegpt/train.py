@@ -25,6 +25,7 @@ DistributedDataParallel under torchrun (distributed.py), metrics.jsonl.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from basegpt.checkpoint import init_from_run, save_config, unwrap
+from basegpt.checkpoint import CONFIG_FILE, init_from_run, save_config, unwrap
 from basegpt.config import TrainConfig
 from basegpt.data import IGNORE_INDEX
 from basegpt.data.memmap import check_shard_data
@@ -51,9 +52,12 @@ from basegpt.devices import (compile_decision, dtype_decision, keep_freed_memory
                              pick_device)
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
-from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, last_checkpoint,
-                                 process_rng_state, record_run_info, resume as resume_from,
-                                 save_best, save_checkpoint, truncate_metrics, update_train_config)
+from basegpt.rundir import (clean_leftovers, clear_run, holds_run, last_checkpoint,
+                            latest_checkpoint, save_best, save_checkpoint)
+from basegpt.runlock import RunLock, run_lock
+from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, process_rng_state,
+                                 record_run_info, resume as resume_from, truncate_metrics,
+                                 update_train_config)
 
 if TYPE_CHECKING:
     from basegpt.distributed import Dist
@@ -197,7 +201,8 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         log: Callable[[str], None] | None = None,
         on_step: Callable[[dict[str, Any]], None] | None = None,
         extra_config: dict[str, Any] | None = None,
-        init_from: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
+        init_from: str | os.PathLike | None = None, overwrite: bool = False,
+        **overrides: Any) -> TrainResult:
     """Train `model` on `train_data`; see the module docstring for what one step does.
 
     Args:
@@ -219,14 +224,39 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             must be built from that run's config.json (only dropout and kernels may differ,
             see checkpoint.init_from_run) and the tokenizer must be that run's. config.json
             and run.json record where the run started. Not with resume.
+        overwrite: a new run in a run_dir that holds one replaces it (removes all of it
+            first); without it, that is an error. Not with resume.
+
+    run_dir has one writer at a time: fit holds its lock (runlock.py) while it trains, and
+    another process's fit on it is an error naming this one. A resume continues from the
+    newest complete checkpoint, saying which; a run that stopped before its first
+    checkpoint has none, and resume=True starts it again from step 0.
     """
     if init_from is not None and resume:
         raise ValueError("init_from starts a new run from another run's weights and resume "
                          "continues a run from its own: pass one of them")
+    if overwrite and resume:
+        raise ValueError("overwrite replaces the run in run_dir and resume continues it: pass "
+                         "one of them")
     config = _as_config(config, overrides)
     from basegpt import distributed
     dist = distributed.setup()
     log = log or ((lambda m: tqdm.write(m, file=sys.stderr)) if progress and dist.is_main else (lambda m: None))
+    # One writer: only process 0 writes, so it alone holds the run directory's lock.
+    writer = (run_lock(run_dir) if run_dir is not None and dist.is_main
+              else contextlib.nullcontext())
+    with writer as lock:
+        return _fit(model, train_data, val_data, config, dist, lock, tokenizer=tokenizer,
+                    run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                    log=log, on_step=on_step, extra_config=extra_config, init_from=init_from)
+
+
+def _fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None,
+         config: TrainConfig, dist: Dist, lock: RunLock | None, *, tokenizer: Tokenizer | None,
+         run_dir: str | os.PathLike | None, resume: bool, overwrite: bool, progress: bool,
+         log: Callable[[str], None], on_step: Callable[[dict[str, Any]], None] | None,
+         extra_config: dict[str, Any] | None, init_from: str | os.PathLike | None) -> TrainResult:
+    """fit's body, with the run directory's lock held (process 0, `lock`)."""
     torch.manual_seed(config.seed + dist.rank)
     device = pick_device(config.device) if not dist.enabled else dist.device
     dtype, dtype_why = dtype_decision(config.dtype, device)
@@ -253,11 +283,22 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     run_dir = Path(run_dir) if run_dir is not None else None
     result = TrainResult(run_dir=run_dir)
     start_step, best, elapsed_before, saved_train_seconds = 0, math.inf, 0.0, 0.0
+    if resume and run_dir is None:
+        raise ValueError("resume=True needs run_dir (the run to continue)")
+    if lock is not None:
+        _tidy_run_dir(run_dir, lock, log)
+    restart = False
     if resume:
-        if run_dir is None:
-            raise ValueError("resume=True needs run_dir (the run to continue)")
         check_same_run(run_dir, raw, tokenizer)
-        saved = resume_from(run_dir, raw, optimizer, scaler, stream, dist.rank, device)
+        folder, skipped = latest_checkpoint(run_dir)
+        for line in skipped:
+            log(f"passing over incomplete checkpoint {line}")
+        if folder is None:
+            log(f"{run_dir} has no complete checkpoint yet (it stopped before its first save): "
+                "starting it again from step 0")
+            resume, restart = False, True
+    if resume:
+        saved = resume_from(folder, raw, optimizer, scaler, stream, dist.rank, device)
         start_step, best, elapsed_before = saved["step"], saved["best_val"], saved["seconds"]
         saved_train_seconds = saved.get("train_seconds", 0.0)
         result.tokens = saved["tokens"]
@@ -267,7 +308,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
             if dropped:
                 log(f"metrics.jsonl: dropped {dropped} records logged after the checkpoint "
                     f"of step {start_step}; those steps are trained again")
-        log(f"resumed {run_dir} at step {start_step}")
+        log(f"resumed {run_dir} at step {start_step} from {folder.relative_to(run_dir)}")
         if isinstance(stream, LoaderStream) and not stream.restorable:
             log("warning: this DataLoader draws its order from its own generator=, which a "
                 "resume cannot rewind, so the batches from here on differ from an "
@@ -277,7 +318,7 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
         if tokenizer is None:
             raise ValueError("a run directory needs the tokenizer beside the model: pass "
                              "tokenizer=... (or train on a dataset that has one)")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _start_afresh(run_dir, replace=overwrite or restart, log=log)
         tokenizer.save(run_dir / "tokenizer.json")
         save_config(run_dir, raw.config, tokenizer, config.to_dict(), extra_config)
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
@@ -323,141 +364,147 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     saved_at = start_step if resume else -1  # the step of the last checkpoint written
 
     def checkpoint(seconds: float, is_best: bool) -> None:
-        """Every process takes part (its RNG state goes into the checkpoint); rank 0 writes."""
+        """Every process takes part (its RNG state goes into the checkpoint); rank 0 writes.
+        Ctrl-C and SIGTERM wait until the checkpoint is on disk."""
         rng_ranks = dist.gather(process_rng_state(device))
         if dist.is_main:
-            save_checkpoint(run_dir, raw, optimizer, scaler, stream, config.keep_checkpoints,
-                            _progress_record(step, result.tokens, best, seconds, train_seconds),
-                            is_best, rng_ranks=rng_ranks)
+            with stop.deferred():
+                save_checkpoint(run_dir, raw, optimizer, scaler, stream, config.keep_checkpoints,
+                                _progress_record(step, result.tokens, best, seconds,
+                                                 train_seconds),
+                                is_best, rng_ranks=rng_ranks)
     # Steps and epochs come out the same in every process; the clock and Ctrl-C do not, so
     # those are voted on inside each step's loss all-reduce (below). A process that stopped
     # on its own would leave the others waiting forever in their next collective.
     reason = stop_reason(config, step, total_steps, elapsed)
     try:
-        while True:
-            if stop.raised and not dist.enabled:
-                reason = reason or "signal"      # one process: stop now, nothing to agree on
-            if reason:
-                break
-            step_start = time.perf_counter()
-            frac = _progress(config, step, total_steps, elapsed)
-            lr = learning_rate(config, step, frac)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batches = [next(stream) for _ in range(accum)]
-            n_real = sum(int((y != IGNORE_INDEX).sum()) for _, y in batches)
-            n_real = dist.sum(n_real)
-            try:
-                loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
-                                             scaler, dist)
-            except Exception as error:
-                if compiled is None or step > start_step:
-                    raise
-                # torch.compile fails lazily, in the first forward or the first compiled
-                # backward; eager always works. Gradients of the failed try are dropped.
-                log(f"warning: torch.compile failed ({type(error).__name__}: "
-                    f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly")
-                optimizer.zero_grad(set_to_none=True)
-                compiled, train_model = None, dist.wrap(raw)
-                loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
-                                             scaler, dist)
-            scale = scaler.get_scale() if scaler.is_enabled() else None
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(),
-                                                       config.grad_clip or float("inf")).item()
-            loss_total, clock_total, signals = dist.sum_all(
-                [loss_sum.item(), elapsed_before + time.perf_counter() - clock, stop.raised])
-            step_loss = loss_total / max(n_real, 1)
-            elapsed = clock_total / dist.world           # the mean of the processes' clocks
-            vote = "signal" if signals else ""
-            # With fp16 an inf gradient is usually the scaler's own overflow: scaler.step()
-            # then skips the update and update() halves the scale. Only a non-finite loss,
-            # or overflow at a scale below MIN_LOSS_SCALE, is divergence.
-            bad = not math.isfinite(step_loss) or (not math.isfinite(grad_norm)
-                                                   and scale is None)
-            if not bad:
-                scaler.step(optimizer)
-                scaler.update()
-                overflow = scale is not None and scaler.get_scale() < scale
-                if overflow:
-                    result.overflow_steps += 1
-                bad = overflow and scaler.get_scale() < MIN_LOSS_SCALE
-            if bad:
-                if config.on_nonfinite == "stop":
-                    what = "loss" if not math.isfinite(step_loss) else "gradient"
-                    floor = (f" even at loss scale {scaler.get_scale():g} (the fp16 gradient "
-                             f"scaler fell below {MIN_LOSS_SCALE:g})"
-                             if what == "gradient" and scale is not None else "")
-                    raise TrainingDiverged(
-                        f"non-finite {what} at step {step}{floor}: loss {step_loss}, grad norm "
-                        f"{grad_norm}, lr {lr:.3g}; last good checkpoint: "
-                        f"{last_checkpoint(run_dir)}. Lower lr, raise warmup_steps or "
-                        "grad_clip, or pass on_nonfinite='skip'")
-                if not math.isfinite(step_loss):   # (the scaler's overflow path has updated)
+        try:
+            while True:
+                if stop.raised and not dist.enabled:
+                    reason = reason or "signal"      # one process: stop now, nothing to agree on
+                if reason:
+                    break
+                step_start = time.perf_counter()
+                frac = _progress(config, step, total_steps, elapsed)
+                lr = learning_rate(config, step, frac)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batches = [next(stream) for _ in range(accum)]
+                n_real = sum(int((y != IGNORE_INDEX).sum()) for _, y in batches)
+                n_real = dist.sum(n_real)
+                try:
+                    loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
+                                                 scaler, dist)
+                except Exception as error:
+                    if compiled is None or step > start_step:
+                        raise
+                    # torch.compile fails lazily, in the first forward or the first compiled
+                    # backward; eager always works. Gradients of the failed try are dropped.
+                    log(f"warning: torch.compile failed ({type(error).__name__}: "
+                        f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly")
+                    optimizer.zero_grad(set_to_none=True)
+                    compiled, train_model = None, dist.wrap(raw)
+                    loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
+                                                 scaler, dist)
+                scale = scaler.get_scale() if scaler.is_enabled() else None
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(),
+                                                           config.grad_clip or float("inf")).item()
+                loss_total, clock_total, signals = dist.sum_all(
+                    [loss_sum.item(), elapsed_before + time.perf_counter() - clock, stop.raised])
+                step_loss = loss_total / max(n_real, 1)
+                elapsed = clock_total / dist.world           # the mean of the processes' clocks
+                vote = "signal" if signals else ""
+                # With fp16 an inf gradient is usually the scaler's own overflow: scaler.step()
+                # then skips the update and update() halves the scale. Only a non-finite loss,
+                # or overflow at a scale below MIN_LOSS_SCALE, is divergence.
+                bad = not math.isfinite(step_loss) or (not math.isfinite(grad_norm)
+                                                       and scale is None)
+                if not bad:
+                    scaler.step(optimizer)
                     scaler.update()
+                    overflow = scale is not None and scaler.get_scale() < scale
+                    if overflow:
+                        result.overflow_steps += 1
+                    bad = overflow and scaler.get_scale() < MIN_LOSS_SCALE
+                if bad:
+                    if config.on_nonfinite == "stop":
+                        what = "loss" if not math.isfinite(step_loss) else "gradient"
+                        floor = (f" even at loss scale {scaler.get_scale():g} (the fp16 gradient "
+                                 f"scaler fell below {MIN_LOSS_SCALE:g})"
+                                 if what == "gradient" and scale is not None else "")
+                        raise TrainingDiverged(
+                            f"non-finite {what} at step {step}{floor}: loss {step_loss}, grad norm "
+                            f"{grad_norm}, lr {lr:.3g}; last good checkpoint: "
+                            f"{last_checkpoint(run_dir)}. Lower lr, raise warmup_steps or "
+                            "grad_clip, or pass on_nonfinite='skip'")
+                    if not math.isfinite(step_loss):   # (the scaler's overflow path has updated)
+                        scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    result.skipped_steps += 1
+                    step += 1
+                    reason = vote or stop_reason(config, step, total_steps, elapsed)
+                    continue
                 optimizer.zero_grad(set_to_none=True)
-                result.skipped_steps += 1
                 step += 1
+                result.tokens += tokens_per_step
+                result.train_loss.append((step, step_loss))
+                now = time.perf_counter()
+                bar.update(min(elapsed_before + now - clock, bar.total) - bar.n if by_clock else 1)
+                train_seconds += now - step_start
+                tok_s = tokens_per_step / max(now - step_start, 1e-9)     # this step, no evals
+                postfix = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
+                record = {"step": step, "tokens": result.tokens, "epoch": round(stream.epoch, 4),
+                          "train_loss": step_loss, "lr": lr,
+                          "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
+                          "tokens_per_s": tok_s, "seconds": elapsed_before + now - clock,
+                          "train_seconds": train_seconds}
+                if scale is not None:
+                    record["loss_scale"] = scaler.get_scale()
+                if peak:
+                    # tok_s counts every process's tokens; MFU is per device, against one's peak.
+                    record["mfu"] = flops_per_token * tok_s / (peak * dist.world)
+                    postfix["mfu"] = f"{record['mfu']:.1%}"
+                bar.set_postfix(postfix)
+                refresh_plot = False
                 reason = vote or stop_reason(config, step, total_steps, elapsed)
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            result.tokens += tokens_per_step
-            result.train_loss.append((step, step_loss))
-            now = time.perf_counter()
-            bar.update(min(elapsed_before + now - clock, bar.total) - bar.n if by_clock else 1)
-            train_seconds += now - step_start
-            tok_s = tokens_per_step / max(now - step_start, 1e-9)     # this step, no evals
-            postfix = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
-            record = {"step": step, "tokens": result.tokens, "epoch": round(stream.epoch, 4),
-                      "train_loss": step_loss, "lr": lr,
-                      "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
-                      "tokens_per_s": tok_s, "seconds": elapsed_before + now - clock,
-                      "train_seconds": train_seconds}
-            if scale is not None:
-                record["loss_scale"] = scaler.get_scale()
-            if peak:
-                # tok_s counts every process's tokens; MFU is per device, against one's peak.
-                record["mfu"] = flops_per_token * tok_s / (peak * dist.world)
-                postfix["mfu"] = f"{record['mfu']:.1%}"
-            bar.set_postfix(postfix)
-            refresh_plot = False
-            reason = vote or stop_reason(config, step, total_steps, elapsed)
-            at_end = bool(reason)
-            if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or at_end):
-                scores = evaluate(raw, val_data, config.batch_size, device, autocast,
-                                  config.eval_tokens, bytes_per_token)
-                record.update(scores)
-                result.evals.append({"step": step, "tokens": result.tokens, **scores})
-                log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()
-                                                  if k != "val_tokens"))
-                refresh_plot = True
-            if dist.is_main and run_dir is not None:
-                append_metrics(run_dir, record)
-            is_best = "val_loss" in record and record["val_loss"] < best
-            if is_best:
-                best = record["val_loss"]
-            # Every process reaches the same decision here (step and reason agree).
-            if run_dir is not None and (at_end or (config.checkpoint_every
-                                                   and step % config.checkpoint_every == 0)):
-                checkpoint(elapsed_before + now - clock, is_best)
-                saved_at = step
-            elif run_dir is not None and is_best and dist.is_main:
-                save_best(run_dir, raw, step, best)
-            if refresh_plot and run_dir is not None and dist.is_main:
-                _plot(run_dir, log)                  # after metrics.jsonl has this eval
-            if on_step is not None:
-                on_step(record)
+                at_end = bool(reason)
+                if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or at_end):
+                    scores = evaluate(raw, val_data, config.batch_size, device, autocast,
+                                      config.eval_tokens, bytes_per_token)
+                    record.update(scores)
+                    result.evals.append({"step": step, "tokens": result.tokens, **scores})
+                    log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()
+                                                      if k != "val_tokens"))
+                    refresh_plot = True
+                if dist.is_main and run_dir is not None:
+                    append_metrics(run_dir, record)
+                is_best = "val_loss" in record and record["val_loss"] < best
+                if is_best:
+                    best = record["val_loss"]
+                # Every process reaches the same decision here (step and reason agree).
+                if run_dir is not None and (at_end or (config.checkpoint_every
+                                                       and step % config.checkpoint_every == 0)):
+                    checkpoint(elapsed_before + now - clock, is_best)
+                    saved_at = step
+                elif run_dir is not None and is_best and dist.is_main:
+                    save_best(run_dir, raw, step, best)
+                if refresh_plot and run_dir is not None and dist.is_main:
+                    _plot(run_dir, log)                  # after metrics.jsonl has this eval
+                if on_step is not None:
+                    on_step(record)
+        finally:
+            bar.close()
+        result.stopped_by = reason
+        result.steps = step
+        result.epochs = stream.epoch
+        result.seconds = elapsed_before + time.perf_counter() - clock
+        # Ended between checkpoints (on a skipped step, or by Ctrl-C between steps): save
+        # it, with the handlers still installed so that another Ctrl-C waits for the save.
+        if run_dir is not None and saved_at != step:
+            checkpoint(result.seconds, False)
     finally:
         stop.uninstall()
-        bar.close()
-    result.stopped_by = reason
-    result.steps = step
-    result.epochs = stream.epoch
-    result.seconds = elapsed_before + time.perf_counter() - clock
-    # Ended between checkpoints (on a skipped step, or by Ctrl-C between steps): save it.
-    if run_dir is not None and saved_at != step:
-        checkpoint(result.seconds, False)
     if result.stopped_by == "signal" and run_dir is not None:
         log(f"interrupted at step {step}; saved. Continue with: basegpt train --resume {run_dir}")
     model.eval()
@@ -535,6 +582,33 @@ def _forward_backward(model: torch.nn.Module, batches: list[tuple[torch.Tensor, 
     return loss_sum
 
 
+def _tidy_run_dir(run_dir: Path, lock: RunLock, log: Callable[[str], None]) -> None:
+    """What a writer does first in a run directory it now holds: say whose lock it took
+    over, and remove what interrupted saves left behind."""
+    if lock.previous:
+        held = lock.previous
+        log(f"note: the previous writer of {run_dir} (pid {held.get('pid')} on host "
+            f"{held.get('host')}, since {held.get('started')}) ended without releasing its "
+            "lock (killed or crashed)")
+    removed = clean_leftovers(run_dir)
+    if removed:
+        log(f"removed what interrupted saves left in {run_dir}: {', '.join(removed)}")
+
+
+def _start_afresh(run_dir: Path, replace: bool, log: Callable[[str], None]) -> None:
+    """Make run_dir ready for a new run: nothing of an earlier run may stay behind for a
+    later resume or load to pick up. A complete earlier run (its config.json) is replaced
+    only when `replace` says so; parts of one whose replacement was interrupted go anyway."""
+    if not replace and (run_dir / CONFIG_FILE).exists():
+        raise ValueError(f"{run_dir} already holds a run; continue it with resume=True, pass "
+                         "overwrite=True to replace it, or choose another run_dir")
+    if holds_run(run_dir):
+        removed = clear_run(run_dir)
+        what = "the previous run" if replace else "the parts of an unfinished run"
+        log(f"removed {what} in {run_dir}: {', '.join(removed)}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
 def _progress_record(step: int, tokens: int, best: float, seconds: float,
                      train_seconds: float) -> dict[str, Any]:
     """What a checkpoint's train_state.json records about the run so far."""
@@ -608,17 +682,28 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
 
 class _StopFlag:
     """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary (and save); a second
-    Ctrl-C interrupts at once. Under torchrun the processes vote on it in each step's
-    all-reduce, so all of them stop after the same step."""
+    Ctrl-C interrupts at once, except while a checkpoint is being written (`deferred`):
+    then it only asks again, and the save finishes. Under torchrun the processes vote on it
+    in each step's all-reduce, so all of them stop after the same step."""
 
     def __init__(self) -> None:
         self.raised = False
+        self._deferring = False
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.raised and signum == signal.SIGINT:
+        if self.raised and signum == signal.SIGINT and not self._deferring:
             raise KeyboardInterrupt
         self.raised = True
+
+    @contextlib.contextmanager
+    def deferred(self) -> Any:
+        """Signals that arrive inside the block only ask to stop: the block is not cut short."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
 
     def install(self) -> None:
         import threading

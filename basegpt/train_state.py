@@ -1,4 +1,4 @@
-"""A training run on disk: checkpoints, exact resume, metrics.jsonl and run.json.
+"""A training run's state: what a checkpoint holds besides the weights, metrics.jsonl, run.json.
 
 A resumed run must end with the same weights as one that never stopped, so a checkpoint
 holds more than the weights: the optimizer's moments, the gradient scaler, the step, the
@@ -9,14 +9,9 @@ random number generators (dropout draws from them) and the data position.
                               optimizer hyper-parameters, scaler, best validation loss
 
 Tensors go to safetensors and the rest to JSON; nothing is pickled (see checkpoint.py).
-The JSON is written last and names the step, so it acts as the commit record: a crash
-between the files leaves a JSON whose step does not match the tensors, and loading says so.
-
-A checkpoint goes to checkpoints/step_N/ (the latest keep_checkpoints are kept), then its
-files are copied to the top of the run directory (what generate and resume read), and to
-best/ when validation improved (with config.json and tokenizer.json, so best/ loads as a run
-of its own). metrics.jsonl gets one line per step; run.json one entry
-per start or resume (versions, git commit, hardware, command line).
+Both files name their step, and loading checks that they agree. Where the files go, and how
+a checkpoint is committed whole, is rundir.py's part. metrics.jsonl gets one line per step;
+run.json one entry per start or resume (versions, git commit, hardware, command line).
 """
 
 from __future__ import annotations
@@ -25,7 +20,6 @@ import json
 import math
 import os
 import random
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,14 +27,15 @@ from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_bytes, atomic_write_text
-from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_model_tensors,
-                                load_tensors, model_tensors, read_config, save_tensors)
+from basegpt._io import atomic_write_text
+from basegpt.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, load_model_tensors, load_tensors,
+                                read_config, save_tensors)
 from basegpt.devices import mps_available
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
 
 METRICS_FILE = "metrics.jsonl"
+RUN_INFO_FILE = "run.json"
 
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
@@ -172,29 +167,76 @@ def load_train_state(directory: Path, optimizer: torch.optim.Optimizer,
                      device: torch.device | None = None) -> dict[str, Any]:
     """Restore optimizer, scaler and RNGs (process `rank`'s, on `device`) from `directory`;
     returns the saved progress dict."""
-    json_path = directory / STATE_JSON
-    if not json_path.is_file():
-        raise FileNotFoundError(f"{directory} has no {STATE_JSON}: it holds no training state "
-                                "to resume (was it written by an older basegpt, or not by train?)")
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{json_path} is not valid JSON ({error}); resume from an older "
-                         "checkpoint in checkpoints/") from None
-    from safetensors import safe_open
-    tensor_path = directory / STATE_TENSORS
-    tensors = load_tensors(tensor_path)
-    with safe_open(tensor_path, "pt") as f:
-        tensor_step = (f.metadata() or {}).get("step")
-    if tensor_step != str(meta["progress"]["step"]):
-        raise ValueError(f"{directory}: {STATE_TENSORS} is from step {tensor_step} but "
-                         f"{STATE_JSON} from step {meta['progress']['step']} (a save was cut "
-                         "short); resume from a complete checkpoint in checkpoints/")
+    meta = read_state_json(directory)
+    tensors = load_tensors(directory / STATE_TENSORS)
+    if tensor_step(directory / STATE_TENSORS) != str(meta["progress"]["step"]):
+        raise ValueError(f"{directory}: {STATE_TENSORS} is from step "
+                         f"{tensor_step(directory / STATE_TENSORS)} but {STATE_JSON} from step "
+                         f"{meta['progress']['step']} (a save was cut short); resume from "
+                         "another checkpoint in checkpoints/")
     optimizer_from_flat(optimizer, tensors, meta["optimizer"])
     if scaler is not None and meta.get("scaler") is not None:
         scaler.load_state_dict(meta["scaler"])
     rng_from_flat(tensors, meta["rng"], rank, device)
     return meta["progress"]
+
+
+STATE_KEYS = {"progress": dict, "optimizer": dict, "rng": dict}
+"""What train_state.json must hold, and of what type (scaler may be null)."""
+
+
+def read_state_json(directory: Path) -> dict[str, Any]:
+    """train_state.json of a checkpoint folder, checked for the keys a resume reads."""
+    path = directory / STATE_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} has no {STATE_JSON}: it holds no training state "
+                                "to resume (was it written by an older basegpt, or not by train?)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); the checkpoint is damaged, "
+                         "resume from another one in checkpoints/") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} is not a training state (a JSON object); the checkpoint is "
+                         "damaged, resume from another one in checkpoints/")
+    for key, kind in STATE_KEYS.items():
+        if not isinstance(meta.get(key), kind):
+            raise ValueError(f"{path} has no {key!r} section; the checkpoint is damaged, resume "
+                             "from another one in checkpoints/")
+    if not isinstance(meta["progress"].get("step"), int):
+        raise ValueError(f"{path}: progress has no step; the checkpoint is damaged, resume "
+                         "from another one in checkpoints/")
+    return meta
+
+
+def tensor_step(path: Path) -> str | None:
+    """The step a safetensors file of a checkpoint records in its metadata (None: none, or
+    the file is missing or unreadable)."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(path, "pt") as f:
+            return (f.metadata() or {}).get("step")
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def resume(folder: Path, model: B2lM, optimizer: torch.optim.Optimizer,
+           scaler: torch.amp.GradScaler, stream: Any, rank: int = 0,
+           device: torch.device | None = None) -> dict[str, Any]:
+    """Load checkpoint folder `folder` (a complete checkpoints/step_N, see
+    rundir.latest_checkpoint) into model, optimizer, scaler and data stream (and process
+    `rank`'s RNG states, on `device`, under torchrun); returns its progress dict (step,
+    tokens, best_val, seconds, train_seconds)."""
+    progress = load_train_state(folder, optimizer, scaler, rank, device)
+    weights = folder / WEIGHTS_FILE
+    if tensor_step(weights) != str(progress["step"]):
+        raise ValueError(f"{folder}: {WEIGHTS_FILE} is from step {tensor_step(weights)} but the "
+                         f"training state from step {progress['step']} (a save was cut short); "
+                         "resume from another checkpoint in checkpoints/")
+    load_model_tensors(model, load_tensors(weights), str(weights))
+    stream.load_state_dict(progress["data"])
+    progress["best_val"] = progress["best_val"] if progress["best_val"] is not None else math.inf
+    return progress
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -218,7 +260,7 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
     path = run_dir / METRICS_FILE
     if not path.is_file():
         return 0
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     records = _parse_metrics(text)
     kept = [r for r in records if r["step"] <= step]
     if len(kept) < len(records) or (text and not text.endswith("\n")):
@@ -229,7 +271,16 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of a run's metrics.jsonl (a cut last line is skipped)."""
     path = Path(run_dir) / METRICS_FILE
-    return _parse_metrics(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return _parse_metrics(_read_text(path)) if path.is_file() else []
+
+
+def _read_text(path: Path) -> str:
+    """A text file of the run, as UTF-8; other bytes are an error that names the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                         "the file is damaged: restore it, or delete it to start it afresh") from None
 
 
 def _parse_metrics(text: str) -> list[dict[str, Any]]:
@@ -238,76 +289,23 @@ def _parse_metrics(text: str) -> list[dict[str, Any]]:
     records = []
     for line in text.splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
     return records
-
-
-def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, stream: Any, keep: int, progress: dict[str, Any],
-                    is_best: bool, rng_ranks: list[dict[str, torch.Tensor]] | None = None) -> None:
-    """checkpoints/step_N/ (kept: the latest K), then the same files at the top of run_dir
-    (what generate and resume read), then best/ when validation improved. `rng_ranks`:
-    every process's RNG states under torchrun (see rng_to_flat)."""
-    step = progress["step"]
-    progress = {**progress, "data": stream.state_dict()}
-    folder = run_dir / "checkpoints" / f"step_{step:08d}"
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = model_tensors(model)
-    meta = {"format": "pt", "step": str(step)}
-    save_tensors(folder / WEIGHTS_FILE, weights, metadata=meta)
-    save_train_state(folder, optimizer, scaler, progress, rng_ranks)
-    for name in (WEIGHTS_FILE, "train_state.safetensors", STATE_JSON):   # JSON last: commit record
-        _atomic_copy(folder / name, run_dir / name)
-    if is_best:
-        _atomic_copy(folder / WEIGHTS_FILE, run_dir / "best" / WEIGHTS_FILE)
-        _write_best_json(run_dir, step, progress["best_val"])
-        _complete_best(run_dir)
-    kept = sorted((run_dir / "checkpoints").glob("step_*"))
-    for old in kept[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def save_best(run_dir: Path, model: B2lM, step: int, val_loss: float) -> None:
-    """best/: the weights with the lowest validation loss so far (between checkpoints too)."""
-    save_tensors(run_dir / "best" / WEIGHTS_FILE, model_tensors(model),
-                 metadata={"format": "pt", "step": str(step)})
-    _write_best_json(run_dir, step, val_loss)
-    _complete_best(run_dir)
-
-
-def _complete_best(run_dir: Path) -> None:
-    """config.json and tokenizer.json beside the best weights make best/ a run directory of
-    its own: load_run("RUN/best") and `basegpt generate RUN/best` read it like any run."""
-    for name in (CONFIG_FILE, TOKENIZER_FILE):
-        if (run_dir / name).is_file():
-            _atomic_copy(run_dir / name, run_dir / "best" / name)
-
-
-def _write_best_json(run_dir: Path, step: int, val_loss: float) -> None:
-    atomic_write_text(run_dir / "best" / "best.json",
-                      json.dumps({"step": step, "val_loss": val_loss}) + "\n")
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    atomic_write_bytes(target, source.read_bytes())
-
-
-def last_checkpoint(run_dir: Path | None) -> str:
-    """The newest checkpoints/step_N folder of run_dir as text, for error messages
-    ("none yet" before the first save, "none (no run_dir)" without a run directory)."""
-    if run_dir is None:
-        return "none (no run_dir)"
-    kept = sorted((run_dir / "checkpoints").glob("step_*"))
-    return str(kept[-1]) if kept else "none yet"
 
 
 def check_same_run(run_dir: Path, model: B2lM, tokenizer: Tokenizer | None) -> None:
     """Resuming needs the model config and the tokenizer the run was started with."""
     from basegpt.config import ModelConfig
     saved = read_config(run_dir)
-    if ModelConfig.from_dict(saved["model"]) != model.config:
+    try:
+        model_config = ModelConfig.from_dict(saved["model"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{run_dir / CONFIG_FILE}: bad model config: {error}") from None
+    if model_config != model.config:
         raise ValueError(f"{run_dir} was trained with a different model config; resume with "
                          "the model built from its config.json (basegpt train --resume does)")
     if tokenizer is not None and saved.get("tokenizer_hash") != tokenizer.hash:
@@ -347,28 +345,22 @@ def record_run_info(run_dir: Path, device: torch.device, dtype: torch.dtype, wor
              "dtype": str(dtype).removeprefix("torch."), "processes": world}
     if init_from is not None:
         entry["init_from"] = init_from
-    path = run_dir / "run.json"
-    history = json.loads(path.read_text(encoding="utf-8")) if path.is_file() and resumed else []
+    path = run_dir / RUN_INFO_FILE
+    history = read_run_info(run_dir) if resumed else []
     atomic_write_text(path, json.dumps(history + [entry], indent=1) + "\n")
 
 
-def resume(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
-           scaler: torch.amp.GradScaler, stream: Any, rank: int = 0,
-           device: torch.device | None = None) -> dict[str, Any]:
-    """Load the latest checkpoint of run_dir into model, optimizer, scaler and data stream
-    (and process `rank`'s RNG states, on `device`, under torchrun); returns its progress dict
-    (step, tokens, best_val, seconds, train_seconds)."""
-    if not (run_dir / STATE_JSON).is_file():
-        raise FileNotFoundError(f"{run_dir} has no checkpoint to resume ({STATE_JSON} missing)")
-    progress = load_train_state(run_dir, optimizer, scaler, rank, device)
-    from safetensors import safe_open
-    with safe_open(run_dir / WEIGHTS_FILE, "pt") as f:
-        weights_step = (f.metadata() or {}).get("step")
-    if weights_step != str(progress["step"]):
-        raise ValueError(f"{run_dir}: {WEIGHTS_FILE} is from step {weights_step} but the "
-                         f"training state from step {progress['step']} (a save was cut short); "
-                         "copy a complete checkpoints/step_N/ folder's files up and resume")
-    load_model_tensors(model, load_tensors(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
-    stream.load_state_dict(progress["data"])
-    progress["best_val"] = progress["best_val"] if progress["best_val"] is not None else math.inf
-    return progress
+def read_run_info(run_dir: Path) -> list[dict[str, Any]]:
+    """run.json's entries ([] where there is none); a damaged file is an error naming it."""
+    path = run_dir / RUN_INFO_FILE
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(_read_text(path))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); restore it, or delete it to "
+                         "start the history afresh") from None
+    if not isinstance(history, list):
+        raise ValueError(f"{path} is not a list of run entries; restore it, or delete it to "
+                         "start the history afresh")
+    return history

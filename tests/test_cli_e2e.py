@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from basegpt.recipe import saved_progress
+
 TINY = ["--n-block", "2", "--n-embed", "32", "--n-head", "2", "--n-k", "16", "--n-v", "16",
         "--n-ff", "64", "--n-context", "32", "--batch-size", "4", "--vocab-size", "300",
         "--max-bytes", "200000", "--eval-tokens", "2048", "--device", "cpu"]
@@ -75,8 +77,9 @@ def world(tmp_path_factory):
 
 def test_train_writes_a_complete_run(world):
     run, cache, _ = world
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "train_state.json",
-                 "train_state.safetensors", "metrics.jsonl", "loss.png", "best/best.json"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl",
+                 "loss.png", "best/best.json", f"checkpoints/step_{STEPS:08d}/train_state.json",
+                 f"checkpoints/step_{STEPS:08d}/train_state.safetensors"):
         assert (run / name).is_file(), f"{name} missing from the run directory"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, STEPS + 1)), records
@@ -166,8 +169,7 @@ def test_train_resume_continues_to_more_steps(world, tmp_path):
     assert f"trained {STEPS + 2} steps" in out, out
     records = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, STEPS + 3)), "resume should append steps"
-    state = json.loads((copy / "train_state.json").read_text())
-    assert state["progress"]["step"] == STEPS + 2, state["progress"]
+    assert saved_progress(copy)["step"] == STEPS + 2, saved_progress(copy)
 
 
 def test_the_printed_resume_command_trains_more_steps(world, tmp_path):
@@ -226,7 +228,7 @@ def test_ctrl_c_saves_the_run_and_exits_130(world, tmp_path):
     assert proc.returncode == 130, f"exit {proc.returncode}, wanted 130:\n{err[-2000:]}"
     assert "stopped by signal" in out and "Traceback" not in err, (out, err[-2000:])
     steps = [json.loads(line)["step"] for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
-    saved = json.loads((out_dir / "train_state.json").read_text())["progress"]["step"]
+    saved = saved_progress(out_dir)["step"]
     assert saved == steps[-1] >= 1, f"saved at step {saved}, trained to {steps[-1]}"
 
     proc = subprocess.Popen([sys.executable, "-m", "basegpt", "generate", str(run),

@@ -18,6 +18,7 @@ from basegpt import recipe
 from basegpt.cli import main
 from basegpt.config import DataConfig, ModelConfig, TrainConfig
 from basegpt.model import B2lM
+from basegpt.recipe import saved_progress
 
 README = Path(__file__).parent.parent / "README.md"
 TINY = ["--n-block", "2", "--n-embed", "32", "--n-head", "2", "--n-k", "16", "--n-v", "16",
@@ -285,8 +286,7 @@ def test_a_used_up_epochs_budget_is_a_user_error(tiny_run, capsys, monkeypatch, 
                  "--quiet"]) == 2
     line = one_error_line(capsys)
     assert "this run has used its 1e-06-epoch budget (2 steps); pass --epochs > 1e-06" in line, line
-    assert json.loads((run / "train_state.json").read_text())["progress"]["step"] == 2, \
-        "nothing was trained"
+    assert saved_progress(run)["step"] == 2, "nothing was trained"
 
 
 def test_eval_of_too_short_a_text_says_so_in_cli_words(tiny_run, capsys):

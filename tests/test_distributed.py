@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from basegpt.recipe import saved_progress
+
 SETUP = r'''
 import json, os, sys, time, torch
 torch.set_num_threads(1)
@@ -90,8 +92,8 @@ def test_time_budget_stops_every_process_at_the_same_step(tmp_path: Path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1], f"the processes disagree on when to stop: {ranks}"
     assert ranks[0]["stopped_by"] == "max_minutes" and ranks[0]["steps"] > 1, ranks
-    state = json.loads((tmp_path / "run" / "train_state.json").read_text())
-    assert state["progress"]["step"] == ranks[0]["steps"], "the last checkpoint is the end"
+    assert saved_progress(tmp_path / "run")["step"] == ranks[0]["steps"], \
+        "the last checkpoint is the end"
 
 
 RESUME_SCRIPT = SETUP + r'''

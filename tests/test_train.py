@@ -16,6 +16,7 @@ from basegpt import B2lM, SlidingWindowDataset, Tokenizer
 from basegpt.checkpoint import load_run
 from basegpt.train import (TrainConfig, TrainingDiverged, evaluate, fit, fused_adam_available,
                            learning_rate, make_optimizer, token_bytes)
+from basegpt.recipe import saved_progress
 from basegpt.train_state import read_metrics
 
 TEXT = ("First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. "
@@ -279,9 +280,14 @@ def test_run_directory_contents(tokenizer, data, tmp_path: Path):
                          eval_every=3)
     fit(tiny(tokenizer), data, data, config, run_dir=tmp_path / "run", progress=False)
     names = {p.name for p in (tmp_path / "run").iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "train_state.safetensors",
-            "train_state.json", "metrics.jsonl", "checkpoints", "best", "run.json",
-            "loss.png"} <= names, names
+    assert names == {"config.json", "model.safetensors", "tokenizer.json", "metrics.jsonl",
+                     "checkpoints", "best", "run.json", "loss.png"}, \
+        f"{names}: the training state lives in checkpoints/, and the lock is gone after fit"
+    newest = tmp_path / "run" / "checkpoints" / "step_00000006"
+    assert {p.name for p in newest.iterdir()} == {"model.safetensors", "train_state.safetensors",
+                                                  "train_state.json"}
+    assert (newest / "model.safetensors").read_bytes() == \
+        (tmp_path / "run" / "model.safetensors").read_bytes(), "the top holds the newest weights"
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info[0]["torch"] == torch.__version__ and info[0]["resumed"] is False, info
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
@@ -637,8 +643,7 @@ def test_sigterm_saves_and_stops_like_ctrl_c(tokenizer, data, tmp_path: Path):
     result = fit(tiny(tokenizer), data, config=config, run_dir=tmp_path / "a", progress=False,
                  on_step=_interrupt_at(5, signal.SIGTERM))
     assert result.stopped_by == "signal" and result.steps == 5, result
-    state = json.loads((tmp_path / "a" / "train_state.json").read_text())
-    assert state["progress"]["step"] == 5, "the step SIGTERM ended on is saved"
+    assert saved_progress(tmp_path / "a")["step"] == 5, "the step SIGTERM ended on is saved"
     assert signal.getsignal(signal.SIGTERM) is before, "fit puts the old SIGTERM handler back"
     resumed = tiny(tokenizer)
     fit(resumed, data, config=config, run_dir=tmp_path / "a", resume=True, progress=False)

@@ -11,14 +11,17 @@ calls the library and prints. One module per group of subcommands:
     _common.py     the parser class, which errors are the user's, logging
 
 This file assembles the parser and runs it. Results go to stdout, logs and progress to stderr.
-Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 130 interrupted.
+Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
 A traceback therefore always means a bug in basegpt.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from basegpt.cli._common import USER_ERRORS, _Parser
@@ -74,8 +77,20 @@ def _error_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived outside training (which saves and stops on it by itself)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    # SIGTERM (a scheduler, torchrun, `kill`) ends the command the way Ctrl-C does: the
+    # exception unwinds, so atomic writes drop their temporary files and locks are released,
+    # instead of the process vanishing with no word. fit() takes SIGTERM over while it trains.
+    previous = _on_sigterm(_terminate)
     try:
         args = build_parser().parse_args(argv)
         code = args.run(args)
@@ -85,13 +100,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("basegpt: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("basegpt: terminated (SIGTERM); what was saved before it is intact",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         # The reader went away (`basegpt ... | head`): not an error of ours. Point stdout at
         # devnull so the interpreter's final flush does not raise again.
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        _on_sigterm(previous)
     return code or 0
+
+
+def _on_sigterm(handler: object) -> object:
+    """Install `handler` for SIGTERM and return the one it replaces (only the main thread
+    may; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread() or handler is None:
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

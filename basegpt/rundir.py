@@ -1,0 +1,238 @@
+"""A run directory's checkpoints: each one committed whole, the newest complete one found
+after a kill at any moment, leftovers of interrupted saves cleaned, a run replaced whole.
+
+    run_dir/
+      config.json, tokenizer.json        written when the run starts
+      model.safetensors                  the latest checkpoint's weights (what generate reads)
+      checkpoints/step_00000040/         a checkpoint: model.safetensors, train_state.*
+      checkpoints/step_00000080/         (the latest keep_checkpoints are kept)
+      best/                              the weights with the best validation loss
+      metrics.jsonl, run.json, loss.png
+      run.lock                           while a writer holds it (runlock.py)
+
+A checkpoint is written into a hidden temporary folder, checkpoints/.step_N.<hex>.tmp/, and
+renamed to checkpoints/step_N/ once all of its files are on disk. That rename is the commit
+point: a step_N folder is complete by construction, and a kill before it leaves only a
+temporary folder, which the next writer removes. The weights at the top are then replaced
+(atomically, _io.py) for readers; nothing resumes from them, so a kill between the two leaves
+readers one checkpoint behind, never a broken run. A resume takes the newest step folder whose
+files agree on their step (folders written by an older basegpt were not committed this way,
+so each is checked).
+
+Everything here runs in the process that holds the run's lock (runlock.py): removing another
+writer's temporary files would break its save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from basegpt._io import atomic_write_bytes, atomic_write_text, fsync_dir
+from basegpt.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, model_tensors, save_tensors
+from basegpt.model import B2lM
+from basegpt.train_state import (METRICS_FILE, RUN_INFO_FILE, STATE_JSON, STATE_TENSORS,
+                                 read_state_json, save_train_state, tensor_step)
+
+CHECKPOINTS = "checkpoints"
+BEST = "best"
+PLOT_FILE = "loss.png"
+
+RUN_FILES = (CONFIG_FILE, CHECKPOINTS, WEIGHTS_FILE, TOKENIZER_FILE, BEST, METRICS_FILE,
+             RUN_INFO_FILE, PLOT_FILE, STATE_TENSORS, STATE_JSON)
+"""Every name a run writes at its top, config.json first: replacing a run moves these aside
+in this order, so an interrupted replacement leaves no config.json, and what is left is no
+longer a run that could be resumed. (train_state.* at the top: written by basegpt before
+checkpoints were committed by rename.)"""
+
+_STEP_FOLDER = re.compile(r"step_(\d+)")
+_TRASH = ".trash-"
+
+
+def step_folder(run_dir: Path, step: int) -> Path:
+    """checkpoints/step_N of `run_dir` (N zero-padded, so names sort by step)."""
+    return run_dir / CHECKPOINTS / f"step_{step:08d}"
+
+
+# ------------------------------------------------------------------------ writing
+
+def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler, stream: Any, keep: int, progress: dict[str, Any],
+                    is_best: bool, rng_ranks: list[dict[str, torch.Tensor]] | None = None) -> Path:
+    """Commit checkpoint step_N (see the module docstring), then put its weights at the top
+    of run_dir, then into best/ when validation improved, then drop all but the latest
+    `keep` checkpoints. `rng_ranks`: every process's RNG states under torchrun (see
+    train_state.rng_to_flat). Returns the checkpoint's folder."""
+    step = progress["step"]
+    progress = {**progress, "data": stream.state_dict()}
+    folder = step_folder(run_dir, step)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.{secrets.token_hex(8)}.tmp"
+    tmp.mkdir()
+    try:
+        save_tensors(tmp / WEIGHTS_FILE, model_tensors(model),
+                     metadata={"format": "pt", "step": str(step)})
+        save_train_state(tmp, optimizer, scaler, progress, rng_ranks)
+        if folder.exists():                  # the same step saved again: replace it whole
+            _discard(folder)
+        os.replace(tmp, folder)              # the commit point
+        fsync_dir(folder.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _atomic_copy(folder / WEIGHTS_FILE, run_dir / WEIGHTS_FILE)
+    if is_best:
+        _atomic_copy(folder / WEIGHTS_FILE, run_dir / BEST / WEIGHTS_FILE)
+        _write_best_json(run_dir, step, progress["best_val"])
+        _complete_best(run_dir)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        _discard(old)
+    return folder
+
+
+def save_best(run_dir: Path, model: B2lM, step: int, val_loss: float) -> None:
+    """best/: the weights with the lowest validation loss so far (between checkpoints too)."""
+    save_tensors(run_dir / BEST / WEIGHTS_FILE, model_tensors(model),
+                 metadata={"format": "pt", "step": str(step)})
+    _write_best_json(run_dir, step, val_loss)
+    _complete_best(run_dir)
+
+
+def _complete_best(run_dir: Path) -> None:
+    """config.json and tokenizer.json beside the best weights make best/ a run directory of
+    its own: load_run("RUN/best") and `basegpt generate RUN/best` read it like any run."""
+    for name in (CONFIG_FILE, TOKENIZER_FILE):
+        if (run_dir / name).is_file():
+            _atomic_copy(run_dir / name, run_dir / BEST / name)
+
+
+def _write_best_json(run_dir: Path, step: int, val_loss: float) -> None:
+    atomic_write_text(run_dir / BEST / "best.json",
+                      json.dumps({"step": step, "val_loss": val_loss}) + "\n")
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    atomic_write_bytes(target, source.read_bytes())
+
+
+def _discard(path: Path) -> None:
+    """Remove a folder or file: first renamed to a hidden .trash- name (atomic), so a kill
+    in the middle of the removal leaves a name that no reader or resume takes for a
+    checkpoint, and that the next writer removes."""
+    trash = path.parent / f"{_TRASH}{path.name}.{secrets.token_hex(8)}"
+    os.replace(path, trash)
+    if trash.is_dir():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        trash.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------ finding
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoints/step_N folders of `run_dir`, oldest first (complete or not)."""
+    folder = run_dir / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if (m := _STEP_FOLDER.fullmatch(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why checkpoint `folder` cannot be resumed from (None: it is complete): its three
+    files must exist and record the step in the folder's name."""
+    step = int(_STEP_FOLDER.fullmatch(folder.name).group(1))
+    try:
+        state = read_state_json(folder)
+    except (OSError, ValueError) as error:
+        return str(error)
+    if state["progress"]["step"] != step:
+        return f"{STATE_JSON} is from step {state['progress']['step']}"
+    for name in (STATE_TENSORS, WEIGHTS_FILE):
+        saved = tensor_step(folder / name)
+        if saved != str(step):
+            return f"{name} is " + ("missing or unreadable" if saved is None else f"from step {saved}")
+    return None
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest complete checkpoint folder of `run_dir` (None: there is none), and a line
+    for each newer folder passed over as incomplete ("step_00000080: ..."), newest first."""
+    skipped = []
+    for folder in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder, skipped
+        skipped.append(f"{folder.name}: {problem}")
+    return None, skipped
+
+
+def last_checkpoint(run_dir: Path | None) -> str:
+    """The newest checkpoint folder of run_dir as text, for error messages ("none yet"
+    before the first save, "none (no run_dir)" without a run directory)."""
+    if run_dir is None:
+        return "none (no run_dir)"
+    kept = list_checkpoints(run_dir)
+    return str(kept[-1]) if kept else "none yet"
+
+
+# ------------------------------------------------------------------------ cleaning up
+
+def clean_leftovers(run_dir: Path) -> list[str]:
+    """Remove what interrupted saves left in `run_dir`: temporary files and folders
+    (.NAME.<hex>.tmp), half-removed ones (.trash-*), and the train_state.* that older
+    basegpt versions kept at the top (the checkpoints hold their own). Returns the names
+    removed, relative to run_dir."""
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / BEST):
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            name = path.name
+            leftover = (name.startswith(".") and name.endswith(".tmp")) or name.startswith(_TRASH)
+            if folder == run_dir and name in (STATE_TENSORS, STATE_JSON):
+                leftover = True
+            if leftover:
+                _remove(path)
+                removed.append(str(path.relative_to(run_dir)))
+    return removed
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Remove the run in `run_dir` (every name in RUN_FILES; other files stay), so that
+    nothing of it remains for a later resume or load to pick up. Each name is first moved
+    into one hidden .trash- folder, config.json first, then that folder is removed.
+    Returns the names removed."""
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not present:
+        return []
+    trash = run_dir / f"{_TRASH}{secrets.token_hex(8)}"
+    trash.mkdir()
+    for name in present:
+        os.replace(run_dir / name, trash / name)
+    fsync_dir(run_dir)
+    shutil.rmtree(trash, ignore_errors=True)
+    return present
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` holds (part of) a run: any of RUN_FILES."""
+    return any((run_dir / name).exists() for name in RUN_FILES)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
