@@ -110,14 +110,22 @@ def resolve_spec(preset: str | None = None, config_file: str | os.PathLike | Non
     run's model and the tokenizer that run's; the config file and overrides may change only
     the model fields that leave its weights valid (checkpoint.INIT_FIELDS: dropout, kernels),
     and any other model setting that differs is a ValueError naming each one.
+
+    A budget the user sets replaces the preset's: `--max-steps 200` on the laptop preset
+    (4 minutes) trains 200 steps, however long they take. Otherwise the preset's time budget
+    would stay, and the learning-rate schedule, which follows the clock under a time budget,
+    would make two runs with the same seed differ.
     """
     specs = [load_preset(preset or DEFAULT_PRESET)]
     if config_file is not None:
         specs.append(load_config_file(config_file))
     specs.append(overrides or {})
     spec = merge_specs(*specs)
+    explicit = merge_specs(*specs[1:])               # what the user set, not the preset
+    if explicit["train"].keys() & set(BUDGET_FLAGS):
+        for budget in BUDGET_FLAGS:
+            spec["train"][budget] = explicit["train"].get(budget)
     if init_from is not None:
-        explicit = merge_specs(*specs[1:])           # what the user set, not the preset
         spec["model"] = _init_model(init_from, explicit["model"])
         spec["data"]["tokenizer"] = _init_tokenizer(init_from, explicit["data"].get("tokenizer"))
     check_spec(spec)
