@@ -437,3 +437,33 @@ def test_train_run_seed_fixes_the_initial_weights(tmp_path: Path, monkeypatch, s
         train_run(spec, tmp_path / name, progress=False, log=lambda m: None)
     assert_same_weights(tmp_path / "a", tmp_path / "b",
                         "same spec and seed, same weights: the initial weights are seeded too")
+
+
+# ------------------------------------------------------------------------ import and export
+
+def test_import_over_a_trained_run_leaves_none_of_it_and_waits_for_no_one(
+        tokenizer, data, tmp_path: Path):
+    from basegpt.interop.hf_gpt2 import export_hf, import_hf
+    model = tiny(tokenizer, n_head=4, n_k=8, n_v=8, norm_position="pre", positional="learned",
+                 activation="gelu")
+    export_hf((model, tokenizer), tmp_path / "hf")
+    assert not (tmp_path / "hf" / LOCK_FILE).exists(), "export released its lock"
+    run = tmp_path / "run"
+    fit(tiny(tokenizer), data, data, TrainConfig(max_steps=2, batch_size=4, eval_every=1),
+        run_dir=run, progress=False)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=f"pid {holder.pid}"):
+            import_hf(tmp_path / "hf", run, overwrite=True)
+        with pytest.raises(RunLocked, match=f"pid {holder.pid}"):
+            export_hf((model, tokenizer), run)
+    finally:
+        holder.kill()
+        holder.wait()
+    import_hf(tmp_path / "hf", run, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.safetensors",
+                                                     "tokenizer.json"], sorted(run.iterdir())
+    torch.testing.assert_close(load_run(run).model(torch.tensor([[1, 2, 3]])),
+                               model.eval()(torch.tensor([[1, 2, 3]])))

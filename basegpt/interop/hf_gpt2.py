@@ -53,6 +53,8 @@ from basegpt.config import ModelConfig
 from basegpt.interop.tokenizers import (from_hf_tokenizer_json, hf_json_from_vocab_merges,
                                         hf_tokenizer_json, save_tiktoken)
 from basegpt.model import B2lM
+from basegpt.rundir import clear_run
+from basegpt.runlock import run_lock
 from basegpt.tokenizer import Tokenizer
 from basegpt.tokenizer.tokenizer import EOT, PAD
 
@@ -287,20 +289,20 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     eot = tokenizer.special_tokens.get(EOT)
     pad = tokenizer.special_tokens.get(PAD)
     tensors = gpt2_tensors(model)
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_tensors(out / HF_WEIGHTS, tensors, metadata={"format": "pt"})
     dtype = model.tok_emb.weight.dtype
-    atomic_write_text(out / HF_CONFIG, json.dumps(hf_config(config, eot, eot, pad, dtype),
-                                                  indent=2) + "\n")
-    atomic_write_text(out / HF_TOKENIZER, json.dumps(tok_json, ensure_ascii=False) + "\n")
     tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.n_context,
                   "clean_up_tokenization_spaces": False, "add_prefix_space": False}
     if eot is not None:
         tok_config |= {"bos_token": EOT, "eos_token": EOT}
     if pad is not None:
         tok_config["pad_token"] = PAD
-    atomic_write_text(out / HF_TOKENIZER_CONFIG, json.dumps(tok_config, indent=2) + "\n")
+
+    with run_lock(out, "basegpt export"):       # two exports into one folder would mix
+        save_tensors(out / HF_WEIGHTS, tensors, metadata={"format": "pt"})
+        atomic_write_text(out / HF_CONFIG, json.dumps(hf_config(config, eot, eot, pad, dtype),
+                                                      indent=2) + "\n")
+        atomic_write_text(out / HF_TOKENIZER, json.dumps(tok_json, ensure_ascii=False) + "\n")
+        atomic_write_text(out / HF_TOKENIZER_CONFIG, json.dumps(tok_config, indent=2) + "\n")
     return out
 
 
@@ -429,7 +431,7 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
         raise FileNotFoundError(f"{hf_dir} has no {HF_CONFIG}; it is not a Hugging Face model "
                                 "directory")
     _check_folder_target(run_dir, "the run directory")
-    if (run_dir / CONFIG_FILE).exists() and not overwrite:
+    if (run_dir / CONFIG_FILE).exists() and not overwrite:     # early: before reading weights
         raise ValueError(f"{run_dir} already holds a run; choose another directory or pass "
                          "overwrite=True (--overwrite)")
     config = config_from_hf(_read_json(hf_dir / HF_CONFIG), str(hf_dir / HF_CONFIG))
@@ -437,12 +439,17 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
     hf_tensors, weights, pickled = read_hf_weights(hf_dir, allow_pickle)
     tensors = basegpt_tensors(hf_tensors, config, str(weights))
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {"imported_from": {"format": "hf-gpt2", "path": str(hf_dir.resolve()),
                                                "weights": weights.name}}
-    tokenizer.save(run_dir / TOKENIZER_FILE)
-    save_tensors(run_dir / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-    save_config(run_dir, config, tokenizer, extra=extra)   # last: a run is complete once it exists
+    with run_lock(run_dir, "basegpt import hf"):
+        if (run_dir / CONFIG_FILE).exists() and not overwrite:   # again, now as the one writer
+            raise ValueError(f"{run_dir} already holds a run; choose another directory or "
+                             "pass overwrite=True (--overwrite)")
+        # Nothing of a run replaced may stay: its checkpoints would resume under this config.
+        clear_run(run_dir)
+        tokenizer.save(run_dir / TOKENIZER_FILE)
+        save_tensors(run_dir / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+        save_config(run_dir, config, tokenizer, extra=extra)   # last: the run is complete
     return HFImport(run_dir=run_dir, weights=weights, pickled=pickled)
 
 
