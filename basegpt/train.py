@@ -378,129 +378,132 @@ def _fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None
     # on its own would leave the others waiting forever in their next collective.
     reason = stop_reason(config, step, total_steps, elapsed)
     try:
-        try:
-            while True:
-                if stop.raised and not dist.enabled:
-                    reason = reason or "signal"      # one process: stop now, nothing to agree on
-                if reason:
-                    break
-                step_start = time.perf_counter()
-                frac = _progress(config, step, total_steps, elapsed)
-                lr = learning_rate(config, step, frac)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batches = [next(stream) for _ in range(accum)]
-                n_real = sum(int((y != IGNORE_INDEX).sum()) for _, y in batches)
-                n_real = dist.sum(n_real)
-                try:
-                    loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
-                                                 scaler, dist)
-                except Exception as error:
-                    if compiled is None or step > start_step:
-                        raise
-                    # torch.compile fails lazily, in the first forward or the first compiled
-                    # backward; eager always works. Gradients of the failed try are dropped.
-                    log(f"warning: torch.compile failed ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly")
-                    optimizer.zero_grad(set_to_none=True)
-                    compiled, train_model = None, dist.wrap(raw)
-                    loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
-                                                 scaler, dist)
-                scale = scaler.get_scale() if scaler.is_enabled() else None
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(),
-                                                           config.grad_clip or float("inf")).item()
-                loss_total, clock_total, signals = dist.sum_all(
-                    [loss_sum.item(), elapsed_before + time.perf_counter() - clock, stop.raised])
-                step_loss = loss_total / max(n_real, 1)
-                elapsed = clock_total / dist.world           # the mean of the processes' clocks
-                vote = "signal" if signals else ""
-                # With fp16 an inf gradient is usually the scaler's own overflow: scaler.step()
-                # then skips the update and update() halves the scale. Only a non-finite loss,
-                # or overflow at a scale below MIN_LOSS_SCALE, is divergence.
-                bad = not math.isfinite(step_loss) or (not math.isfinite(grad_norm)
-                                                       and scale is None)
-                if not bad:
-                    scaler.step(optimizer)
-                    scaler.update()
-                    overflow = scale is not None and scaler.get_scale() < scale
-                    if overflow:
-                        result.overflow_steps += 1
-                    bad = overflow and scaler.get_scale() < MIN_LOSS_SCALE
-                if bad:
-                    if config.on_nonfinite == "stop":
-                        what = "loss" if not math.isfinite(step_loss) else "gradient"
-                        floor = (f" even at loss scale {scaler.get_scale():g} (the fp16 gradient "
-                                 f"scaler fell below {MIN_LOSS_SCALE:g})"
-                                 if what == "gradient" and scale is not None else "")
-                        raise TrainingDiverged(
-                            f"non-finite {what} at step {step}{floor}: loss {step_loss}, grad norm "
-                            f"{grad_norm}, lr {lr:.3g}; last good checkpoint: "
-                            f"{last_checkpoint(run_dir)}. Lower lr, raise warmup_steps or "
-                            "grad_clip, or pass on_nonfinite='skip'")
-                    if not math.isfinite(step_loss):   # (the scaler's overflow path has updated)
-                        scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    result.skipped_steps += 1
-                    step += 1
-                    reason = vote or stop_reason(config, step, total_steps, elapsed)
-                    continue
+        while True:
+            if stop.raised and not dist.enabled:
+                reason = reason or "signal"      # one process: stop now, nothing to agree on
+            if reason:
+                break
+            step_start = time.perf_counter()
+            frac = _progress(config, step, total_steps, elapsed)
+            lr = learning_rate(config, step, frac)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batches = [next(stream) for _ in range(accum)]
+            n_real = sum(int((y != IGNORE_INDEX).sum()) for _, y in batches)
+            n_real = dist.sum(n_real)
+            try:
+                loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
+                                             scaler, dist)
+            except Exception as error:
+                if compiled is None or step > start_step:
+                    raise
+                # torch.compile fails lazily, in the first forward or the first compiled
+                # backward; eager always works. Gradients of the failed try are dropped.
+                log(f"warning: torch.compile failed ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly")
                 optimizer.zero_grad(set_to_none=True)
+                compiled, train_model = None, dist.wrap(raw)
+                loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
+                                             scaler, dist)
+            scale = scaler.get_scale() if scaler.is_enabled() else None
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(),
+                                                       config.grad_clip or float("inf")).item()
+            loss_total, clock_total, signals = dist.sum_all(
+                [loss_sum.item(), elapsed_before + time.perf_counter() - clock, stop.raised])
+            step_loss = loss_total / max(n_real, 1)
+            elapsed = clock_total / dist.world           # the mean of the processes' clocks
+            vote = "signal" if signals else ""
+            # With fp16 an inf gradient is usually the scaler's own overflow: scaler.step()
+            # then skips the update and update() halves the scale. Only a non-finite loss,
+            # or overflow at a scale below MIN_LOSS_SCALE, is divergence.
+            bad = not math.isfinite(step_loss) or (not math.isfinite(grad_norm)
+                                                   and scale is None)
+            if not bad:
+                scaler.step(optimizer)
+                scaler.update()
+                overflow = scale is not None and scaler.get_scale() < scale
+                if overflow:
+                    result.overflow_steps += 1
+                bad = overflow and scaler.get_scale() < MIN_LOSS_SCALE
+            if bad:
+                if config.on_nonfinite == "stop":
+                    what = "loss" if not math.isfinite(step_loss) else "gradient"
+                    floor = (f" even at loss scale {scaler.get_scale():g} (the fp16 gradient "
+                             f"scaler fell below {MIN_LOSS_SCALE:g})"
+                             if what == "gradient" and scale is not None else "")
+                    raise TrainingDiverged(
+                        f"non-finite {what} at step {step}{floor}: loss {step_loss}, grad norm "
+                        f"{grad_norm}, lr {lr:.3g}; last good checkpoint: "
+                        f"{last_checkpoint(run_dir)}. Lower lr, raise warmup_steps or "
+                        "grad_clip, or pass on_nonfinite='skip'")
+                if not math.isfinite(step_loss):   # (the scaler's overflow path has updated)
+                    scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                result.skipped_steps += 1
                 step += 1
-                result.tokens += tokens_per_step
-                result.train_loss.append((step, step_loss))
-                now = time.perf_counter()
-                bar.update(min(elapsed_before + now - clock, bar.total) - bar.n if by_clock else 1)
-                train_seconds += now - step_start
-                tok_s = tokens_per_step / max(now - step_start, 1e-9)     # this step, no evals
-                postfix = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
-                record = {"step": step, "tokens": result.tokens, "epoch": round(stream.epoch, 4),
-                          "train_loss": step_loss, "lr": lr,
-                          "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
-                          "tokens_per_s": tok_s, "seconds": elapsed_before + now - clock,
-                          "train_seconds": train_seconds}
-                if scale is not None:
-                    record["loss_scale"] = scaler.get_scale()
-                if peak:
-                    # tok_s counts every process's tokens; MFU is per device, against one's peak.
-                    record["mfu"] = flops_per_token * tok_s / (peak * dist.world)
-                    postfix["mfu"] = f"{record['mfu']:.1%}"
-                bar.set_postfix(postfix)
-                refresh_plot = False
                 reason = vote or stop_reason(config, step, total_steps, elapsed)
-                at_end = bool(reason)
-                if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or at_end):
-                    scores = evaluate(raw, val_data, config.batch_size, device, autocast,
-                                      config.eval_tokens, bytes_per_token)
-                    record.update(scores)
-                    result.evals.append({"step": step, "tokens": result.tokens, **scores})
-                    log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()
-                                                      if k != "val_tokens"))
-                    refresh_plot = True
-                if dist.is_main and run_dir is not None:
-                    append_metrics(run_dir, record)
-                is_best = "val_loss" in record and record["val_loss"] < best
-                if is_best:
-                    best = record["val_loss"]
-                # Every process reaches the same decision here (step and reason agree).
-                if run_dir is not None and (at_end or (config.checkpoint_every
-                                                       and step % config.checkpoint_every == 0)):
-                    checkpoint(elapsed_before + now - clock, is_best)
-                    saved_at = step
-                elif run_dir is not None and is_best and dist.is_main:
-                    save_best(run_dir, raw, step, best)
-                if refresh_plot and run_dir is not None and dist.is_main:
-                    _plot(run_dir, log)                  # after metrics.jsonl has this eval
-                if on_step is not None:
-                    on_step(record)
-        finally:
-            bar.close()
-        result.stopped_by = reason
-        result.steps = step
-        result.epochs = stream.epoch
-        result.seconds = elapsed_before + time.perf_counter() - clock
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            result.tokens += tokens_per_step
+            result.train_loss.append((step, step_loss))
+            now = time.perf_counter()
+            bar.update(min(elapsed_before + now - clock, bar.total) - bar.n if by_clock else 1)
+            train_seconds += now - step_start
+            tok_s = tokens_per_step / max(now - step_start, 1e-9)     # this step, no evals
+            postfix = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
+            record = {"step": step, "tokens": result.tokens, "epoch": round(stream.epoch, 4),
+                      "train_loss": step_loss, "lr": lr,
+                      "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
+                      "tokens_per_s": tok_s, "seconds": elapsed_before + now - clock,
+                      "train_seconds": train_seconds}
+            if scale is not None:
+                record["loss_scale"] = scaler.get_scale()
+            if peak:
+                # tok_s counts every process's tokens; MFU is per device, against one's peak.
+                record["mfu"] = flops_per_token * tok_s / (peak * dist.world)
+                postfix["mfu"] = f"{record['mfu']:.1%}"
+            bar.set_postfix(postfix)
+            refresh_plot = False
+            reason = vote or stop_reason(config, step, total_steps, elapsed)
+            at_end = bool(reason)
+            if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or at_end):
+                scores = evaluate(raw, val_data, config.batch_size, device, autocast,
+                                  config.eval_tokens, bytes_per_token)
+                record.update(scores)
+                result.evals.append({"step": step, "tokens": result.tokens, **scores})
+                log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()
+                                                  if k != "val_tokens"))
+                refresh_plot = True
+            if dist.is_main and run_dir is not None:
+                append_metrics(run_dir, record)
+            is_best = "val_loss" in record and record["val_loss"] < best
+            if is_best:
+                best = record["val_loss"]
+            # Every process reaches the same decision here (step and reason agree).
+            if run_dir is not None and (at_end or (config.checkpoint_every
+                                                   and step % config.checkpoint_every == 0)):
+                checkpoint(elapsed_before + now - clock, is_best)
+                saved_at = step
+            elif run_dir is not None and is_best and dist.is_main:
+                save_best(run_dir, raw, step, best)
+            if refresh_plot and run_dir is not None and dist.is_main:
+                _plot(run_dir, log)                  # after metrics.jsonl has this eval
+            if on_step is not None:
+                on_step(record)
+    except BaseException:
+        stop.uninstall()
+        raise
+    finally:
+        bar.close()
+    result.stopped_by = reason
+    result.steps = step
+    result.epochs = stream.epoch
+    result.seconds = elapsed_before + time.perf_counter() - clock
+    try:
         # Ended between checkpoints (on a skipped step, or by Ctrl-C between steps): save
-        # it, with the handlers still installed so that another Ctrl-C waits for the save.
+        # it, with the handlers still installed, so that another Ctrl-C waits for the save.
         if run_dir is not None and saved_at != step:
             checkpoint(result.seconds, False)
     finally:

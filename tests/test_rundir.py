@@ -232,6 +232,53 @@ def test_overwrite_leaves_nothing_of_the_old_run(tokenizer, data, tmp_path: Path
     assert result.steps == 4 and load_run(run).model.config.n_embed == 48
 
 
+TRAIN_SLOWLY = """
+import os, sys, time, torch
+fsync = os.fsync
+def slow_fsync(fd):
+    time.sleep(0.01)
+    fsync(fd)
+os.fsync = slow_fsync
+from basegpt import B2lM, SlidingWindowDataset, Tokenizer
+from basegpt.train import TrainConfig, fit
+text = "readers watch a run while it trains. " * 60
+tok = Tokenizer(vocab_size=300).train(text, progress=False)
+data = SlidingWindowDataset(tokenizer=tok, n_context=16, texts=[text])
+torch.manual_seed(0)
+model = B2lM(vocab_size=len(tok), n_embed=32, n_block=2, n_head=2, n_k=16, n_v=16, n_ff=64,
+             n_context=16)
+fit(model, data, data, TrainConfig(max_steps=15, batch_size=4, checkpoint_every=1, eval_every=5,
+                                   keep_checkpoints=1), run_dir=sys.argv[1], progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_readers_never_see_a_half_written_run_while_it_trains(tmp_path: Path):
+    from basegpt.insight import run_info
+    run = tmp_path / "run"
+    writer = subprocess.Popen([sys.executable, "-c", TRAIN_SLOWLY, str(run)], cwd=ROOT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE,
+                              text=True)
+    loads = 0
+    try:
+        while writer.poll() is None:
+            if not (run / "model.safetensors").exists():   # before the first checkpoint
+                time.sleep(0.01)
+                continue
+            loaded = load_run(run)
+            info = run_info(run)
+            best = load_run(run / "best") if (run / "best" / "config.json").exists() else None
+            assert info["checkpoints"] and info["progress"]["steps"] >= 1, info["progress"]
+            assert loaded.model.config.n_embed == 32 and (best is None or best.model)
+            loads += 1
+    finally:
+        writer.kill()
+        _, err = writer.communicate()
+    assert writer.returncode == 0, err[-2000:]
+    assert loads >= 5, f"only {loads} reads happened while the run trained"
+    assert all(checkpoint_problem(f) is None for f in list_checkpoints(run))
+
+
 # ------------------------------------------------------------------------ signals
 
 SAVE_SIGNAL = """
