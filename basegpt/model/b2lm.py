@@ -108,9 +108,12 @@ class B2lM(nn.Module):
         attends to a padding key, so each row's logits equal those of the row run by itself.
         The caller owns the padding and passes it with every forward (the cache stores none).
 
-        ids of a non-integer dtype are a TypeError; ids outside 0..V-1 a ValueError naming the
+        ids that are not a tensor, or of a non-integer dtype, are a TypeError; ids outside 0..V-1 a ValueError naming the
         id (checked for CPU tensors: see _check_id_range for why not on a GPU).
         """
+        if not isinstance(ids, torch.Tensor):
+            raise TypeError(f"ids must be a torch.Tensor of token ids, shape (batch, time), got "
+                            f"{type(ids).__name__}; wrap it: torch.tensor(ids)")
         if ids.dim() != 2:
             raise ValueError(f"ids must have shape (batch, time), got {tuple(ids.shape)}")
         if ids.dtype not in (torch.int64, torch.int32):
