@@ -21,6 +21,7 @@ from basegpt.config import ModelConfig
 from basegpt.model.attention import left_padding_mask
 from basegpt.model.block import build_block
 from basegpt.model.kv_cache import KVCache
+from basegpt.model.memory import check_fits
 from basegpt.model.norms import build_norm
 from basegpt.model.positional import Learned, build_positional
 
@@ -43,7 +44,13 @@ class B2lM(nn.Module):
     std = init_std / sqrt(2 * n_block): each block adds two such outputs to the stream, so its
     variance at the last block stays ~ that of one layer instead of growing with depth.
     The LM head has no bias (as GPT-2); with tie_weights it is the token embedding matrix.
+
+    A config too large for the memory available is a ValueError before anything is allocated
+    (model/memory.py).
     """
+
+    weights_file: str | None = None
+    """Where the weights were read from (checkpoint.load_run sets it), for error messages."""
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -55,6 +62,7 @@ class B2lM(nn.Module):
             config = config.replace(**kwargs)
         if not isinstance(config, ModelConfig):
             raise TypeError(f"config must be a ModelConfig or a dict, got {type(config).__name__}")
+        check_fits(config)                 # before any tensor: a typo'd size is a clear error
         self.config = config
         C, V = config.n_embed, config.vocab_size
 
