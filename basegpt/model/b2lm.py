@@ -277,6 +277,35 @@ def _check_id_range(ids: torch.Tensor, vocab_size: int) -> None:
                          f"the model's: build the model with vocab_size=len(tokenizer)")
 
 
+def nonfinite_weights(model: nn.Module) -> list[str]:
+    """The model's parameters and buffers that hold NaN or inf, each as "name (k of n values)";
+    empty when all are finite. A pass over every weight: call it once something has come out
+    non-finite (nonfinite_message), not on every forward."""
+    found = []
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            found.append(f"{name} ({bad:,} of {tensor.numel():,} values)")
+    return found
+
+
+def nonfinite_message(model: nn.Module, what: str) -> str:
+    """The error for `what` (e.g. "the loss") coming out NaN or inf: which weights are not
+    finite and the file they came from, or, when every weight is finite, that a value
+    overflowed on the way."""
+    bad = nonfinite_weights(model)
+    source = getattr(model, "weights_file", None)
+    if not bad:
+        return (f"{what} came out NaN or inf although every weight is finite: a value "
+                "overflowed inside the model (in float16, use float32 or bfloat16)")
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return (f"{what} came out NaN or inf because the model's weights are not finite: "
+            f"{', '.join(bad[:3])}{more} hold NaN or inf"
+            + (f" (read from {source})" if source else "")
+            + "; the weights are damaged or training diverged: use an earlier checkpoint "
+              "(a run's checkpoints/step_N/ or best/) or train again")
+
+
 def store_transposed(model: nn.Module) -> None:
     """Keep every matrix that multiplies a vector, shape (out, in), in (in, out) memory order,
     as GPT-2's Conv1D does.
