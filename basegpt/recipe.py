@@ -90,6 +90,11 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path} holds a {_json_type(spec)}, but a config is an object of "
                          f"sections, e.g. {{\"model\": {{\"n_block\": 2}}, \"train\": "
                          f"{{\"max_steps\": 100}}}}")
+    for section, values in spec.items():
+        if section in SECTIONS and not isinstance(values, dict):
+            raise ValueError(f"{path}: section {section!r} holds a {_json_type(values)}, but "
+                             f"it must be an object of settings, e.g. "
+                             f"{{\"{section}\": {{...}}}}")
     return spec
 
 
