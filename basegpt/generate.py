@@ -558,8 +558,9 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequenc
     An empty prompt starts from the end-of-text token. The model runs in eval mode (restored).
     """
     if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, (str, Iterable)):
-        hint = ": decode it first, prompt.decode('utf-8')" if isinstance(prompt, (bytes, bytearray)) else ""
-        raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}{hint}")
+        is_bytes = isinstance(prompt, (bytes, bytearray))
+        raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}"
+                        + (": decode it first, prompt.decode('utf-8')" if is_bytes else ""))
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
         raise ValueError("no prompts given; pass a str or a non-empty list of str")

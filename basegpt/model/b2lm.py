@@ -116,8 +116,9 @@ class B2lM(nn.Module):
         attends to a padding key, so each row's logits equal those of the row run by itself.
         The caller owns the padding and passes it with every forward (the cache stores none).
 
-        ids that are not a tensor, or of a non-integer dtype, are a TypeError; ids outside 0..V-1 a ValueError naming the
-        id (checked for CPU tensors: see _check_id_range for why not on a GPU).
+        ids that are not a tensor, or of a non-integer dtype, are a TypeError; ids outside
+        0..V-1 a ValueError naming the id (checked for CPU tensors: see _check_id_range for why
+        not on a GPU).
         """
         if not isinstance(ids, torch.Tensor):
             raise TypeError(f"ids must be a torch.Tensor of token ids, shape (batch, time), got "

@@ -175,10 +175,11 @@ class Tokenizer:
         "python", "reference". No text at all is a ValueError; text that runs out of pairs
         to merge before vocab_size is reached gives a smaller vocabulary, with a warning.
         """
-        if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, (str, os.PathLike, Iterable)):
-            hint = ": decode it first, data.decode('utf-8')" if isinstance(texts, (bytes, bytearray)) else ""
+        is_bytes = isinstance(texts, (bytes, bytearray))
+        if is_bytes or not isinstance(texts, (str, os.PathLike, Iterable)):
             raise TypeError(f"texts must be a str, a path or a list of them, got "
-                            f"{type(texts).__name__}{hint}")
+                            f"{type(texts).__name__}"
+                            + (": decode it first, data.decode('utf-8')" if is_bytes else ""))
         n_merges = self.vocab_size - 256 - len(self.special_tokens)
         n_chars = 0
 
