@@ -161,10 +161,7 @@ def init_from_run(model: torch.nn.Module, run_dir: str | os.PathLike,
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    try:
-        source = ModelConfig.from_dict(config["model"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{run_dir / CONFIG_FILE}: bad model config: {error}") from None
+    source = ModelConfig.from_dict(config["model"])          # read_config checked it
     model = unwrap(model)
     problems = init_conflicts(source, model.config)
     if problems:
@@ -209,7 +206,9 @@ def save_config(run_dir: Path, model_config: ModelConfig, tokenizer: Tokenizer,
 
 
 def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a run's config.json (format and version)."""
+    """Read and check a run's config.json: format, version, and the sections every reader
+    relies on ("model" a valid ModelConfig; "train", if there, an object), so each error
+    names the file, whoever reads it."""
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if not run_dir.is_dir():
@@ -227,6 +226,17 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     if config.get("version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unknown run format version {config.get('version')!r}; this "
                          f"basegpt reads version {FORMAT_VERSION} (upgrade basegpt?)")
+    if not isinstance(config.get("model"), dict):
+        found = "has none" if "model" not in config else f"has {config['model']!r}"
+        raise ValueError(f"{path} must hold the model's settings as an object under \"model\" "
+                         f"(ModelConfig fields), but {found}; the run directory is damaged")
+    try:
+        ModelConfig.from_dict(config["model"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: bad model config: {error}; the run directory is damaged") from None
+    if not isinstance(config.get("train", {}), dict):
+        raise ValueError(f"{path}: \"train\" must be an object of TrainConfig fields, got "
+                         f"{config['train']!r}; the run directory is damaged")
     return config
 
 
@@ -241,14 +251,12 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
                          f"tokenizer this model was trained with (hash "
                          f"{str(config.get('tokenizer_hash'))[:12]}); restore the run's own "
                          "tokenizer.json")
-    try:
-        model_config = ModelConfig.from_dict(config["model"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{run_dir / CONFIG_FILE}: bad model config: {error}") from None
+    model_config = ModelConfig.from_dict(config["model"])    # read_config checked it
     if model_config.vocab_size != len(tokenizer):
         raise ValueError(f"{run_dir}: the model has vocab_size={model_config.vocab_size} but "
                          f"tokenizer.json has {len(tokenizer)} tokens")
     model = B2lM(model_config)
     load_model_tensors(model, load_tensors(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
+    model.weights_file = str(run_dir / WEIGHTS_FILE)       # named if the weights prove non-finite
     model.to(device).eval()
     return Run(path=run_dir, model=model, tokenizer=tokenizer, config=config)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field, fields
 from types import UnionType
@@ -201,6 +202,10 @@ class ModelConfig:
 # ---------------------------------------------------------------------------------------------
 # training and data
 
+MAX_SEED = 2**63 - 1
+"""The largest TrainConfig.seed: torch seeds take 64 bits, and fit seeds process r with seed + r."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. Stops at whichever of max_steps, epochs, max_minutes comes first."""
@@ -240,16 +245,31 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.seed > MAX_SEED:
+            raise ValueError(f"seed={self.seed}: must be in 0..{MAX_SEED} (2**63 - 1): torch's "
+                             "seeds are 64-bit and process r is seeded with seed + r; choose a "
+                             "smaller seed")
         for name in ("epochs", "max_minutes"):
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            if value is not None and not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be positive and finite, got {self.lr}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0")
+        for name in ("beta1", "beta2"):
+            # Adam's running averages decay by beta per step: 1 or more would never forget.
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"{name}={value!r}: Adam's decay rate must be in [0, 1) "
+                                 f"(default {_default(TrainConfig, name)})")
+        for name in ("weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if not 0 <= value < math.inf:
+                raise ValueError(f"{name}={value!r}: must be a finite number >= 0 (0 = off)")
+        if self.peak_tflops is not None and not 0 < self.peak_tflops < math.inf:
+            raise ValueError(f"peak_tflops={self.peak_tflops!r}: must be a finite positive "
+                             "number (one device's peak TFLOP/s), or None to look it up")
         if self.weight_decay > 0 and self.optimizer != "adamw":
             raise ValueError(f"weight_decay={self.weight_decay} needs optimizer='adamw' (Adam "
                              "folds decay into the gradient, which is not what you want)")
@@ -292,6 +312,10 @@ class DataConfig:
 # validation
 
 _FLOAT_FIELDS = {"norm_eps", "rope_base", "embed_dropout", "attn_dropout", "resid_dropout", "init_std"}
+
+
+def _default(cls: type, name: str) -> Any:
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def _is_number(x: Any) -> bool:
@@ -367,8 +391,8 @@ def _validate(cfg: ModelConfig) -> None:
             raise ValueError(f"{name}={getattr(cfg, name)!r}: must be true or false")
     for name in ("norm_eps", "rope_base", "init_std"):
         value = getattr(cfg, name)
-        if not _is_number(value) or not value > 0:
-            raise ValueError(f"{name}={value!r}: must be a positive number")
+        if not _is_number(value) or not 0 < value < math.inf:
+            raise ValueError(f"{name}={value!r}: must be a finite positive number")
     _check_dropout("embed_dropout", cfg.embed_dropout)
 
     if cfg.blocks and len(cfg.blocks) != cfg.n_block:

@@ -86,6 +86,37 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on `device`: a CUDA GPU's free memory
+    (torch.cuda.mem_get_info), or for the CPU the kernel's estimate of what can be allocated
+    without swapping (MemAvailable in /proc/meminfo; else the free pages os.sysconf reports).
+    None where it cannot be known (MPS, other systems): callers then refuse nothing."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024          # the kernel counts in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def format_bytes(n: int) -> str:
+    """A byte count for people, in binary units: 1536 -> "1.5 KiB", 5 * 2**40 -> "5.0 TiB"."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    value, i = float(n), 0
+    while value >= 1024 and i < len(units) - 1:
+        value, i = value / 1024, i + 1
+    return f"{n} B" if i == 0 else f"{value:.1f} {units[i]}"
+
+
 def mps_available() -> bool:
     """True when torch can use Apple's GPU (MPS) on this machine."""
     return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())

@@ -54,11 +54,18 @@ from typing import Literal
 
 import torch
 
+from basegpt.config import MAX_SEED
+from basegpt.model.b2lm import nonfinite_message
 from basegpt.model.decode import DecodeStep, unsupported
 from basegpt.sampling import SamplingSettings, choose
 from basegpt.tokenizer import Tokenizer
 
 FinishReason = Literal["length", "eot", "stop"]
+
+
+ROOM_IN_CONTEXTS = 2
+"""seq's capacity beyond the prompt, in n_context lengths; a full seq is compacted (_make_room),
+about once per ROOM_IN_CONTEXTS * n_context - sliding_keep(n_context) tokens."""
 
 
 def sliding_keep(n_context: int) -> int:
@@ -175,9 +182,12 @@ class _TextTracker:
 class _Decoder:
     """The state of one generation call, advanced one token per `step()` for every row.
 
-    seq (B, P + max_new_tokens) holds the left-padded prompts and the tokens generated so far;
+    seq (B, capacity) holds the left-padded prompts and the tokens generated so far;
     row b's context is seq[b, starts[b]:length], and the model sees seq[:, min(starts):length]
-    with the first starts[b] - min(starts) positions of row b as padding.
+    with the first starts[b] - min(starts) positions of row b as padding. Its capacity is
+    P + max_new_tokens, but at most P + 2 * n_context: no window is ever longer than n_context,
+    so when seq is full the windows move back to its start (`_make_room`; the new ids are kept
+    in `ids`). Memory therefore follows n_context, never max_new_tokens, and so does the cache.
     """
 
     @torch.inference_mode()
@@ -198,7 +208,8 @@ class _Decoder:
                              f"{P + max_new_tokens} positions but n_context is {self.n_context}; "
                              f"keep prompt + new tokens <= {self.n_context}, or pass "
                              "strict_context=False to slide the window")
-        self.seq = torch.zeros(B, P + max_new_tokens, dtype=torch.long, device=device)
+        capacity = P + min(max_new_tokens, ROOM_IN_CONTEXTS * self.n_context)
+        self.seq = torch.zeros(B, capacity, dtype=torch.long, device=device)
         for b, p in enumerate(prompts):
             self.seq[b, P - len(p):P] = torch.tensor(p, dtype=torch.long)
         self.starts = [P - len(p) for p in prompts]        # each row's window start in seq
@@ -234,6 +245,20 @@ class _Decoder:
         pad = [s - self.window_start for s in self.starts]
         self.pad_lengths = (torch.tensor(pad, device=self.seq.device) if any(pad) else None)
 
+    def _make_room(self) -> None:
+        """When seq is full, move every row's window back to the start of seq. After
+        `_slide` no window is longer than n_context, and seq holds more than n_context
+        positions (capacity, in __init__), so this always frees room."""
+        if self.length < self.seq.shape[1]:
+            return
+        shift = self.window_start
+        assert shift > 0, "a full seq after _slide holds a window longer than n_context"
+        kept = self.length - shift
+        self.seq[:, :kept] = self.seq[:, shift:self.length].clone()   # the ranges may overlap
+        self.starts = [s - shift for s in self.starts]
+        self.length = kept
+        self._set_windows()                               # pad_lengths: unchanged
+
     def _slide(self) -> None:
         """Slide every row whose context would overflow n_context to its last
         sliding_keep(n_context) tokens (the row's own length, as if it ran alone)."""
@@ -253,19 +278,32 @@ class _Decoder:
     def step(self) -> None:
         """Generate one token for every row (rows already finished ignore theirs)."""
         self._slide()                                     # before a row's window overflows
+        self._make_room()
         model, ws, L = self.model, self.window_start, self.length
         if self.cache is None:                            # reference path: the whole window
             logits = model(self.seq[:, ws:L], logits_for="last", pad_lengths=self.pad_lengths)[:, -1]
+            _check_finite(model, logits)
         elif not self.cache_fresh:                        # prefill (again, after a slide)
             self.cache.reset()
             logits = model(self.seq[:, ws:L], kv_cache=self.cache, logits_for="last",
                            pad_lengths=self.pad_lengths)[:, -1]
             self.cache_fresh = True
+            _check_finite(model, logits)
         else:                                             # one new token on the cache
             logits = self._one_token(self.seq[:, L - 1])
-        next_ids = choose(logits, self.settings, self.generator, self.seen)   # (B,)
+        try:
+            next_ids = choose(logits, self.settings, self.generator, self.seen)   # (B,)
+        except RuntimeError:
+            # torch.multinomial refuses NaN and inf probabilities: say why they are there.
+            _check_finite(model, logits)
+            raise
         self.seq[:, L] = next_ids
         self.length, self.remaining = L + 1, self.remaining - 1
+        if self.done:
+            # Greedy steps pass NaN through argmax unchecked; a non-finite weight that the
+            # prefill missed (an embedding row of a generated token) stays in the cache, so
+            # one check at the end finds it.
+            _check_finite(model, logits)
         if self.seen is not None:
             self.seen.scatter_(1, next_ids.unsqueeze(1), True)
         chosen = next_ids.tolist()                        # the one device sync per step
@@ -327,6 +365,15 @@ class _EvalMode:
 
 
 # --------------------------------------------------------------------------- validation
+
+def _check_finite(model: torch.nn.Module, logits: torch.Tensor) -> None:
+    """A ValueError naming the model's non-finite weights when `logits` hold NaN or inf.
+    Called once per full forward (prefill) and once at the end, not on every step: one sum
+    over (B, V) is the whole cost when the logits are healthy (a NaN or inf makes it non-finite;
+    summed in float32, which float16 logits would overflow)."""
+    if not bool(logits.sum(dtype=torch.float32).isfinite()):
+        raise ValueError(nonfinite_message(model, "the model's next-token scores (logits)"))
+
 
 def _check_model(model: torch.nn.Module) -> None:
     if not all(hasattr(model, a) for a in ("config", "new_kv_cache", "tok_emb")):
@@ -396,6 +443,9 @@ def _check_seed(seed: int | None) -> None:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}; "
                         "e.g. seed=0")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed={seed}: must be in 0..{MAX_SEED} (2**63 - 1), as torch's "
+                         "64-bit generators take it; choose a smaller seed")
 
 
 def _encode_prompt(tokenizer: Tokenizer, prompt: str, model: torch.nn.Module) -> list[int]:
@@ -507,6 +557,10 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequenc
     sliding the window (module docstring).
     An empty prompt starts from the end-of-text token. The model runs in eval mode (restored).
     """
+    if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, (str, Iterable)):
+        is_bytes = isinstance(prompt, (bytes, bytearray))
+        raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}"
+                        + (": decode it first, prompt.decode('utf-8')" if is_bytes else ""))
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
         raise ValueError("no prompts given; pass a str or a non-empty list of str")

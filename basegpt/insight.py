@@ -29,6 +29,7 @@ import torch
 
 from basegpt._optional import require
 from basegpt.model import B2lM
+from basegpt.model.b2lm import nonfinite_message
 from basegpt.tokenizer import Tokenizer
 
 DEFAULT_EVAL_TOKENS = 262_144
@@ -59,18 +60,25 @@ def evaluate_run(run_dir: str | os.PathLike, source: str | os.PathLike | Sequenc
     from basegpt.devices import autocast, pick_device
     from basegpt.train import evaluate, token_bytes
 
+    # Checked before anything loads; only None means "the run's own setting" (0 is an error,
+    # not a request for the default).
+    for name, value in (("max_tokens", max_tokens), ("batch_size", batch_size)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     run = load_run(run_dir)
     train_config = run.config.get("train") or {}
-    max_tokens = max_tokens or train_config.get("eval_tokens") or DEFAULT_EVAL_TOKENS
-    batch_size = batch_size or train_config.get("batch_size") or 32
-    for name, value in (("max_tokens", max_tokens), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if max_tokens is None:
+        max_tokens = train_config.get("eval_tokens") or DEFAULT_EVAL_TOKENS
+    if batch_size is None:
+        batch_size = train_config.get("batch_size") or 32
     data, what = _eval_data(run, source, text, split)
     torch_device = pick_device(device)
     model = run.model.to(torch_device)
     scores = evaluate(model, data, batch_size, torch_device, autocast(torch_device, torch.float32),
                       max_tokens, token_bytes(run.tokenizer, model.config.vocab_size))
+    if not math.isfinite(scores["val_loss"]):
+        raise ValueError(nonfinite_message(model, f"the loss of {run_dir} on {what}"))
     out = {"loss": scores["val_loss"], "perplexity": scores["val_ppl"],
            "bits_per_byte": scores.get("val_bpb"), "tokens": scores["val_tokens"],
            "source": what, "run_dir": str(run_dir)}

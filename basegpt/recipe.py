@@ -65,28 +65,54 @@ def load_preset(name: str) -> dict[str, Any]:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A spec from a .json or .toml file."""
+    """A spec from a .json or .toml file: a table of sections (model, train, data). Errors
+    name the file: missing, not UTF-8, not valid JSON/TOML, or not a table."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
-    text = path.read_text(encoding="utf-8")
+    kind = "TOML" if path.suffix == ".toml" else "JSON"
     try:
-        if path.suffix == ".toml":
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); "
+                         f"save the {kind} config as UTF-8") from None
+    try:
+        if kind == "TOML":
             try:
                 import tomllib
             except ImportError:                  # Python 3.10
                 raise ValueError(f"{path}: TOML config files need Python 3.11+; use JSON") from None
-            return tomllib.loads(text)
-        return json.loads(text)
+            spec = tomllib.loads(text)
+        else:
+            spec = json.loads(text)
     except (json.JSONDecodeError, ValueError) as error:
-        raise ValueError(f"{path} is not a valid {path.suffix[1:].upper() or 'JSON'} config "
-                         f"({error})") from None
+        raise ValueError(f"{path} is not a valid {kind} config ({error})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path} holds a {_json_type(spec)}, but a config is an object of "
+                         f"sections, e.g. {{\"model\": {{\"n_block\": 2}}, \"train\": "
+                         f"{{\"max_steps\": 100}}}}")
+    for section, values in spec.items():
+        if section in SECTIONS and not isinstance(values, dict):
+            raise ValueError(f"{path}: section {section!r} holds a {_json_type(values)}, but "
+                             f"it must be an object of settings, e.g. "
+                             f"{{\"{section}\": {{...}}}}")
+    return spec
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type: [1] -> "list", "a" -> "string"."""
+    names = {list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+             type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def merge_specs(*specs: dict[str, Any]) -> dict[str, Any]:
     """Merge specs section by section; later values win. Unknown sections are errors."""
     merged: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for spec in specs:
+        if not isinstance(spec, dict):
+            raise ValueError(f"a spec must be a dict of sections ({', '.join(SECTIONS)}), got "
+                             f"{type(spec).__name__}")
         for section, values in spec.items():
             if section == "description":
                 continue
@@ -378,6 +404,10 @@ def read_spec(run_dir: str | os.PathLike) -> dict[str, Any]:
     if "spec" not in config:
         raise ValueError(f"{run_dir} was not made by `basegpt train` (no spec in config.json); "
                          "continue it from Python with fit(..., resume=True)")
+    if not isinstance(config["spec"], dict):
+        raise ValueError(f"{Path(run_dir) / 'config.json'}: 'spec' must be an object of "
+                         f"sections ({', '.join(SECTIONS)}), got {_json_type(config['spec'])}; "
+                         "the run directory is damaged")
     return config["spec"]
 
 

@@ -125,6 +125,44 @@ def test_the_cache_is_refilled_from_the_last_window_when_it_slides():
         "a finished row must not cost refills"
 
 
+def test_a_huge_max_new_tokens_allocates_nothing_by_it(model):
+    """The token buffer and the cache follow n_context, not max_new_tokens: 10**12 new tokens
+    that stop at the first one cost what one does (before: an 8 TB torch.zeros)."""
+    first = greedy(model, [[1, 2, 3]], 1)[0][0]
+    out = generate_ids(model, [[1, 2, 3]], max_new_tokens=10**12, temperature=0, stop=[first])
+    assert out[0].ids == [first] and out[0].finish_reason == "stop", out
+    text = generate(model, TOK, "abc", max_new_tokens=10**12, temperature=0,
+                    stop=greedy(model, [list(b"abc")], 1)[0])
+    assert text == "", f"stopped at the first token: {text!r}"
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_the_token_buffer_moves_its_windows_back_and_changes_no_token(monkeypatch, use_cache):
+    """Past 2 * n_context new tokens the buffer is full and its windows move back to its start
+    (_make_room); the tokens and log-probs equal those of a buffer that never fills."""
+    import basegpt.generate as gen
+    model = tiny_model(n_context=16, positional="rope")
+    rows = [[5, 6, 7, 8, 9, 10, 11], [40], [100, 101, 102]]
+    kw = dict(max_new_tokens=150, temperature=0, return_logprobs=True, use_cache=use_cache)
+    moves, make_room = [], gen._Decoder._make_room
+
+    def counted(self):
+        length = self.length
+        make_room(self)
+        if self.length < length:
+            moves.append(self.seq.shape[1])
+    monkeypatch.setattr(gen._Decoder, "_make_room", counted)
+    compacted = generate_ids(model, rows, **kw)
+    assert len(moves) >= 3 and set(moves) == {7 + 2 * 16}, \
+        f"the buffer holds the prompt + 2 * n_context and is compacted when full: {moves}"
+    monkeypatch.setattr(gen, "ROOM_IN_CONTEXTS", 10**6)       # room for every token: no move
+    moves.clear()
+    whole = generate_ids(model, rows, **kw)
+    assert moves == [], "the reference run never moves its windows"
+    for b, (c, w) in enumerate(zip(compacted, whole)):
+        assert c.ids == w.ids and c.logprobs == w.logprobs, f"row {b} differs"
+
+
 def test_strict_context_refuses_to_slide():
     model = tiny_model(n_context=16)
     with pytest.raises(ValueError, match=r"prompt of 10 tokens \+ max_new_tokens=7 is 17 positions "

@@ -95,7 +95,8 @@ def test_plain_multi_head_follows_a_block_s_own_n_head():
     ({"n_head": 2.0}, "n_head=2.0: must be a positive integer"),
     ({"bias": "yes"}, "bias='yes': must be true or false"),
     ({"n_block": 3, "blocks": [{}, {}]}, "blocks has 2 entries but n_block=3"),
-    ({"norm_eps": 0}, "norm_eps=0.0: must be a positive number"),
+    ({"norm_eps": 0}, "norm_eps=0.0: must be a finite positive number"),
+    ({"init_std": float("inf")}, "init_std=inf: must be a finite positive number"),
     ({"norm_kernel": "triton"}, "norm_kernel='triton': choose one of 'manual', 'fused'"),
 ])
 def test_bad_configs_raise_value_errors_naming_the_field(kwargs, expected):

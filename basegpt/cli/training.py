@@ -125,6 +125,7 @@ def _run_train(args: argparse.Namespace) -> int:
         spec = resolve_spec(args.preset, args.config, overrides, init_from=args.init_from)
         out = args.out or Path("runs") / (args.preset or DEFAULT_PRESET)
         _check_folder_path(out, "--out")        # before minutes of tokenizer training
+        _check_memory(spec)
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     result, model, tokenizer = train_run(spec, out, resume=args.resume is not None,
                                          init_from=args.init_from, overwrite=args.overwrite,
@@ -156,6 +157,16 @@ def _run_train(args: argparse.Namespace) -> int:
           + f"\n  basegpt train --resume {run} {more}   # the budget counts the whole run\n"
           f"  basegpt plot {run}")
     return 0
+
+
+def _check_memory(spec: dict[str, Any]) -> None:
+    """Refuse settings whose training cannot fit in the memory of the device it would run on,
+    before the tokenizer and the data are prepared (model/memory.py estimates it)."""
+    from basegpt.devices import pick_device
+    from basegpt.model.memory import check_fits
+    from basegpt.recipe import check_spec
+    model, train, _ = check_spec(spec)        # vocab_size: the data section's, as the tokenizer's
+    check_fits(model, pick_device(train.device), batch_size=train.batch_size)
 
 
 def _check_folder_path(path: Path, flag: str) -> None:

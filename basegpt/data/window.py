@@ -13,7 +13,7 @@ For corpora that do not fit in memory, see `shards.py` (token files on disk) and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -79,9 +79,15 @@ class SlidingWindowDataset(Dataset):
 
     def __init__(self, tokenizer: Tokenizer, n_context: int, texts: Sequence[str],
                  stride: int | None = None, join_texts: bool = False) -> None:
+        if not callable(getattr(tokenizer, "encode", None)):
+            raise TypeError(f"tokenizer must be a basegpt Tokenizer, got "
+                            f"{type(tokenizer).__name__}; e.g. Tokenizer.load('tokenizer.json')")
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, got one str (which would be "
                             "read character by character); pass texts=[text]")
+        if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+            raise TypeError(f"texts must be a list of strings, got {type(texts).__name__}; "
+                            "pass texts=[text, ...]")
         for name, value in (("n_context", n_context), ("stride", stride)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

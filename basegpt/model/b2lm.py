@@ -21,6 +21,7 @@ from basegpt.config import ModelConfig
 from basegpt.model.attention import left_padding_mask
 from basegpt.model.block import build_block
 from basegpt.model.kv_cache import KVCache
+from basegpt.model.memory import check_fits
 from basegpt.model.norms import build_norm
 from basegpt.model.positional import Learned, build_positional
 
@@ -43,7 +44,13 @@ class B2lM(nn.Module):
     std = init_std / sqrt(2 * n_block): each block adds two such outputs to the stream, so its
     variance at the last block stays ~ that of one layer instead of growing with depth.
     The LM head has no bias (as GPT-2); with tie_weights it is the token embedding matrix.
+
+    A config too large for the memory available is a ValueError before anything is allocated
+    (model/memory.py).
     """
+
+    weights_file: str | None = None
+    """Where the weights were read from (checkpoint.load_run sets it), for error messages."""
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -55,6 +62,7 @@ class B2lM(nn.Module):
             config = config.replace(**kwargs)
         if not isinstance(config, ModelConfig):
             raise TypeError(f"config must be a ModelConfig or a dict, got {type(config).__name__}")
+        check_fits(config)                 # before any tensor: a typo'd size is a clear error
         self.config = config
         C, V = config.n_embed, config.vocab_size
 
@@ -108,9 +116,13 @@ class B2lM(nn.Module):
         attends to a padding key, so each row's logits equal those of the row run by itself.
         The caller owns the padding and passes it with every forward (the cache stores none).
 
-        ids of a non-integer dtype are a TypeError; ids outside 0..V-1 a ValueError naming the
-        id (checked for CPU tensors: see _check_id_range for why not on a GPU).
+        ids that are not a tensor, or of a non-integer dtype, are a TypeError; ids outside
+        0..V-1 a ValueError naming the id (checked for CPU tensors: see _check_id_range for why
+        not on a GPU).
         """
+        if not isinstance(ids, torch.Tensor):
+            raise TypeError(f"ids must be a torch.Tensor of token ids, shape (batch, time), got "
+                            f"{type(ids).__name__}; wrap it: torch.tensor(ids)")
         if ids.dim() != 2:
             raise ValueError(f"ids must have shape (batch, time), got {tuple(ids.shape)}")
         if ids.dtype not in (torch.int64, torch.int32):
@@ -264,6 +276,35 @@ def _check_id_range(ids: torch.Tensor, vocab_size: int) -> None:
         raise ValueError(f"token id {hi} is out of range for vocab_size={vocab_size} (ids must be in "
                          f"0..{vocab_size - 1}); the tokenizer's vocabulary is probably larger than "
                          f"the model's: build the model with vocab_size=len(tokenizer)")
+
+
+def nonfinite_weights(model: nn.Module) -> list[str]:
+    """The model's parameters and buffers that hold NaN or inf, each as "name (k of n values)";
+    empty when all are finite. A pass over every weight: call it once something has come out
+    non-finite (nonfinite_message), not on every forward."""
+    found = []
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            found.append(f"{name} ({bad:,} of {tensor.numel():,} values)")
+    return found
+
+
+def nonfinite_message(model: nn.Module, what: str) -> str:
+    """The error for `what` (e.g. "the loss") coming out NaN or inf: which weights are not
+    finite and the file they came from, or, when every weight is finite, that a value
+    overflowed on the way."""
+    bad = nonfinite_weights(model)
+    source = getattr(model, "weights_file", None)
+    if not bad:
+        return (f"{what} came out NaN or inf although every weight is finite: a value "
+                "overflowed inside the model (in float16, use float32 or bfloat16)")
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return (f"{what} came out NaN or inf because the model's weights are not finite: "
+            f"{', '.join(bad[:3])}{more} hold NaN or inf"
+            + (f" (read from {source})" if source else "")
+            + "; the weights are damaged or training diverged: use an earlier checkpoint "
+              "(a run's checkpoints/step_N/ or best/) or train again")
 
 
 def store_transposed(model: nn.Module) -> None:

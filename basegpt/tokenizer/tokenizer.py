@@ -82,7 +82,10 @@ class Tokenizer:
                  special_tokens: Sequence[str] = DEFAULT_SPECIAL_TOKENS) -> None:
         special_tokens = tuple(special_tokens)
         _check_special_names(special_tokens)
-        if not isinstance(vocab_size, int) or vocab_size < 256 + len(special_tokens):
+        if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__} "
+                            f"{vocab_size!r}; e.g. Tokenizer(vocab_size=4096)")
+        if vocab_size < 256 + len(special_tokens):
             raise ValueError(f"vocab_size={vocab_size!r} is too small: it needs the 256 byte "
                              f"tokens plus {len(special_tokens)} special tokens, so at least "
                              f"{256 + len(special_tokens)}")
@@ -172,6 +175,11 @@ class Tokenizer:
         "python", "reference". No text at all is a ValueError; text that runs out of pairs
         to merge before vocab_size is reached gives a smaller vocabulary, with a warning.
         """
+        is_bytes = isinstance(texts, (bytes, bytearray))
+        if is_bytes or not isinstance(texts, (str, os.PathLike, Iterable)):
+            raise TypeError(f"texts must be a str, a path or a list of them, got "
+                            f"{type(texts).__name__}"
+                            + (": decode it first, data.decode('utf-8')" if is_bytes else ""))
         n_merges = self.vocab_size - 256 - len(self.special_tokens)
         n_chars = 0
 
