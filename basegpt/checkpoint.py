@@ -255,6 +255,12 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
     if model_config.vocab_size != len(tokenizer):
         raise ValueError(f"{run_dir}: the model has vocab_size={model_config.vocab_size} but "
                          f"tokenizer.json has {len(tokenizer)} tokens")
+    if not (run_dir / WEIGHTS_FILE).exists():
+        # config.json is written when training starts, the weights at its first checkpoint.
+        raise FileNotFoundError(f"{run_dir} has no weights yet: its training has not saved a "
+                                "checkpoint. Wait for the first one (every checkpoint_every "
+                                "steps and at the end); if the run was stopped before it, "
+                                f"start it again with: basegpt train --resume {run_dir}")
     model = B2lM(model_config)
     load_model_tensors(model, load_tensors(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
     model.weights_file = str(run_dir / WEIGHTS_FILE)       # named if the weights prove non-finite

@@ -13,11 +13,12 @@ after a kill at any moment, leftovers of interrupted saves cleaned, a run replac
 A checkpoint is written into a hidden temporary folder, checkpoints/.step_N.<hex>.tmp/, and
 renamed to checkpoints/step_N/ once all of its files are on disk. That rename is the commit
 point: a step_N folder is complete by construction, and a kill before it leaves only a
-temporary folder, which the next writer removes. The weights at the top are then replaced
-(atomically, _io.py) for readers; nothing resumes from them, so a kill between the two leaves
-readers one checkpoint behind, never a broken run. A resume takes the newest step folder whose
-files agree on their step (folders written by an older basegpt were not committed this way,
-so each is checked).
+temporary folder, which the next writer removes. Just before the rename, the weights at the
+top are replaced (atomically, _io.py) for readers; nothing resumes from them, so a kill
+between the two leaves readers a step ahead of the newest checkpoint (which the resume then
+trains again), never without weights. A resume takes the newest step folder whose files
+agree on their step (folders written by an older basegpt were not committed this way, so
+each is checked).
 
 Everything here runs in the process that holds the run's lock (runlock.py): removing another
 writer's temporary files would break its save.
@@ -67,9 +68,9 @@ def step_folder(run_dir: Path, step: int) -> Path:
 def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, stream: Any, keep: int, progress: dict[str, Any],
                     is_best: bool, rng_ranks: list[dict[str, torch.Tensor]] | None = None) -> Path:
-    """Commit checkpoint step_N (see the module docstring), then put its weights at the top
-    of run_dir, then into best/ when validation improved, then drop all but the latest
-    `keep` checkpoints. `rng_ranks`: every process's RNG states under torchrun (see
+    """Write checkpoint step_N, put its weights at the top of run_dir, commit it (see the
+    module docstring), then copy the weights into best/ when validation improved, and drop
+    all but the latest `keep` checkpoints. `rng_ranks`: every process's RNG states under torchrun (see
     train_state.rng_to_flat). Returns the checkpoint's folder."""
     step = progress["step"]
     progress = {**progress, "data": stream.state_dict()}
@@ -81,6 +82,7 @@ def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer
         save_tensors(tmp / WEIGHTS_FILE, model_tensors(model),
                      metadata={"format": "pt", "step": str(step)})
         save_train_state(tmp, optimizer, scaler, progress, rng_ranks)
+        _atomic_copy(tmp / WEIGHTS_FILE, run_dir / WEIGHTS_FILE)
         if folder.exists():                  # the same step saved again: replace it whole
             _discard(folder)
         os.replace(tmp, folder)              # the commit point
@@ -88,7 +90,6 @@ def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _atomic_copy(folder / WEIGHTS_FILE, run_dir / WEIGHTS_FILE)
     if is_best:
         _atomic_copy(folder / WEIGHTS_FILE, run_dir / BEST / WEIGHTS_FILE)
         _write_best_json(run_dir, step, progress["best_val"])
