@@ -8,6 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
+from basegpt._io import check_writable
 from basegpt.cli._common import _log
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, builtin_corpus_files, \
     expand_paths, stdlib_root
@@ -118,6 +119,7 @@ def _run_tokenizer_train(args: argparse.Namespace) -> None:
     if vocab_path.is_dir():
         raise ValueError(f"--out {args.out} writes its .vocab file to {vocab_path}, but that is "
                          "a folder; choose another --out name")
+    check_writable(args.out)                  # before training, not after
     if args.inputs:
         sources = expand_paths(args.inputs)
         what = f"{len(sources)} file(s)"
