@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_text, file_in_the_way
+from basegpt._io import atomic_write_text, file_in_the_way, new_folder, staged
 from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_run,
                                 load_tensors, model_tensors, save_config, save_tensors, unwrap)
 from basegpt.config import ModelConfig
@@ -288,19 +288,20 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     pad = tokenizer.special_tokens.get(PAD)
     tensors = gpt2_tensors(model)
 
-    out.mkdir(parents=True, exist_ok=True)
-    save_tensors(out / HF_WEIGHTS, tensors, metadata={"format": "pt"})
-    dtype = model.tok_emb.weight.dtype
-    atomic_write_text(out / HF_CONFIG, json.dumps(hf_config(config, eot, eot, pad, dtype),
-                                                  indent=2) + "\n")
-    atomic_write_text(out / HF_TOKENIZER, json.dumps(tok_json, ensure_ascii=False) + "\n")
     tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.n_context,
                   "clean_up_tokenization_spaces": False, "add_prefix_space": False}
     if eot is not None:
         tok_config |= {"bos_token": EOT, "eos_token": EOT}
     if pad is not None:
         tok_config["pad_token"] = PAD
-    atomic_write_text(out / HF_TOKENIZER_CONFIG, json.dumps(tok_config, indent=2) + "\n")
+    dtype = model.tok_emb.weight.dtype
+    # All four files or none: a full disk part-way leaves an earlier export whole.
+    with new_folder(out), staged(out) as stage:
+        save_tensors(stage / HF_WEIGHTS, tensors, metadata={"format": "pt"})
+        atomic_write_text(stage / HF_CONFIG, json.dumps(hf_config(config, eot, eot, pad, dtype),
+                                                        indent=2) + "\n")
+        atomic_write_text(stage / HF_TOKENIZER, json.dumps(tok_json, ensure_ascii=False) + "\n")
+        atomic_write_text(stage / HF_TOKENIZER_CONFIG, json.dumps(tok_config, indent=2) + "\n")
     return out
 
 
@@ -437,12 +438,14 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
     hf_tensors, weights, pickled = read_hf_weights(hf_dir, allow_pickle)
     tensors = basegpt_tensors(hf_tensors, config, str(weights))
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     extra: dict[str, Any] = {"imported_from": {"format": "hf-gpt2", "path": str(hf_dir.resolve()),
                                                "weights": weights.name}}
-    tokenizer.save(run_dir / TOKENIZER_FILE)
-    save_tensors(run_dir / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-    save_config(run_dir, config, tokenizer, extra=extra)   # last: a run is complete once it exists
+    # All three files or none (config.json last: a run is complete once it exists), so a
+    # full disk part-way leaves a run being overwritten whole, and no half-made folder.
+    with new_folder(run_dir), staged(run_dir, commit_record=CONFIG_FILE) as stage:
+        tokenizer.save(stage / TOKENIZER_FILE)
+        save_tensors(stage / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+        save_config(stage, config, tokenizer, extra=extra)
     return HFImport(run_dir=run_dir, weights=weights, pickled=pickled)
 
 
