@@ -403,6 +403,26 @@ def test_prepare_failing_part_way_keeps_earlier_shards_and_leaves_no_new_folder(
     assert snapshot(root) == before, "no folder left behind (new/ neither)"
 
 
+def test_a_full_cache_while_downloading_is_named_as_such_not_as_a_failed_download(
+        world, disk, monkeypatch, capsys, tmp_path):
+    import hashlib
+    import urllib.request
+    from basegpt.data.datasets import DATASETS, NamedDataset
+    content = b"to be, or not to be\n" * 50
+    monkeypatch.setitem(DATASETS, "tiny", NamedDataset(
+        "tiny", "https://example.invalid/tiny.txt", len(content),
+        hashlib.sha256(content).hexdigest(), "public domain"))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(content))
+    cache_folder = Path(disk.root) / "cache"
+    disk.full()
+    assert main(["prepare", "--data", "tiny", "--cache-dir", str(cache_folder), "--tokenizer",
+                 str(world.run / "tokenizer.json"), "--out", str(tmp_path / "data")]) == 2
+    assert one_error_line(capsys) == (f"basegpt: error: {cache_folder / 'tiny.txt'}: no space "
+                                      "left on device; free some space, or choose another path")
+    assert not list(cache_folder.iterdir()), "no partial download left"
+    assert not (tmp_path / "data").exists()
+
+
 # ------------------------------------------------------------------------ reading
 
 def test_a_folder_that_cannot_be_listed_is_a_permission_error_not_a_missing_file(
