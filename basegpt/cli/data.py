@@ -8,7 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
-from basegpt._io import check_writable
+from basegpt._io import check_writable, new_folder, staged
 from basegpt.cli._common import _log
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, builtin_corpus_files, \
     expand_paths, stdlib_root
@@ -137,8 +137,10 @@ def _run_tokenizer_train(args: argparse.Namespace) -> None:
     for warning in caught:
         _log(f"basegpt: warning: {warning.message}")
     seconds = time.perf_counter() - start
-    tokenizer.save(args.out)
-    tokenizer.save_vocab(vocab_path)
+    # Both files or neither: a full disk part-way leaves an earlier pair as it was.
+    with new_folder(args.out.parent), staged(args.out.parent) as stage:
+        tokenizer.save(stage / args.out.name)
+        tokenizer.save_vocab(stage / vocab_path.name)
     print(f"trained {tokenizer} in {seconds:.1f} s")
     print(f"wrote {args.out} and {vocab_path}")
     sample = "def greet(name):\n    return f'Hello, {name}!'  # 你好 😀"

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_text, file_in_the_way, new_folder, staged
+from basegpt._io import atomic_write_text, check_writable, file_in_the_way, new_folder, staged
 from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_run,
                                 load_tensors, model_tensors, save_config, save_tensors, unwrap)
 from basegpt.config import ModelConfig
@@ -273,6 +273,7 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     """
     out = Path(out_dir)
     _check_folder_target(out, "the output folder")
+    check_writable(out)
     model, tokenizer = _source(source)
     config = model.config
     problems = hf_incompatibilities(config)
@@ -316,12 +317,15 @@ def export_tiktoken(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer
     if out.is_dir() or out.suffix != ".tiktoken":
         out = out / "tokenizer.tiktoken"
     _check_folder_target(out.parent, "the output folder")
+    check_writable(out)
     if isinstance(source, tuple):
         tokenizer = source[1]
     else:
         tokenizer = Tokenizer.load(Path(source) / TOKENIZER_FILE)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return save_tiktoken(tokenizer, out)
+    # Both files or neither: a full disk part-way leaves an earlier export whole.
+    with new_folder(out.parent), staged(out.parent) as stage:
+        ranks, meta = save_tiktoken(tokenizer, stage / out.name)
+    return out.parent / ranks.name, out.parent / meta.name
 
 
 # ------------------------------------------------------------------------ import
@@ -430,6 +434,7 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
         raise FileNotFoundError(f"{hf_dir} has no {HF_CONFIG}; it is not a Hugging Face model "
                                 "directory")
     _check_folder_target(run_dir, "the run directory")
+    check_writable(run_dir)
     if (run_dir / CONFIG_FILE).exists() and not overwrite:
         raise ValueError(f"{run_dir} already holds a run; choose another directory or pass "
                          "overwrite=True (--overwrite)")
