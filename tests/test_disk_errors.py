@@ -240,6 +240,14 @@ def world(tmp_path_factory) -> World:
 Case = Callable[[World, Path], tuple[list[str], Path, Path]]
 
 
+def earlier(path: Path) -> None:
+    """Give the file `path`, or each file in the folder `path`, bytes that no command
+    writes, so that a file replaced by the failed command shows."""
+    for file in [path] if not path.is_dir() else path.rglob("*"):
+        if not file.is_dir():
+            file.write_text(f"an earlier {file.name}\n")
+
+
 def train_new_run(w: World, root: Path):
     shutil.copytree(w.run, root / "runs" / "old")
     return (["train", str(w.text), *TINY, "--max-steps", "2", "--out", str(root / "runs" / "new")],
@@ -253,46 +261,49 @@ def train_resume(w: World, root: Path):
 
 def prepare(w: World, root: Path):
     shutil.copytree(w.shards, root / "data")
+    earlier(root / "data")
     return (["prepare", str(w.text), "--tokenizer", str(w.run / "tokenizer.json"),
              "--out", str(root / "data"), "--quiet"], root / "data", w.cache)
 
 
 def tokenizer_train(w: World, root: Path):
-    shutil.copy(w.run / "tokenizer.json", root / "tok.json")
+    earlier(root / "tok.json")
     return (["tokenizer", "train", str(w.text), "--vocab-size", "270", "--out",
              str(root / "tok.json"), "--quiet"], root / "tok.json", w.cache)
 
 
 def export_hf(w: World, root: Path):
     shutil.copytree(w.hf, root / "hf")
+    earlier(root / "hf")
     return ["export", str(w.run), "--format", "hf", str(root / "hf")], root / "hf", w.cache
 
 
 def export_tiktoken(w: World, root: Path):
-    (root / "tok.tiktoken").write_text("earlier export\n")
+    earlier(root / "tok.tiktoken")
     return (["export", str(w.run), "--format", "tiktoken", str(root / "tok.tiktoken")],
             root / "tok.tiktoken", w.cache)
 
 
 def import_hf(w: World, root: Path):
     shutil.copytree(w.run, root / "run")
+    earlier(root / "run")
     return (["import", "hf", str(w.hf), str(root / "run"), "--overwrite"], root / "run",
             w.cache)
 
 
 def plot(w: World, root: Path):
-    shutil.copy(w.run / "loss.png", root / "loss.png")
+    earlier(root / "loss.png")
     return ["plot", str(w.run), "--out", str(root / "loss.png")], root / "loss.png", w.cache
 
 
 def attention(w: World, root: Path):
-    shutil.copy(w.run / "loss.png", root / "attn.png")
+    earlier(root / "attn.png")
     return (["attention", str(w.run), "--prompt", "the cat", "--out", str(root / "attn.png")],
             root / "attn.png", w.cache)
 
 
 def corpus(w: World, root: Path):
-    (root / "corpus.txt").write_text("an earlier corpus\n")
+    earlier(root / "corpus.txt")
     return (["corpus", "--max-bytes", "20000", "--out", str(root / "corpus.txt")],
             root / "corpus.txt", w.cache)
 
@@ -333,6 +344,38 @@ def test_a_full_or_read_only_disk_is_one_line_naming_the_path_and_changes_nothin
 
 # ------------------------------------------------------------------------ failing part-way
 
+def _from_the_nth(n: int, marker: str = "") -> Callable[[str], bool]:
+    """A fills_at that fires at the n-th file created (from 1) whose path holds `marker`;
+    check_writable's probe does not count."""
+    seen = []
+
+    def fires(path: str) -> bool:
+        seen.extend([path] if marker in path and ".basegpt-probe." not in path else [])
+        return len(seen) >= n
+    return fires
+
+
+@pytest.mark.parametrize("case", [prepare, tokenizer_train, export_hf, export_tiktoken,
+                                  import_hf], ids=lambda case: case.__name__)
+def test_a_disk_that_fills_after_the_first_file_leaves_earlier_outputs_whole(
+        world, disk, case, capsys, monkeypatch):
+    root = Path(disk.root)
+    argv, target, cache_folder = case(world, root)
+    monkeypatch.setenv("BASEGPT_CACHE", str(cache_folder))
+    before = snapshot(root)
+    disk.full(after=_from_the_nth(2))                 # one file is written, then no space
+    if case is tokenizer_train:
+        target = target.with_suffix(".vocab")         # tok.json is written, its .vocab fails
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]          # after the log of work done before it
+    assert "Traceback" not in err, err
+    assert line.startswith(f"basegpt: error: {target}") and ": no space left on device; " \
+        in line and ".staging" not in line, line
+    disk.restore()
+    assert snapshot(root) == before, "the files of a set change together or not at all"
+
+
 @pytest.mark.parametrize("code", list(CAUSES), ids=errno.errorcode.get)
 def test_train_out_that_cannot_be_written_fails_before_any_tokenizing(world, disk, code, capsys,
                                                                       monkeypatch, tmp_path):
@@ -369,16 +412,6 @@ def test_a_disk_full_at_the_next_checkpoint_keeps_the_last_and_resume_goes_on(wo
     disk.restore()                                           # space is back
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert json.loads((run / "train_state.json").read_text())["progress"]["step"] == 4
-
-
-def _from_the_nth(n: int, marker: str) -> Callable[[str], bool]:
-    """A fills_at that fires at the n-th file (from 1) whose path holds `marker`."""
-    seen = []
-
-    def fires(path: str) -> bool:
-        seen.extend([path] if marker in path else [])
-        return len(seen) >= n
-    return fires
 
 
 def test_prepare_failing_part_way_keeps_earlier_shards_and_leaves_no_new_folder(
