@@ -6,9 +6,10 @@ POSIX and Windows, so readers see either the old file or the new one, never a mi
 
 A failed write (no space left, a read-only file system, no permission) raises its OSError
 again naming the target, not the temporary file: the user asked for tok.json, not for
-.tok.json.3f9c0e21a4b7d855.tmp. A set of files that belong together (a checkpoint, a
-prepared data folder) is written into a hidden folder first and moved into place only when
-all of it is written (`staged`), so a failure part-way leaves the old set, never a mix.
+.tok.json.3f9c0e21a4b7d855.tmp. A set of files that belong together (a prepared data
+folder, an export, a tokenizer and its .vocab) is written into a hidden folder first and
+moved into place only when all of it is written (`staged`), so a failure part-way leaves the
+old set, never a mix.
 """
 
 from __future__ import annotations
