@@ -86,7 +86,8 @@ def expand_paths(inputs: Iterable[str | os.PathLike],
     globs also skip everything under the folders in `exclude`: `prepare` excludes its output
     folder, so `prepare books --out books/shards` does not read its own shards on a re-run.
     A file named explicitly is always taken. Raises FileNotFoundError naming the first input
-    that matches no file.
+    that matches no file, and PermissionError naming a folder that may not be listed (rather
+    than skipping it, or calling its files missing).
     """
     excluded = [Path(p).resolve() for p in exclude]
 
@@ -98,7 +99,7 @@ def expand_paths(inputs: Iterable[str | os.PathLike],
         path = Path(item)
         if path.is_dir():
             found = []
-            for directory, subdirs, names in os.walk(path):
+            for directory, subdirs, names in os.walk(path, onerror=_raise):
                 # Pruned, not filtered afterwards: .git or .venv may hold many thousand files.
                 subdirs[:] = [d for d in subdirs if not d.startswith(".")
                               and Path(directory, d).resolve() not in excluded]
@@ -114,10 +115,28 @@ def expand_paths(inputs: Iterable[str | os.PathLike],
             raise FileNotFoundError(f"{item}: the folder holds no files to read ({skipped} "
                                     "are skipped); give a folder of text files")
         if not found:
+            _check_listable(item)       # glob skips a folder it may not read, silently
             raise FileNotFoundError(f"{item}: no such file, folder or glob match; "
                                     "check the path (folders are read recursively)")
         files.extend(found)
     return files
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
+def _check_listable(pattern: str | os.PathLike) -> None:
+    """Raise the PermissionError of listing the folder a glob pattern starts in, if any:
+    `docs/*.txt` in an unreadable docs/ matches nothing, but the files are not missing."""
+    parts = Path(pattern).parts
+    magic = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    if magic is None:
+        return
+    base = Path(*parts[:magic]) if magic else Path(".")
+    if base.is_dir():
+        with os.scandir(base):
+            pass
 
 
 def read_text_file(path: str | os.PathLike) -> str:

@@ -63,17 +63,18 @@ def loss_figure(run_dirs: Sequence[str | os.PathLike],
 
 
 def save_figure(fig: Figure, out: str | os.PathLike) -> Path:
-    """Write a matplotlib figure to the PNG `out` atomically (temp file + rename), close it,
-    and return `out` as a Path. Its folder is created if missing; a crash mid-write leaves
-    any earlier `out` intact (readers never see half a PNG)."""
+    """Write a matplotlib figure to the PNG `out` atomically, close it, and return `out` as a
+    Path. Its folder is created if missing; a crash or a full disk mid-write leaves any
+    earlier `out` intact (readers never see half a PNG), and an error names `out`."""
+    import io
     import matplotlib.pyplot as plt
+    from basegpt._io import atomic_write_bytes
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
+    # Drawn in memory (a PNG is small) so that the one atomic writer does the disk part.
+    png = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out)
+        fig.savefig(png, format="png", dpi=100)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(out, png.getvalue())
     return out

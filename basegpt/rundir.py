@@ -190,7 +190,7 @@ def last_checkpoint(run_dir: Path | None) -> str:
 
 def clean_leftovers(run_dir: Path) -> list[str]:
     """Remove what interrupted saves left in `run_dir`: temporary files and folders
-    (.NAME.<hex>.tmp), half-removed ones (.trash-*), and the train_state.* that older
+    (.NAME.<hex>.tmp, .staging.*), half-removed ones (.trash-*), and the train_state.* that older
     basegpt versions kept at the top (the checkpoints hold their own). Returns the names
     removed, relative to run_dir."""
     removed = []
@@ -199,7 +199,8 @@ def clean_leftovers(run_dir: Path) -> list[str]:
             continue
         for path in folder.iterdir():
             name = path.name
-            leftover = (name.startswith(".") and name.endswith(".tmp")) or name.startswith(_TRASH)
+            leftover = ((name.startswith(".") and name.endswith(".tmp"))
+                        or name.startswith((_TRASH, ".staging.")))
             if folder == run_dir and name in (STATE_TENSORS, STATE_JSON):
                 leftover = True
             if leftover:

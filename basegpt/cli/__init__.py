@@ -12,8 +12,10 @@ calls the library and prints. One module per group of subcommands:
 
 This file assembles the parser and runs it. Results go to stdout, logs and progress to stderr.
 Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 130 interrupted
-(Ctrl-C), 143 terminated (SIGTERM).
-A traceback therefore always means a bug in basegpt.
+(Ctrl-C), 143 terminated (SIGTERM). A full disk, a read-only file system or a folder
+without write permission is a user error too: the line names the file, the cause and
+the fix. A traceback therefore always means a bug in basegpt (or an I/O error of the
+disk itself).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from basegpt.cli._common import USER_ERRORS, _Parser
+from basegpt.cli._common import PATH_ERRNOS, USER_ERRORS, _Parser
 from basegpt.cli.data import _add_corpus, _add_prepare, _add_tokenizer
 from basegpt.cli.generating import _add_generate
 from basegpt.cli.interop import _add_export, _add_import
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _error_line(error: Exception) -> str:
     """The one line a user error prints. Python's own path errors ("[Errno 17] File exists:
-    'runs'") are reworded to name the path, what is wrong with it and the fix."""
+    'runs'", "[Errno 28] No space left on device") are reworded to name the path, what is
+    wrong with it and the fix."""
     # os.replace(tmp, target), as every atomic write ends, names the target second.
     path = getattr(error, "filename2", None) or getattr(error, "filename", None)
     if isinstance(error, FileExistsError) and path:
@@ -73,6 +76,12 @@ def _error_line(error: Exception) -> str:
                 "away or choose another path")
     if isinstance(error, IsADirectoryError) and path:
         return f"{path} is a folder, but a file must go there; give a file path"
+    if isinstance(error, OSError) and error.errno in PATH_ERRNOS:
+        what, fix = PATH_ERRNOS[error.errno]
+        elsewhere = ("set BASEGPT_CACHE to a folder elsewhere" if path and _in_cache(path)
+                     else "choose another path")
+        fix = fix.format(elsewhere=elsewhere)
+        return f"{path}: {what}; {fix}" if path else f"{what}; {fix}"
     text = str(error)
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -85,6 +94,14 @@ def _terminate(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+def _in_cache(path: str) -> bool:
+    """Whether `path` is in basegpt's cache (tokenizers, shards, downloads), where the fix for
+    a full or read-only disk is another cache folder, not another --out."""
+    from pathlib import Path
+    from basegpt.data.datasets import cache_dir
+    return Path(path).absolute().is_relative_to(cache_dir().absolute())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     # SIGTERM (a scheduler, torchrun, `kill`) ends the command the way Ctrl-C does: the
@@ -95,6 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         code = args.run(args)
     except USER_ERRORS as error:
+        print(f"basegpt: error: {_error_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in PATH_ERRNOS:
+            raise
         print(f"basegpt: error: {_error_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import sys
 
 from basegpt._optional import MissingDependency
@@ -15,6 +16,20 @@ from basegpt._optional import MissingDependency
 # is not installed. Any other exception is a basegpt bug and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, TypeError, FileExistsError, NotADirectoryError,
                IsADirectoryError, PermissionError, MissingDependency)
+
+# An OSError with one of these errnos is the disk's or the folder's, not basegpt's: the user
+# fixes it by making room or writing elsewhere. Each gets one line (the path, the cause, the
+# fix; {elsewhere} is "choose another path", or for the cache "set BASEGPT_CACHE ...") and
+# exit code 2. Any other OSError (EIO, a bad file descriptor) may be a basegpt bug or a
+# failing disk, and keeps its traceback, which is what a report of either needs.
+PATH_ERRNOS: dict[int, tuple[str, str]] = {
+    errno.ENOSPC: ("no space left on device", "free some space, or {elsewhere}"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space, or {elsewhere}"),
+    errno.EFBIG: ("file too large for its file system", "{elsewhere} on another file system"),
+    errno.EROFS: ("read-only file system", "{elsewhere} on a writable file system"),
+    errno.EACCES: ("permission denied", "check its permissions, or {elsewhere}"),
+    errno.EPERM: ("operation not permitted", "check its permissions, or {elsewhere}"),
+}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -8,6 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
+from basegpt._io import check_writable, new_folder, staged
 from basegpt.cli._common import _log
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, builtin_corpus_files, \
     expand_paths, stdlib_root
@@ -118,6 +119,7 @@ def _run_tokenizer_train(args: argparse.Namespace) -> None:
     if vocab_path.is_dir():
         raise ValueError(f"--out {args.out} writes its .vocab file to {vocab_path}, but that is "
                          "a folder; choose another --out name")
+    check_writable(args.out)                  # before training, not after
     if args.inputs:
         sources = expand_paths(args.inputs)
         what = f"{len(sources)} file(s)"
@@ -135,8 +137,10 @@ def _run_tokenizer_train(args: argparse.Namespace) -> None:
     for warning in caught:
         _log(f"basegpt: warning: {warning.message}")
     seconds = time.perf_counter() - start
-    tokenizer.save(args.out)
-    tokenizer.save_vocab(vocab_path)
+    # Both files or neither: a full disk part-way leaves an earlier pair as it was.
+    with new_folder(args.out.parent), staged(args.out.parent) as stage:
+        tokenizer.save(stage / args.out.name)
+        tokenizer.save_vocab(stage / vocab_path.name)
     print(f"trained {tokenizer} in {seconds:.1f} s")
     print(f"wrote {args.out} and {vocab_path}")
     sample = "def greet(name):\n    return f'Hello, {name}!'  # 你好 😀"

@@ -10,7 +10,7 @@ import types
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from basegpt._io import file_in_the_way
+from basegpt._io import check_writable, file_in_the_way
 from basegpt.cli._common import _Parser
 
 
@@ -126,6 +126,8 @@ def _run_train(args: argparse.Namespace) -> int:
         out = args.out or Path("runs") / (args.preset or DEFAULT_PRESET)
         _check_folder_path(out, "--out")        # before minutes of tokenizer training
         _check_memory(spec)
+    if args.resume is None or out.is_dir():      # a missing run is train_run's to report
+        check_writable(out)                      # read-only, no permission, no space: now
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     result, model, tokenizer = train_run(spec, out, resume=args.resume is not None,
                                          init_from=args.init_from, overwrite=args.overwrite,

@@ -22,10 +22,11 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from basegpt._io import _fsync_dir, open_temp
+from basegpt._io import _fsync_dir, errors_name, open_temp
 
 
 @dataclass(frozen=True)
@@ -108,22 +109,16 @@ def fetch_dataset(name: str, cache: str | os.PathLike | None = None,
     if path.is_file() and sha256_file(path) == dataset.sha256:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = open_temp(path.parent, prefix=f".{path.name}.", suffix=".download")
+    # Errors of the cache's disk name `path`; only the network's are download errors.
+    with errors_name(path):
+        fd, tmp = open_temp(path.parent, prefix=f".{path.name}.", suffix=".download")
     try:
         digest, size = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as f:
-            try:
-                with urllib.request.urlopen(dataset.url, timeout=timeout) as response:
-                    while piece := response.read(_READ_BYTES):
-                        digest.update(piece)
-                        size += len(piece)
-                        f.write(piece)
-            except (urllib.error.URLError, OSError) as error:
-                reason = getattr(error, "reason", error)
-                raise DownloadError(
-                    f"could not download dataset {name!r} from {dataset.url} ({reason}); "
-                    f"without network, copy the file by hand to {path} "
-                    f"(sha256 {dataset.sha256})") from None
+        with errors_name(path), os.fdopen(fd, "wb") as f:
+            for piece in _download(name, dataset.url, timeout, path):
+                digest.update(piece)
+                size += len(piece)
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         if digest.hexdigest() != dataset.sha256 or size != (dataset.size or size):
@@ -132,9 +127,24 @@ def fetch_dataset(name: str, cache: str | os.PathLike | None = None,
                 f"with sha256 {digest.hexdigest()}, expected {dataset.size or '?'} bytes with "
                 f"sha256 {dataset.sha256}; the server sent a different file. Nothing was "
                 f"saved; retry later or put the right file at {path}")
-        os.replace(tmp, path)
+        with errors_name(path):
+            os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _download(name: str, url: str, timeout: float, path: Path) -> Iterator[bytes]:
+    """The bytes at `url` in 1 MiB pieces; a network error is a DownloadError saying where
+    to put the file by hand. (Errors writing the pieces are the caller's, not raised here.)"""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            while piece := response.read(_READ_BYTES):
+                yield piece
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise DownloadError(
+            f"could not download dataset {name!r} from {url} ({reason}); without network, "
+            f"copy the file by hand to {path} (sha256 {get_dataset(name).sha256})") from None

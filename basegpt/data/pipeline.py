@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from basegpt._io import atomic_write_text, file_in_the_way
+from basegpt._io import atomic_write_text, check_writable, file_in_the_way, new_folder, staged
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, expand_paths
 from basegpt.data.datasets import DEFAULT_DATASET, fetch_dataset, get_dataset
 from basegpt.data.shards import ShardWriter, dtype_for_vocab
@@ -89,7 +89,9 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
             glob patterns, each file one document; None or [] means the named dataset `data`.
         tokenizer: a Tokenizer or the path of a tokenizer.json.
         out_dir: a folder, created if needed; gets train_*.bin, val_*.bin, meta.json,
-            tokenizer.json. Shards of an earlier run there are replaced.
+            tokenizer.json. Shards of an earlier run there are replaced once the new ones
+            are all written (until then both take space); if prepare fails, out_dir is left
+            as it was, or removed if prepare made it.
         data: a named dataset (see datasets.DATASETS) when no inputs are given; default
             "stdlib", the built-in corpus, capped at `max_bytes` bytes.
         val_fraction: share of documents held out for validation, 0 <= f < 1.
@@ -107,11 +109,11 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
     if blocker is not None:
         raise ValueError(f"cannot write shards into {out_dir}: {blocker} is a file, not a "
                          "folder; choose a new output folder (or one holding earlier shards)")
+    check_writable(out_dir)                   # before minutes of tokenizing, not after
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = Tokenizer.load(tokenizer)
     documents, described = resolve_documents(inputs, data, max_bytes, cache_dir,
                                              exclude=[out_dir])
-    out_dir.mkdir(parents=True, exist_ok=True)
     dtype = dtype_for_vocab(len(tokenizer))
     val_docs = validation_documents(len(documents), val_fraction)
     tail_fraction = val_fraction if len(documents) == 1 else 0.0
@@ -122,14 +124,53 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
         workers = max(1, min(os.cpu_count() or 1, total_bytes // BYTES_PER_WORKER))
 
     start = time.perf_counter()
+    tasks = _tasks(documents, val_docs, tail_fraction, tokenizer.splitter, block_chars)
+    # Everything goes into a hidden folder first and moves into out_dir once complete, so an
+    # error (a bad file, a full disk, Ctrl-C) leaves the shards of an earlier run whole, and
+    # takes out_dir away again if it was made here.
+    with new_folder(out_dir), staged(out_dir, commit_record="meta.json") as stage:
+        writers, n_documents = _write_shards(stage, tasks, tokenizer, dtype, shard_tokens,
+                                             workers, total_bytes, progress)
+        if not any(n_documents.values()):
+            raise ValueError(f"the corpus is empty: {len(documents)} document(s) with no text "
+                             f"in {', '.join(described)}; give files that contain text")
+        seconds = time.perf_counter() - start
+        tokenizer.save(stage / "tokenizer.json")
+        meta = {
+            "format": META_FORMAT, "version": META_VERSION,
+            "tokenizer_hash": tokenizer.hash, "vocab_size": len(tokenizer),
+            "eot_id": tokenizer.eot_id, "dtype": dtype.name,
+            "inputs": described, "val_fraction": val_fraction,
+            "val_rule": "by document: sha256('basegpt-val:<index>') rank; one document: its tail",
+            "bytes": total_bytes,
+            "documents": n_documents,
+            "tokens": {split: sum(w.counts) for split, w in writers.items()},
+            "shards": {split: [{"file": p.name, "tokens": n} for p, n in zip(w.paths, w.counts)]
+                       for split, w in writers.items()},
+        }
+        atomic_write_text(stage / "meta.json", json.dumps(meta, indent=2) + "\n")
+    written = {p.name for w in writers.values() for p in w.paths}
+    for split in SPLITS:                         # shards of an earlier, longer run
+        for stale in out_dir.glob(f"{split}_*.bin"):
+            if stale.name not in written:
+                stale.unlink()
+    # Timing and workers are returned, not stored: meta.json stays byte-identical across re-runs.
+    return {**meta, "seconds": seconds, "workers": workers}
+
+
+def _write_shards(folder: Path, tasks: Iterator[tuple[str, str | None, int]],
+                  tokenizer: Tokenizer, dtype: np.dtype, shard_tokens: int, workers: int,
+                  total_bytes: int, progress: bool,
+                  ) -> tuple[dict[str, ShardWriter], dict[str, int]]:
+    """Encode the tasks and stream the tokens into each split's shards in `folder`; returns
+    the (closed) writers, which know their shards, and the documents of each split."""
     n_documents = dict.fromkeys(SPLITS, 0)
     eot = np.array([tokenizer.eot_id], dtype=dtype)
-    tasks = _tasks(documents, val_docs, tail_fraction, tokenizer.splitter, block_chars)
     # The writers as context managers: an error (a bad file, Ctrl-C) deletes the shard
     # being written instead of leaving a temporary file behind.
     with contextlib.ExitStack() as stack:
         writers = {split: stack.enter_context(ShardWriter(
-            out_dir, SHARD_NAME.format(split=split), dtype, shard_tokens)) for split in SPLITS}
+            folder, SHARD_NAME.format(split=split), dtype, shard_tokens)) for split in SPLITS}
         bar = stack.enter_context(tqdm(total=total_bytes, desc="prepare", unit="B",
                                        unit_scale=True, disable=not progress))
         for (split, text, n_bytes), tokens in _encode_in_order(tasks, tokenizer, workers):
@@ -139,32 +180,7 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
             else:
                 writers[split].write(tokens)
                 bar.update(n_bytes)
-    if not any(n_documents.values()):
-        raise ValueError(f"the corpus is empty: {len(documents)} document(s) with no text in "
-                         f"{', '.join(described)}; give files that contain text")
-    seconds = time.perf_counter() - start
-
-    written = {p.name for w in writers.values() for p in w.paths}
-    for split in SPLITS:                         # shards of an earlier, longer run
-        for stale in out_dir.glob(f"{split}_*.bin"):
-            if stale.name not in written:
-                stale.unlink()
-    tokenizer.save(out_dir / "tokenizer.json")
-    meta = {
-        "format": META_FORMAT, "version": META_VERSION,
-        "tokenizer_hash": tokenizer.hash, "vocab_size": len(tokenizer),
-        "eot_id": tokenizer.eot_id, "dtype": dtype.name,
-        "inputs": described, "val_fraction": val_fraction,
-        "val_rule": "by document: sha256('basegpt-val:<index>') rank; one document: its tail",
-        "bytes": total_bytes,
-        "documents": n_documents,
-        "tokens": {split: sum(w.counts) for split, w in writers.items()},
-        "shards": {split: [{"file": p.name, "tokens": n} for p, n in zip(w.paths, w.counts)]
-                   for split, w in writers.items()},
-    }
-    atomic_write_text(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
-    # Timing and workers are returned, not stored: meta.json stays byte-identical across re-runs.
-    return {**meta, "seconds": seconds, "workers": workers}
+    return writers, n_documents
 
 
 def resolve_documents(inputs: Sequence[str | os.PathLike] | None, data: str | None,

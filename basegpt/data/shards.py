@@ -21,6 +21,7 @@ under a shard's name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from basegpt._io import _fsync_dir, open_temp
+from basegpt._io import _fsync_dir, errors_name, open_temp
 
 MAGIC = b"BGPTTOK\0"
 FORMAT_VERSION = 1
@@ -146,7 +147,8 @@ class ShardWriter:
                 self._open()
             room = tokens.size if self.shard_tokens is None else self.shard_tokens - self._count
             part, tokens = tokens[:room], tokens[room:]
-            self._file.write(part.tobytes())
+            with errors_name(self._next_path):
+                self._file.write(part.tobytes())
             self._count += part.size
             if self.shard_tokens is not None and self._count == self.shard_tokens:
                 self._finish()
@@ -165,28 +167,41 @@ class ShardWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        elif self._file is not None:      # failed mid-shard: drop the temporary file
-            self._file.close()
-            os.unlink(self._tmp)
+            return
+        # Failed mid-shard: drop the temporary file. Closing flushes what is buffered, which
+        # on a full disk fails again; the error already being raised says why.
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
+        if self._tmp is not None:
+            Path(self._tmp).unlink(missing_ok=True)
+            self._tmp = None
+
+    @property
+    def _next_path(self) -> Path:
+        """The shard being written (or next to be): what a write error names."""
+        name = self.name.format(len(self.paths)) if self.shard_tokens is not None else self.name
+        return self.out_dir / name
 
     def _open(self) -> None:
-        fd, self._tmp = open_temp(self.out_dir, prefix=".shard.", suffix=".tmp")
-        self._file = os.fdopen(fd, "wb")
-        self._file.write(HEADER.pack(MAGIC, FORMAT_VERSION, self.dtype.itemsize, 0))
+        with errors_name(self._next_path):
+            fd, self._tmp = open_temp(self.out_dir, prefix=".shard.", suffix=".tmp")
+            self._file = os.fdopen(fd, "wb")
+            self._file.write(HEADER.pack(MAGIC, FORMAT_VERSION, self.dtype.itemsize, 0))
         self._count = 0
 
     def _finish(self) -> None:
-        f = self._file
-        f.seek(0)
-        f.write(HEADER.pack(MAGIC, FORMAT_VERSION, self.dtype.itemsize, self._count))
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        self._file = None
-        name = self.name.format(len(self.paths)) if self.shard_tokens is not None else self.name
-        path = self.out_dir / name
-        os.replace(self._tmp, path)
+        f, path = self._file, self._next_path
+        with errors_name(path):
+            f.seek(0)
+            f.write(HEADER.pack(MAGIC, FORMAT_VERSION, self.dtype.itemsize, self._count))
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            self._file = None
+            os.replace(self._tmp, path)
+            self._tmp = None
         _fsync_dir(self.out_dir)
         self.paths.append(path)
         self.counts.append(self._count)

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_text, file_in_the_way
+from basegpt._io import atomic_write_text, check_writable, file_in_the_way, new_folder, staged
 from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_run,
                                 load_tensors, model_tensors, save_config, save_tensors, unwrap)
 from basegpt.config import ModelConfig
@@ -275,6 +275,7 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     """
     out = Path(out_dir)
     _check_folder_target(out, "the output folder")
+    check_writable(out)
     model, tokenizer = _source(source)
     config = model.config
     problems = hf_incompatibilities(config)
@@ -289,20 +290,21 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     eot = tokenizer.special_tokens.get(EOT)
     pad = tokenizer.special_tokens.get(PAD)
     tensors = gpt2_tensors(model)
-    dtype = model.tok_emb.weight.dtype
     tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.n_context,
                   "clean_up_tokenization_spaces": False, "add_prefix_space": False}
     if eot is not None:
         tok_config |= {"bos_token": EOT, "eos_token": EOT}
     if pad is not None:
         tok_config["pad_token"] = PAD
-
-    with run_lock(out, "basegpt export"):       # two exports into one folder would mix
-        save_tensors(out / HF_WEIGHTS, tensors, metadata={"format": "pt"})
-        atomic_write_text(out / HF_CONFIG, json.dumps(hf_config(config, eot, eot, pad, dtype),
-                                                      indent=2) + "\n")
-        atomic_write_text(out / HF_TOKENIZER, json.dumps(tok_json, ensure_ascii=False) + "\n")
-        atomic_write_text(out / HF_TOKENIZER_CONFIG, json.dumps(tok_config, indent=2) + "\n")
+    dtype = model.tok_emb.weight.dtype
+    # All four files or none: a full disk part-way leaves an earlier export whole; and one
+    # export at a time into a folder (two would mix their files).
+    with new_folder(out), run_lock(out, "basegpt export"), staged(out) as stage:
+        save_tensors(stage / HF_WEIGHTS, tensors, metadata={"format": "pt"})
+        atomic_write_text(stage / HF_CONFIG, json.dumps(hf_config(config, eot, eot, pad, dtype),
+                                                        indent=2) + "\n")
+        atomic_write_text(stage / HF_TOKENIZER, json.dumps(tok_json, ensure_ascii=False) + "\n")
+        atomic_write_text(stage / HF_TOKENIZER_CONFIG, json.dumps(tok_config, indent=2) + "\n")
     return out
 
 
@@ -317,12 +319,15 @@ def export_tiktoken(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer
     if out.is_dir() or out.suffix != ".tiktoken":
         out = out / "tokenizer.tiktoken"
     _check_folder_target(out.parent, "the output folder")
+    check_writable(out)
     if isinstance(source, tuple):
         tokenizer = source[1]
     else:
         tokenizer = Tokenizer.load(Path(source) / TOKENIZER_FILE)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return save_tiktoken(tokenizer, out)
+    # Both files or neither: a full disk part-way leaves an earlier export whole.
+    with new_folder(out.parent), staged(out.parent) as stage:
+        ranks, meta = save_tiktoken(tokenizer, stage / out.name)
+    return out.parent / ranks.name, out.parent / meta.name
 
 
 # ------------------------------------------------------------------------ import
@@ -431,6 +436,7 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
         raise FileNotFoundError(f"{hf_dir} has no {HF_CONFIG}; it is not a Hugging Face model "
                                 "directory")
     _check_folder_target(run_dir, "the run directory")
+    check_writable(run_dir)
     if (run_dir / CONFIG_FILE).exists() and not overwrite:     # early: before reading weights
         raise ValueError(f"{run_dir} already holds a run; choose another directory or pass "
                          "overwrite=True (--overwrite)")
@@ -441,15 +447,20 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
 
     extra: dict[str, Any] = {"imported_from": {"format": "hf-gpt2", "path": str(hf_dir.resolve()),
                                                "weights": weights.name}}
-    with run_lock(run_dir, "basegpt import hf"):
+    # All three files or none (config.json last: a run is complete once it exists), so a
+    # full disk part-way leaves a run being overwritten whole, and no half-made folder; and
+    # one writer at a time.
+    with new_folder(run_dir), run_lock(run_dir, "basegpt import hf"):
         if (run_dir / CONFIG_FILE).exists() and not overwrite:   # again, now as the one writer
             raise ValueError(f"{run_dir} already holds a run; choose another directory or "
                              "pass overwrite=True (--overwrite)")
-        # Nothing of a run replaced may stay: its checkpoints would resume under this config.
-        clear_run(run_dir)
-        tokenizer.save(run_dir / TOKENIZER_FILE)
-        save_tensors(run_dir / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-        save_config(run_dir, config, tokenizer, extra=extra)   # last: the run is complete
+        with staged(run_dir, commit_record=CONFIG_FILE) as stage:
+            tokenizer.save(stage / TOKENIZER_FILE)
+            save_tensors(stage / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+            save_config(stage, config, tokenizer, extra=extra)
+            # Only now, with the new run written: nothing of the run it replaces may stay
+            # (its checkpoints would resume under this config).
+            clear_run(run_dir)
     return HFImport(run_dir=run_dir, weights=weights, pickled=pickled)
 
 
