@@ -32,6 +32,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from basegpt._io import check_writable
 from basegpt.config import DataConfig
 from basegpt.corpus import expand_paths
 from basegpt.tokenizer import Tokenizer
@@ -250,6 +251,7 @@ def get_tokenizer(data: DataConfig, progress: bool, log: Callable[[str], None]) 
     if path.is_file():
         log(f"tokenizer: cached {path}")
         return Tokenizer.load(path)
+    check_writable(path.parent)          # a full or read-only cache fails now, not after training
     log(f"tokenizer: training {data.vocab_size} tokens on {_source_key(data)} (cached as {path})")
     documents, _ = _documents(data)
     texts = [doc if isinstance(doc, str) else Path(doc) for doc in documents]

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_bytes, atomic_write_text, fsync_dir
+from basegpt._io import atomic_write_bytes, atomic_write_text, errors_name, fsync_dir
 from basegpt.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, model_tensors, save_tensors
 from basegpt.model import B2lM
 from basegpt.train_state import (METRICS_FILE, RUN_INFO_FILE, STATE_JSON, STATE_TENSORS,
@@ -79,9 +79,10 @@ def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer
     tmp = folder.parent / f".{folder.name}.{secrets.token_hex(8)}.tmp"
     tmp.mkdir()
     try:
-        save_tensors(tmp / WEIGHTS_FILE, model_tensors(model),
-                     metadata={"format": "pt", "step": str(step)})
-        save_train_state(tmp, optimizer, scaler, progress, rng_ranks)
+        with errors_name(folder):             # a full disk names the checkpoint, not tmp
+            save_tensors(tmp / WEIGHTS_FILE, model_tensors(model),
+                         metadata={"format": "pt", "step": str(step)})
+            save_train_state(tmp, optimizer, scaler, progress, rng_ranks)
         _atomic_copy(tmp / WEIGHTS_FILE, run_dir / WEIGHTS_FILE)
         if folder.exists():                  # the same step saved again: replace it whole
             _discard(folder)
@@ -109,8 +110,9 @@ def save_best(run_dir: Path, model: B2lM, step: int, val_loss: float) -> None:
 
 def _complete_best(run_dir: Path) -> None:
     """config.json and tokenizer.json beside the best weights make best/ a run directory of
-    its own: load_run("RUN/best") and `basegpt generate RUN/best` read it like any run."""
-    for name in (CONFIG_FILE, TOKENIZER_FILE):
+    its own: load_run("RUN/best") and `basegpt generate RUN/best` read it like any run.
+    config.json goes last: a reader that finds it finds the files it describes."""
+    for name in (TOKENIZER_FILE, CONFIG_FILE):
         if (run_dir / name).is_file():
             _atomic_copy(run_dir / name, run_dir / BEST / name)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_text
+from basegpt._io import atomic_write_text, errors_name
 from basegpt.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, load_model_tensors, load_tensors,
                                 read_config, save_tensors)
 from basegpt.devices import mps_available
@@ -244,7 +244,8 @@ def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     JSON line to run_dir/metrics.jsonl."""
     # Appending one line is atomic enough: a crash can only cut the last line, and readers
     # (plot, info) skip a line that does not parse.
-    with open(run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+    path = run_dir / METRICS_FILE
+    with errors_name(path), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from basegpt.recipe import saved_progress
 from basegpt.cli import main
 from basegpt.corpus import expand_paths
 
@@ -387,8 +388,8 @@ def test_train_out_that_cannot_be_written_fails_before_any_tokenizing(world, dis
     assert not (tmp_path / "fresh-cache").exists(), "no tokenizer trained, no data prepared"
 
 
-CHECKPOINT_FILES = ["model.safetensors", "train_state.json", "train_state.safetensors",
-                    "tokenizer.json", "checkpoints/step_00000002/model.safetensors",
+CHECKPOINT_FILES = ["model.safetensors", "tokenizer.json",
+                    "checkpoints/step_00000002/model.safetensors",
                     "checkpoints/step_00000002/train_state.json",
                     "checkpoints/step_00000002/train_state.safetensors"]
 
@@ -407,11 +408,13 @@ def test_a_disk_full_at_the_next_checkpoint_keeps_the_last_and_resume_goes_on(wo
         and ": no space left on device; " in line, line
     assert {name: (run / name).read_bytes() for name in CHECKPOINT_FILES} == before, \
         "step 2's checkpoint and the files resume reads are untouched"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002"], \
+        "the cut save left no step folder and no temporary one"
     assert json.loads((run / "config.json").read_text())["model"] == model_before
 
     disk.restore()                                           # space is back
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
-    assert json.loads((run / "train_state.json").read_text())["progress"]["step"] == 4
+    assert saved_progress(run)["step"] == 4
 
 
 def test_prepare_failing_part_way_keeps_earlier_shards_and_leaves_no_new_folder(
