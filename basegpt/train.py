@@ -56,8 +56,8 @@ from basegpt.rundir import (clean_leftovers, clear_run, holds_run, last_checkpoi
                             latest_checkpoint, save_best, save_checkpoint)
 from basegpt.runlock import RunLock, run_lock
 from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, process_rng_state,
-                                 record_run_info, resume as resume_from, truncate_metrics,
-                                 update_train_config)
+                                 read_metrics, read_run_info, record_run_info,
+                                 resume as resume_from, truncate_metrics, update_train_config)
 
 if TYPE_CHECKING:
     from basegpt.distributed import Dist
@@ -290,7 +290,14 @@ def _fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None
     restart = False
     if resume:
         check_same_run(run_dir, raw, tokenizer)
+        read_metrics(run_dir), read_run_info(run_dir)    # damaged: an error before any write
         folder, skipped = latest_checkpoint(run_dir)
+        if folder is None and skipped:
+            # Committed folders are whole, so these are damaged: starting again from step 0
+            # would throw them away.
+            raise ValueError(f"{run_dir} has checkpoints but none is complete ("
+                             + "; ".join(skipped) + "); restore a checkpoint folder, or start "
+                             "the run again with overwrite=True (basegpt train --overwrite)")
         for line in skipped:
             log(f"passing over incomplete checkpoint {line}")
         if folder is None:

@@ -131,7 +131,36 @@ class Cli:
     logs: int = 0               # lines of progress logged to stderr before the error
 
 
+def state_without(key: str) -> Callable[[Path], None]:
+    """Drop `key` from the newest checkpoint's train_state.json."""
+    def change(run: Path) -> None:
+        path = max((run / "checkpoints").iterdir()) / "train_state.json"
+        state = json.loads(path.read_text())
+        del state[key]
+        path.write_text(json.dumps(state))
+    return change
+
+
 CLI_CASES = {
+    # a damaged run: the file is named, and nothing is written before the error
+    "metrics-not-utf8-plot": Cli("plot {bad}", ("metrics.jsonl is not UTF-8", "restore it"),
+                                 damaged(put("metrics.jsonl", b'{"step": 1, "x": "\xff"}\n'))),
+    "metrics-not-utf8-resume": Cli("train --resume {bad} --max-steps 3 --quiet",
+                                   ("metrics.jsonl is not UTF-8",),
+                                   damaged(put("metrics.jsonl", b"\xff\xfe\n"))),
+    "run-json-not-utf8-resume": Cli("train --resume {bad} --max-steps 3 --quiet",
+                                    ("run.json is not UTF-8", "restore it"),
+                                    damaged(put("run.json", b"[\xff]"))),
+    "run-json-not-a-list": Cli("train --resume {bad} --max-steps 3 --quiet",
+                               ("run.json is not a list of run entries",),
+                               damaged(put("run.json", "{}"))),
+    "train-state-without-rng": Cli("train --resume {bad} --max-steps 3 --quiet",
+                                   ("train_state.json has no 'rng' section",
+                                    "none is complete", "--overwrite"),
+                                   damaged(state_without("rng"))),
+    "train-state-without-progress": Cli("train --resume {bad} --max-steps 3 --quiet",
+                                        ("has no 'progress' section",),
+                                        damaged(state_without("progress"))),
     # --config files: the file is named
     "config-is-a-list": Cli("config show --config {tmp}/list.json",
                             ("list.json holds a list", "object of sections"), write("list.json", "[1, 2]")),
