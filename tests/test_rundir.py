@@ -232,13 +232,19 @@ def test_overwrite_leaves_nothing_of_the_old_run(tokenizer, data, tmp_path: Path
     assert result.steps == 4 and load_run(run).model.config.n_embed == 48
 
 
-TRAIN_SLOWLY = """
-import os, sys, time, torch
+# Every fsync takes a little longer, so saves fill much of a run and what runs beside them
+# (a reader, a kill) meets them: on a real disk a checkpoint is not instant either.
+SLOW_FSYNC = """
+import os, sys, time
 fsync = os.fsync
 def slow_fsync(fd):
     time.sleep(0.01)
     fsync(fd)
 os.fsync = slow_fsync
+"""
+
+TRAIN_SLOWLY = SLOW_FSYNC + """
+import torch
 from basegpt import B2lM, SlidingWindowDataset, Tokenizer
 from basegpt.train import TrainConfig, fit
 text = "readers watch a run while it trains. " * 60
@@ -347,15 +353,7 @@ def straight(tmp_path_factory):
     return cache, work, work / "straight"
 
 
-# Every fsync takes a little longer, so saves fill most of the run and random kills land in
-# them: on a real disk a checkpoint is not instant either.
-SLOW_DISK = """
-import os, sys, time
-fsync = os.fsync
-def slow_fsync(fd):
-    time.sleep(0.01)
-    fsync(fd)
-os.fsync = slow_fsync
+SLOW_DISK = SLOW_FSYNC + """
 from basegpt.cli import main
 sys.exit(main(sys.argv[1:]))
 """
