@@ -5,6 +5,11 @@ The public API, as in the original design:
     from basegpt import Tokenizer, SlidingWindowDataset, B2lM
     tokenizer = Tokenizer(vocab_size=500)
     tokenizer.trainTokenizer(text)
+    ...
+    model.train(loader, epochs=10)
+
+B2lM and load_run come from basegpt/api.py, where the conveniences that join the layers
+live (a model that trains itself, a run that generates).
 
 The tokenizer needs no torch, so `import basegpt` and `from basegpt import Tokenizer` do not
 import it: names that need torch (the model, the datasets) are imported on first use.
@@ -22,7 +27,8 @@ __version__ = "0.1.0"
 
 # name -> module that defines it; imported when the name is first looked up (PEP 562).
 _LAZY = {
-    "B2lM": "basegpt.model",
+    "B2lM": "basegpt.api",
+    "load_run": "basegpt.api",
     "ModelConfig": "basegpt.config",
     "SlidingWindowDataset": "basegpt.data",
 }

@@ -50,18 +50,15 @@ class Run:
     """A loaded run directory: the model (in eval mode), its tokenizer and its config.json.
 
         run = load_run("runs/laptop")
-        print(run.generate("def ", max_new_tokens=50, temperature=0.8, seed=0))
+        print(generate(run.model, run.tokenizer, "def ", max_new_tokens=50, seed=0))
+
+    (`from basegpt import load_run` gives a Run with `run.generate(...)` for that.)
     """
 
     path: Path
     model: B2lM
     tokenizer: Tokenizer
     config: dict[str, Any] = field(default_factory=dict)
-
-    def generate(self, prompt: str, **kwargs: Any) -> Any:
-        """basegpt.generate.generate with this run's model and tokenizer."""
-        from basegpt.generate import generate  # generation builds on runs, not the reverse
-        return generate(self.model, self.tokenizer, prompt, **kwargs)
 
 
 def unwrap(model: torch.nn.Module) -> B2lM:
@@ -240,9 +237,11 @@ def read_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
+def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+             model_class: type[B2lM] = B2lM) -> Run:
     """Load a run directory's model (eval mode, on `device`) and tokenizer, checking that
-    they belong together: the tokenizer's hash and size must match what the model expects."""
+    they belong together: the tokenizer's hash and size must match what the model expects.
+    `model_class`: B2lM or a subclass to build (basegpt.api's, which can also train)."""
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
@@ -261,7 +260,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> 
                                 "checkpoint. Wait for the first one (every checkpoint_every "
                                 "steps and at the end); if the run was stopped before it, "
                                 f"start it again with: basegpt train --resume {run_dir}")
-    model = B2lM(model_config)
+    model = model_class(model_config)
     load_model_tensors(model, load_tensors(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
     model.weights_file = str(run_dir / WEIGHTS_FILE)       # named if the weights prove non-finite
     model.to(device).eval()

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 import basegpt.model.memory as memory
 from basegpt import B2lM, SlidingWindowDataset, Tokenizer
+from basegpt.api import load_run as api_load_run
 from basegpt.checkpoint import init_from_run, load_run, read_config
 from basegpt.cli import main
 from basegpt.config import ModelConfig, TrainConfig
@@ -418,7 +419,7 @@ API_CASES = {
     "generate-prompt-too-long-strict": Api(
         lambda w: generate(w.model, w.tok, "abcdefgh" * 10, strict_context=True), ValueError,
         ("n_context is 16", "strict_context=False")),
-    "generate-nan-weights": Api(lambda w: load_run(w.nan).generate("def ", max_new_tokens=2, seed=0),
+    "generate-nan-weights": Api(lambda w: api_load_run(w.nan).generate("def ", max_new_tokens=2, seed=0),
                                 ValueError, ("NaN or inf", "blocks.1.ff.up.weight", "model.safetensors")),
     "score-empty-text": Api(lambda w: score(w.model, w.tok, ""), ValueError, ("non-empty str",)),
     # the tokenizer

@@ -34,9 +34,6 @@ def test_round_trip_gives_identical_logits(tokenizer, tmp_path: Path, tie: bool)
     assert not run.model.training, "loaded model is in eval mode"
     assert run.tokenizer.hash == tokenizer.hash, "same tokenizer"
     assert run.config["train"] == {"lr": 0.001}, "train config kept"
-    from basegpt.generate import generate
-    assert run.generate("hello", max_new_tokens=5, temperature=0) == generate(
-        model, tokenizer, "hello", max_new_tokens=5, temperature=0), "Run.generate = generate"
     if tie:
         assert run.model.lm_head.weight is run.model.tok_emb.weight, "tie survives loading"
 

@@ -1,11 +1,9 @@
-"""B2lM as a whole: the seed's call, construction, train() dispatch, layer-wise configs,
+"""B2lM as a whole: the seed's call, construction, train(mode), layer-wise configs,
 initialisation, weight tying, and the parameter / FLOP accounting against hand-computed numbers."""
 
 from __future__ import annotations
 
 import math
-import sys
-import types
 
 import pytest
 import torch
@@ -45,7 +43,8 @@ def test_the_seed_constructor_call_works_verbatim():
 def test_exported_from_the_package():
     import basegpt
 
-    assert basegpt.B2lM is B2lM and basegpt.ModelConfig is ModelConfig, "public API exports"
+    assert issubclass(basegpt.B2lM, B2lM) and basegpt.ModelConfig is ModelConfig, \
+        "public API exports (B2lM: the model plus model.train(loader), basegpt/api.py)"
 
 
 def test_construction_from_config_dict_and_overrides():
@@ -64,26 +63,12 @@ def test_train_with_bool_or_nothing_keeps_pytorch_meaning():
     assert all(not m.training for m in model.modules()), "train(False) reaches every submodule"
     assert model.train(mode=True).training, "train(mode=True) as in PyTorch"
     assert model.eval() is model and not model.training, "eval() switches it off"
-    with pytest.raises(TypeError, match="takes no other arguments"):
-        model.train(True, epochs=3)
 
 
-def test_train_with_data_calls_the_trainer(monkeypatch):
-    calls = []
-    fake = types.ModuleType("basegpt.train")
-    fake.fit = lambda model, data, **kw: calls.append((model, data, kw)) or "history"
-    monkeypatch.setitem(sys.modules, "basegpt.train", fake)
+def test_the_plain_model_does_not_train_on_data_and_says_where_to():
     model = B2lM(ModelConfig(vocab_size=20, n_embed=16, n_block=1, n_head=2, n_k=8, n_v=8, n_ff=16))
-    loader = [(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))]
-    assert model.train(loader, epochs=10, lr=1e-3) == "history", "train(data) must return fit's result"
-    assert calls == [(model, loader, {"epochs": 10, "lr": 1e-3})], f"fit called with {calls}"
-
-
-def test_train_with_data_and_no_trainer_says_so(monkeypatch):
-    monkeypatch.setitem(sys.modules, "basegpt.train", None)   # import of basegpt.train fails
-    model = B2lM(ModelConfig(vocab_size=20, n_embed=16, n_block=1, n_head=2, n_k=8, n_v=8, n_ff=16))
-    with pytest.raises(NotImplementedError, match="training loop"):
-        model.train([1, 2, 3], epochs=1)
+    with pytest.raises(TypeError, match="from basegpt import B2lM"):
+        model.train([1, 2, 3])
 
 
 # -- accounting, by hand ----------------------------------------------------------------------

@@ -189,32 +189,21 @@ class B2lM(nn.Module):
         return KVCache(shapes, batch_size, max_len, device=w.device, dtype=w.dtype)
 
     # ------------------------------------------------------------------------------------------
-    # training mode or training run
+    # training mode
 
-    def train(self, mode: Any = True, epochs: int | None = None, **kwargs: Any) -> Any:
-        """`model.train()` / `model.train(False)`: switch training mode (PyTorch's meaning),
-        returns the model. `model.train(loader_or_dataset, epochs=N, **kw)`: train it, with
-        `basegpt.train.fit(model, data, epochs=N, **kw)`.
+    def train(self, mode: bool = True) -> B2lM:
+        """PyTorch's meaning: switch training mode on (or off with False); returns the model.
 
-        The trainer is imported here, not at the top: the model never depends on the training
-        code (STYLE.md, imports point one way).
+        Training on data, `model.train(loader, epochs=10)`, is the call of basegpt's public
+        B2lM (`from basegpt import B2lM`, basegpt/api.py), which adds it on top: this class
+        never imports the trainer, so the arrows between modules point one way.
         """
-        if isinstance(mode, bool):
-            if epochs is not None or kwargs:
-                raise TypeError("model.train(True/False) switches the training mode and takes no "
-                                "other arguments; to train, pass data: model.train(loader, epochs=N)")
-            return super().train(mode)
-        try:
-            from basegpt.train import fit
-        except ModuleNotFoundError as e:
-            if e.name not in ("basegpt.train",):
-                raise                                   # a real missing dependency inside train.py
-            raise NotImplementedError("model.train(data, ...) needs the training loop "
-                                      "(basegpt.train.fit), which is not installed yet; call "
-                                      "model.train() or model.train(False) to switch modes") from e
-        if epochs is not None:
-            kwargs["epochs"] = epochs
-        return fit(self, mode, **kwargs)
+        if not isinstance(mode, bool):
+            raise TypeError(f"model.train(mode) takes True or False, got {type(mode).__name__}; "
+                            "to train on data, build the model with `from basegpt import B2lM` "
+                            "(model.train(loader, epochs=N)) or call basegpt.train.fit(model, "
+                            "data, epochs=N)")
+        return super().train(mode)
 
     # ------------------------------------------------------------------------------------------
     # accounting
