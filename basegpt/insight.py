@@ -58,7 +58,7 @@ def evaluate_run(run_dir: str | os.PathLike, source: str | os.PathLike | Sequenc
     """
     from basegpt.checkpoint import load_run
     from basegpt.devices import autocast, pick_device
-    from basegpt.train import evaluate, token_bytes
+    from basegpt.evaluation import evaluate, token_bytes
 
     # Checked before anything loads; only None means "the run's own setting" (0 is an error,
     # not a request for the default).

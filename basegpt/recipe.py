@@ -354,7 +354,8 @@ def _train_locked(spec: dict[str, Any], out: Path, *, resume: bool,
     from basegpt.data import ShardDataset
     import torch
     from basegpt.model import B2lM
-    from basegpt.train import fit, stop_reason
+    from basegpt.optim import stop_reason
+    from basegpt.train import fit
 
     if resume:
         saved = read_spec(out)

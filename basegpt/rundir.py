@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,11 @@ import torch
 from basegpt._io import atomic_write_bytes, atomic_write_text, errors_name, fsync_dir
 from basegpt.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, model_tensors, save_tensors
 from basegpt.model import B2lM
+from basegpt.runlock import RunLock
+from basegpt.tokenizer import Tokenizer
 from basegpt.train_state import (METRICS_FILE, RUN_INFO_FILE, STATE_JSON, STATE_TENSORS,
-                                 read_state_json, save_train_state, tensor_step)
+                                 check_same_run, read_metrics, read_run_info, read_state_json,
+                                 save_train_state, tensor_step)
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -240,3 +244,52 @@ def _remove(path: Path) -> None:
         else:
             path.unlink()
 
+
+# ------------------------------------------------------------------------ a writer's start
+
+def tidy(run_dir: Path, lock: RunLock, log: Callable[[str], None]) -> None:
+    """What a writer does first in a run directory it now holds: say whose lock it took
+    over, and remove what interrupted saves left behind."""
+    if lock.previous:
+        held = lock.previous
+        log(f"note: the previous writer of {run_dir} (pid {held.get('pid')} on host "
+            f"{held.get('host')}, since {held.get('started')}) ended without releasing its "
+            "lock (killed or crashed)")
+    removed = clean_leftovers(run_dir)
+    if removed:
+        log(f"removed what interrupted saves left in {run_dir}: {', '.join(removed)}")
+
+
+def checkpoint_to_resume(run_dir: Path, model: B2lM, tokenizer: Tokenizer | None,
+                          log: Callable[[str], None]) -> Path | None:
+    """The newest complete checkpoint of run_dir, checked against the model and tokenizer;
+    None when the run stopped before its first one (it then starts again from step 0)."""
+    check_same_run(run_dir, model, tokenizer)
+    read_metrics(run_dir), read_run_info(run_dir)      # damaged: an error before any write
+    folder, skipped = latest_checkpoint(run_dir)
+    if folder is None and skipped:
+        # Committed folders are whole, so these are damaged: starting again from step 0
+        # would throw them away.
+        raise ValueError(f"{run_dir} has checkpoints but none is complete ("
+                         + "; ".join(skipped) + "); restore a checkpoint folder, or start "
+                         "the run again with overwrite=True (basegpt train --overwrite)")
+    for line in skipped:
+        log(f"passing over incomplete checkpoint {line}")
+    if folder is None:
+        log(f"{run_dir} has no complete checkpoint yet (it stopped before its first save): "
+            "starting it again from step 0")
+    return folder
+
+
+def start_afresh(run_dir: Path, replace: bool, log: Callable[[str], None]) -> None:
+    """Make run_dir ready for a new run: nothing of an earlier run may stay behind for a
+    later resume or load to pick up. A complete earlier run (its config.json) is replaced
+    only when `replace` says so; parts of one whose replacement was interrupted go anyway."""
+    if not replace and (run_dir / CONFIG_FILE).exists():
+        raise ValueError(f"{run_dir} already holds a run; continue it with resume=True, pass "
+                         "overwrite=True to replace it, or choose another run_dir")
+    if holds_run(run_dir):
+        removed = clear_run(run_dir)
+        what = "the previous run" if replace else "the parts of an unfinished run"
+        log(f"removed {what} in {run_dir}: {', '.join(removed)}")
+    run_dir.mkdir(parents=True, exist_ok=True)

@@ -13,14 +13,20 @@ Dividing by the global count (not per micro-batch) makes the accumulated gradien
 gradient of the mean loss over the global batch, so batch 8 x 1 and batch 4 x 2 agree.
 Padded targets (-100) never count.
 
-Around that core: warmup + cosine/linear/constant learning rate, gradient clipping, Adam or
-AdamW (decay on matrices only), mixed precision (bf16 autocast, fp16 with a gradient
-scaler), torch.compile, evaluation on a fixed validation set (loss, perplexity, bits per
-byte), checkpoints every N steps, Ctrl-C/SIGTERM saves and stops, exact resume
-(train_state.py), a new run from another run's weights (init_from, for fine-tuning),
-DistributedDataParallel under torchrun (distributed.py), metrics.jsonl.
+The loop, in `_fit`, reads as the algorithm; each line is one method of `Trainer`:
 
-`model.train(loader, epochs=10)` (the original design's call) lands here too.
+    while not trainer.done():
+        record = trainer.step()          # batch -> forward/backward -> clip -> optimizer step
+        if trainer.validation_due():
+            trainer.validate(record)     # validation loss, perplexity, bits per byte
+        trainer.save(record)             # metrics.jsonl, best/, a checkpoint when due
+
+Around that core: the optimizer and learning-rate schedule (optim.py), evaluation
+(evaluation.py), mixed precision (bf16 autocast, fp16 with a gradient scaler), torch.compile,
+Ctrl-C/SIGTERM saves and stops, the run directory and exact resume (rundir.py,
+train_state.py), a new run from another run's weights (init_from, for fine-tuning),
+DistributedDataParallel under torchrun (distributed.py). `model.train(loader, epochs=10)`
+(basegpt.B2lM, api.py) lands here too.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +48,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from basegpt.checkpoint import CONFIG_FILE, init_from_run, save_config, unwrap
+from basegpt.checkpoint import init_from_run, save_config, unwrap
 from basegpt.config import TrainConfig
 from basegpt.data import IGNORE_INDEX
 from basegpt.data.memmap import check_shard_data
@@ -50,14 +56,17 @@ from basegpt.data.streams import BatchStream, LoaderStream, make_stream
 from basegpt.devices import autocast as make_autocast
 from basegpt.devices import (compile_decision, dtype_decision, keep_freed_memory, peak_flops,
                              pick_device)
+from basegpt.evaluation import evaluate, token_bytes, window_len
 from basegpt.model import B2lM
-from basegpt.tokenizer import Tokenizer
-from basegpt.rundir import (clean_leftovers, clear_run, holds_run, last_checkpoint,
-                            latest_checkpoint, save_best, save_checkpoint)
+from basegpt.optim import (decay_progress, learning_rate, make_optimizer, optimizer_kernels,
+                           planned_steps, stop_reason)
+from basegpt.rundir import (checkpoint_to_resume, last_checkpoint, save_best, save_checkpoint,
+                            start_afresh, tidy as tidy_run_dir)
 from basegpt.runlock import RunLock, run_lock
-from basegpt.train_state import (METRICS_FILE, append_metrics, check_same_run, process_rng_state,
-                                 read_metrics, read_run_info, record_run_info,
-                                 resume as resume_from, truncate_metrics, update_train_config)
+from basegpt.tokenizer import Tokenizer
+from basegpt.train_state import (METRICS_FILE, append_metrics, process_rng_state,
+                                 record_run_info, resume as resume_from, truncate_metrics,
+                                 update_train_config)
 
 if TYPE_CHECKING:
     from basegpt.distributed import Dist
@@ -86,111 +95,6 @@ class TrainResult:
 
 class TrainingDiverged(ValueError):
     """The loss or the gradient became inf/NaN (on_nonfinite="stop")."""
-
-
-# ------------------------------------------------------------------------ pieces of a step
-
-def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
-    """lr at `step`: linear warmup from lr/warmup to lr, then decay by `progress` in [0, 1].
-
-        cosine:   lr_min + (lr - lr_min) * (1 + cos(pi * progress)) / 2
-        linear:   lr - (lr - lr_min) * progress
-        constant: lr
-    with lr_min = lr * min_lr_ratio. progress is the fraction of the run done after warmup
-    (by steps, or by the clock when only a time budget is set).
-    """
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = min(max(progress, 0.0), 1.0)
-    low = config.lr * config.min_lr_ratio
-    if config.schedule == "cosine":
-        return low + (config.lr - low) * 0.5 * (1 + math.cos(math.pi * progress))
-    if config.schedule == "linear":
-        return config.lr - (config.lr - low) * progress
-    return config.lr
-
-
-def fused_adam_available(device: torch.device) -> bool:
-    """Whether torch has fused Adam kernels for this device: CUDA always, CPU from torch 2.4."""
-    if device.type == "cuda":
-        return True
-    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
-    return device.type == "cpu" and (major, minor) >= (2, 4)
-
-
-def make_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam, or AdamW with weight decay on weight matrices only.
-
-    Decay pulls weights toward zero; that regularises the matrices of the linear layers but
-    would only distort embeddings (rows are looked up, not multiplied), norm gains and biases.
-    Kernels: fused (the whole update of every parameter in one kernel) on CUDA, and on CPU
-    from torch 2.4, where it makes the same update up to rounding (a test feeds both the
-    same gradients) and halves the optimizer's time (BENCHMARKS.md, training); foreach
-    (multi-tensor) elsewhere.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    kwargs: dict[str, Any] = {"lr": config.lr, "betas": (config.beta1, config.beta2)}
-    if fused_adam_available(device):
-        kwargs["fused"] = True
-    else:
-        kwargs["foreach"] = True
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, **kwargs)
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    decay = [p for p in params if p.dim() >= 2 and id(p) not in embeddings]
-    no_decay = [p for p in params if p.dim() < 2 or id(p) in embeddings]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, **kwargs)
-
-
-def token_bytes(tokenizer: Tokenizer | None, vocab_size: int) -> torch.Tensor | None:
-    """Bytes of text each token id stands for (special tokens: 0), for bits per byte."""
-    if tokenizer is None:
-        return None
-    n = torch.tensor([len(b) for b in tokenizer.vocab[:vocab_size]], dtype=torch.float64)
-    for token_id in tokenizer.special_tokens.values():
-        if token_id < vocab_size:
-            n[token_id] = 0
-    return n
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int, device: torch.device,
-             autocast: Callable[[], Any], max_tokens: int,
-             bytes_per_token: torch.Tensor | None = None) -> dict[str, float]:
-    """Loss, perplexity and bits per byte on the first windows of `data`, always the same.
-
-    bits per byte = total negative log-likelihood in bits / bytes of the target text. Unlike
-    loss per token it does not depend on the tokenizer, so runs with different vocabularies
-    compare. Special tokens count as 0 bytes (their NLL still counts).
-    """
-    was_training = model.training
-    model.eval()
-    n_windows = max(1, min(len(data), max_tokens // max(_window_len(data), 1)))
-    nll, count, n_bytes = 0.0, 0, 0.0
-    for start in range(0, n_windows, batch_size):
-        xs, ys = zip(*(data[i] for i in range(start, min(start + batch_size, n_windows))))
-        x, y = torch.stack(xs).to(device), torch.stack(ys).to(device)
-        with autocast():
-            logits = model(x)
-        losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none",
-                                 ignore_index=IGNORE_INDEX)
-        real = y.flatten() != IGNORE_INDEX
-        nll += losses[real].double().sum().item()
-        count += int(real.sum())
-        if bytes_per_token is not None:
-            n_bytes += bytes_per_token[y.flatten()[real].cpu()].sum().item()
-    model.train(was_training)
-    loss = nll / max(count, 1)
-    out = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)), "val_tokens": count}
-    if n_bytes:
-        out["val_bpb"] = nll / math.log(2) / n_bytes
-    return out
-
-
-def _window_len(data: Dataset) -> int:
-    return int(data[0][0].numel())
 
 
 # ------------------------------------------------------------------------ fit
@@ -258,267 +162,366 @@ def _fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None
          extra_config: dict[str, Any] | None, init_from: str | os.PathLike | None) -> TrainResult:
     """fit's body, with the run directory's lock held (process 0, `lock`)."""
     torch.manual_seed(config.seed + dist.rank)
-    device = pick_device(config.device) if not dist.enabled else dist.device
-    dtype, dtype_why = dtype_decision(config.dtype, device)
-    raw = unwrap(model)
-    raw.to(device)
-    tokenizer = tokenizer or getattr(train_data, "tokenizer", None) or getattr(
-        getattr(train_data, "dataset", None), "tokenizer", None)
-    for data in (train_data, val_data):         # prepared shards: made by this tokenizer?
-        check_shard_data(data, tokenizer, raw.config.vocab_size)
-    source = init_from_run(raw, init_from, tokenizer) if init_from is not None else None
-    if source is not None:
-        extra_config = {**(extra_config or {}), "init_from": source}
-        log(f"starting from the weights of {init_from}")
-    stream = make_stream(train_data, config.batch_size, config.seed, dist.rank, dist.world)
-    T = _window_len(stream.dataset if isinstance(stream, BatchStream) else stream.loader.dataset)
-    if T > raw.config.n_context:
-        raise ValueError(f"the data's windows hold {T} tokens but the model's n_context is "
-                         f"{raw.config.n_context}; build the model with n_context >= {T}")
-    batch_size = stream.loader.batch_size if isinstance(stream, LoaderStream) else config.batch_size
-    micro_tokens = batch_size * T
-    accum = _grad_accum(config, micro_tokens, dist.world)
-    optimizer = make_optimizer(raw, config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    run_dir = Path(run_dir) if run_dir is not None else None
-    result = TrainResult(run_dir=run_dir)
-    start_step, best, elapsed_before, saved_train_seconds = 0, math.inf, 0.0, 0.0
-    if resume and run_dir is None:
-        raise ValueError("resume=True needs run_dir (the run to continue)")
-    if lock is not None:
-        _tidy_run_dir(run_dir, lock, log)
-    restart = False
-    if resume:
-        check_same_run(run_dir, raw, tokenizer)
-        read_metrics(run_dir), read_run_info(run_dir)    # damaged: an error before any write
-        folder, skipped = latest_checkpoint(run_dir)
-        if folder is None and skipped:
-            # Committed folders are whole, so these are damaged: starting again from step 0
-            # would throw them away.
-            raise ValueError(f"{run_dir} has checkpoints but none is complete ("
-                             + "; ".join(skipped) + "); restore a checkpoint folder, or start "
-                             "the run again with overwrite=True (basegpt train --overwrite)")
-        for line in skipped:
-            log(f"passing over incomplete checkpoint {line}")
-        if folder is None:
-            log(f"{run_dir} has no complete checkpoint yet (it stopped before its first save): "
-                "starting it again from step 0")
-            resume, restart = False, True
-    if resume:
-        saved = resume_from(folder, raw, optimizer, scaler, stream, dist.rank, device)
-        start_step, best, elapsed_before = saved["step"], saved["best_val"], saved["seconds"]
-        saved_train_seconds = saved.get("train_seconds", 0.0)
-        result.tokens = saved["tokens"]
-        if dist.is_main:                     # the settings in force now, for the next resume
-            update_train_config(run_dir, config.to_dict(), extra_config)
-            dropped = truncate_metrics(run_dir, start_step)
+    trainer = Trainer(model, train_data, val_data, config, dist, tokenizer, run_dir, log)
+    trainer.open_run(resume=resume, overwrite=overwrite, lock=lock, init_from=init_from,
+                     extra_config=extra_config)
+    trainer.prepare()
+    with trainer.running(progress):
+        while not trainer.done():
+            record = trainer.step()        # batch -> forward/backward -> clip -> optimizer step
+            if record is None:
+                continue                   # a non-finite step, skipped (on_nonfinite="skip")
+            if trainer.validation_due():
+                trainer.validate(record)   # validation loss, perplexity, bits per byte
+            trainer.save(record)           # metrics.jsonl, best/, a checkpoint when due
+            if on_step is not None:
+                on_step(record)
+        trainer.finish()                   # save the last step if no checkpoint holds it
+    model.eval()
+    return trainer.result
+
+
+class Trainer:
+    """One training run in progress: the model and its data, the optimizer, the clock, and
+    what has happened so far (`result`). `fit` drives it; each method is one named part of
+    the loop, and the loop itself (`_fit`) reads as the algorithm."""
+
+    def __init__(self, model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None,
+                 config: TrainConfig, dist: Dist, tokenizer: Tokenizer | None,
+                 run_dir: str | os.PathLike | None, log: Callable[[str], None]) -> None:
+        self.config, self.dist, self.log, self.model = config, dist, log, model
+        self.device = pick_device(config.device) if not dist.enabled else dist.device
+        self.dtype, self.dtype_why = dtype_decision(config.dtype, self.device)
+        self.raw = unwrap(model).to(self.device)           # the B2lM itself, no wrappers
+        self.tokenizer = tokenizer or getattr(train_data, "tokenizer", None) or getattr(
+            getattr(train_data, "dataset", None), "tokenizer", None)
+        for data in (train_data, val_data):     # prepared shards: made by this tokenizer?
+            check_shard_data(data, self.tokenizer, self.raw.config.vocab_size)
+        self.val_data = val_data
+        self.stream = make_stream(train_data, config.batch_size, config.seed, dist.rank, dist.world)
+        self.T = window_len(self.stream.dataset if isinstance(self.stream, BatchStream)
+                             else self.stream.loader.dataset)
+        if self.T > self.raw.config.n_context:
+            raise ValueError(f"the data's windows hold {self.T} tokens but the model's n_context "
+                             f"is {self.raw.config.n_context}; build the model with n_context >= "
+                             f"{self.T}")
+        self.batch_size = (self.stream.loader.batch_size if isinstance(self.stream, LoaderStream)
+                           else config.batch_size)
+        self.accum = _grad_accum(config, self.batch_size * self.T, dist.world)
+        self.tokens_per_step = self.accum * self.batch_size * self.T * dist.world
+        self.optimizer = make_optimizer(self.raw, config, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.result = TrainResult(run_dir=self.run_dir)
+        self.steps, self.best, self.saved_at = 0, math.inf, -1
+        self.clock = _Clock()
+
+    # ------------------------------------------------------------------------ before the loop
+
+    def open_run(self, *, resume: bool, overwrite: bool, lock: RunLock | None,
+                 init_from: str | os.PathLike | None, extra_config: dict[str, Any] | None) -> None:
+        """Start from another run's weights (init_from), or continue this run from its newest
+        checkpoint (resume), or write the run directory afresh; then note this session in
+        run.json."""
+        run_dir, dist = self.run_dir, self.dist
+        source = init_from_run(self.raw, init_from, self.tokenizer) if init_from is not None else None
+        if source is not None:
+            extra_config = {**(extra_config or {}), "init_from": source}
+            self.log(f"starting from the weights of {init_from}")
+        if resume and run_dir is None:
+            raise ValueError("resume=True needs run_dir (the run to continue)")
+        if lock is not None:
+            tidy_run_dir(run_dir, lock, self.log)
+        folder = checkpoint_to_resume(run_dir, self.raw, self.tokenizer, self.log) if resume else None
+        if folder is not None:
+            self._resume(folder, extra_config)
+        elif run_dir is not None and dist.is_main:
+            if self.tokenizer is None:
+                raise ValueError("a run directory needs the tokenizer beside the model: pass "
+                                 "tokenizer=... (or train on a dataset that has one)")
+            # resume without a checkpoint starts the run again from step 0.
+            start_afresh(run_dir, replace=overwrite or resume, log=self.log)
+            self.tokenizer.save(run_dir / "tokenizer.json")
+            save_config(run_dir, self.raw.config, self.tokenizer, self.config.to_dict(), extra_config)
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        if run_dir is not None and dist.is_main:
+            record_run_info(run_dir, self.device, self.dtype, dist.world, resumed=folder is not None,
+                            init_from=source["path"] if source else None)
+
+    def _resume(self, folder: Path, extra_config: dict[str, Any] | None) -> None:
+        """Load checkpoint `folder`: weights, optimizer, scaler, RNGs, data position, clock."""
+        run_dir, log = self.run_dir, self.log
+        saved = resume_from(folder, self.raw, self.optimizer, self.scaler, self.stream,
+                            self.dist.rank, self.device)
+        self.steps = self.saved_at = saved["step"]
+        self.best, self.result.tokens = saved["best_val"], saved["tokens"]
+        self.clock = _Clock(before=saved["seconds"], train_seconds=saved.get("train_seconds", 0.0))
+        if self.dist.is_main:                # the settings in force now, for the next resume
+            update_train_config(run_dir, self.config.to_dict(), extra_config)
+            dropped = truncate_metrics(run_dir, self.steps)
             if dropped:
                 log(f"metrics.jsonl: dropped {dropped} records logged after the checkpoint "
-                    f"of step {start_step}; those steps are trained again")
-        log(f"resumed {run_dir} at step {start_step} from {folder.relative_to(run_dir)}")
-        if isinstance(stream, LoaderStream) and not stream.restorable:
+                    f"of step {self.steps}; those steps are trained again")
+        log(f"resumed {run_dir} at step {self.steps} from {folder.relative_to(run_dir)}")
+        if isinstance(self.stream, LoaderStream) and not self.stream.restorable:
             log("warning: this DataLoader draws its order from its own generator=, which a "
                 "resume cannot rewind, so the batches from here on differ from an "
                 "uninterrupted run's; for an exact resume drop generator= (fit seeds the "
                 "shuffle itself) or pass the Dataset instead of a DataLoader")
-    elif run_dir is not None and dist.is_main:
-        if tokenizer is None:
-            raise ValueError("a run directory needs the tokenizer beside the model: pass "
-                             "tokenizer=... (or train on a dataset that has one)")
-        _start_afresh(run_dir, replace=overwrite or restart, log=log)
-        tokenizer.save(run_dir / "tokenizer.json")
-        save_config(run_dir, raw.config, tokenizer, config.to_dict(), extra_config)
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    if run_dir is not None and dist.is_main:
-        record_run_info(run_dir, device, dtype, dist.world, resumed=resume,
-                        init_from=source["path"] if source else None)
 
-    compile_on, compile_why = compile_decision(config.compile, device)
-    compiled = torch.compile(raw) if compile_on else None
-    train_model = dist.wrap(compiled if compiled is not None else raw)
-    autocast = make_autocast(device, dtype)
-    steps_per_epoch = max(stream.batches_per_epoch // accum, 1)
-    total_steps = _total_steps(config, steps_per_epoch)
-    bytes_per_token = token_bytes(tokenizer, raw.config.vocab_size)
-    peak = peak_flops(device, dtype, config.peak_tflops)        # one device's
-    flops_per_token = raw.flops_per_token(T)     # attention costs by the windows' length T
-    tokens_per_step = accum * micro_tokens * dist.world
-    # A CPU step frees and re-allocates its activations: keep that memory in the process.
-    memory = {"memory": keep_freed_memory()} if device.type == "cpu" else {}
-    log(summary(raw, dataclasses.replace(config, batch_size=batch_size), device, dtype, T, accum,
-                dist.world, total_steps, decisions={
-                    "dtype": dtype_why,
-                    "compile": f"{'on' if compile_on else 'off'} ({compile_why})",
-                    "optimizer": _optimizer_kernels(optimizer), **memory}))
+    def prepare(self) -> None:
+        """Compile where asked (or where it pays), plan the steps, and log the summary."""
+        config, raw, device = self.config, self.raw, self.device
+        compile_on, compile_why = compile_decision(config.compile, device)
+        self.compiled = torch.compile(raw) if compile_on else None
+        self.train_model = self.dist.wrap(self.compiled if self.compiled is not None else raw)
+        self.autocast = make_autocast(device, self.dtype)
+        self.total_steps = planned_steps(config, max(self.stream.batches_per_epoch // self.accum, 1))
+        self.bytes_per_token = token_bytes(self.tokenizer, raw.config.vocab_size)
+        self.peak = peak_flops(device, self.dtype, config.peak_tflops)      # one device's
+        self.flops_per_token = raw.flops_per_token(self.T)  # attention costs by the windows' T
+        self.first_step = self.steps
+        # A CPU step frees and re-allocates its activations: keep that memory in the process.
+        memory = {"memory": keep_freed_memory()} if device.type == "cpu" else {}
+        self.log(summary(raw, dataclasses.replace(config, batch_size=self.batch_size), device,
+                         self.dtype, self.T, self.accum, self.dist.world, self.total_steps,
+                         decisions={"dtype": self.dtype_why,
+                                    "compile": f"{'on' if compile_on else 'off'} ({compile_why})",
+                                    "optimizer": optimizer_kernels(self.optimizer), **memory}))
 
-    stop = _StopFlag()
-    stop.install()
-    model.train()
-    # With only a time budget the bar counts seconds, so its ETA is the budget's end.
+    @contextlib.contextmanager
+    def running(self, progress: bool) -> Iterator[None]:
+        """The loop's surroundings: training mode, the progress bar, the clock, and Ctrl-C /
+        SIGTERM asking to stop (handled until the block ends, final save included)."""
+        self.stop = _StopFlag()
+        self.stop.install()
+        self.model.train()
+        self.bar = _progress_bar(self.config, self.total_steps, self.steps, self.clock.before,
+                                 show=progress and self.dist.is_main)
+        self.clock.begin()
+        # Steps and epochs come out the same in every process; the clock and Ctrl-C do not,
+        # so those are voted on inside each step's loss all-reduce (step). A process that
+        # stopped on its own would leave the others waiting forever in their next collective.
+        self.reason = stop_reason(self.config, self.steps, self.total_steps, self.clock.elapsed)
+        try:
+            yield
+        finally:
+            self.bar.close()
+            self.stop.uninstall()
+
+    # ------------------------------------------------------------------------ the loop
+
+    def done(self) -> bool:
+        """Whether the run stops before another step: a budget is used up, or a signal came
+        (with one process at once; under torchrun as voted in the last step)."""
+        if self.stop.raised and not self.dist.enabled:
+            self.reason = self.reason or "signal"
+        return bool(self.reason)
+
+    def step(self) -> dict[str, Any] | None:
+        """One optimizer step over a global batch; returns its metrics record, or None when
+        a non-finite step was skipped (on_nonfinite="skip")."""
+        config, dist = self.config, self.dist
+        self.clock.step_begins()
+        done = decay_progress(config, self.steps, self.total_steps, self.clock.elapsed)
+        lr = learning_rate(config, self.steps, done)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batches = [next(self.stream) for _ in range(self.accum)]
+        n_real = dist.sum(sum(int((y != IGNORE_INDEX).sum()) for _, y in batches))
+        loss_sum = self._forward_backward(batches, n_real)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(),
+                                                   config.grad_clip or float("inf")).item()
+        loss_total, clock_total, signals = dist.sum_all(
+            [loss_sum.item(), self.clock.now(), self.stop.raised])
+        loss = loss_total / max(n_real, 1)
+        self.clock.elapsed = clock_total / dist.world      # the mean of the processes' clocks
+        updated = self._update(loss, grad_norm, scale, lr)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        self.reason = ("signal" if signals else "") or stop_reason(
+            config, self.steps, self.total_steps, self.clock.elapsed)
+        if not updated:
+            self.result.skipped_steps += 1
+            return None
+        self.result.tokens += self.tokens_per_step
+        self.result.train_loss.append((self.steps, loss))
+        return self._record(loss, lr, grad_norm, scale, self.clock.step_ends())
+
+    def _forward_backward(self, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                          n_real: int) -> torch.Tensor:
+        """_forward_backward on the training model; torch.compile fails lazily, in the first
+        forward or the first compiled backward, so a failure there falls back to eager
+        (which always works), dropping the gradients of the failed try."""
+        try:
+            return _forward_backward(self.train_model, batches, n_real, self.device,
+                                     self.autocast, self.scaler, self.dist)
+        except Exception as error:
+            if self.compiled is None or self.steps > self.first_step:
+                raise
+            self.log(f"warning: torch.compile failed ({type(error).__name__}: "
+                     f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.compiled, self.train_model = None, self.dist.wrap(self.raw)
+            return _forward_backward(self.train_model, batches, n_real, self.device,
+                                     self.autocast, self.scaler, self.dist)
+
+    def _update(self, loss: float, grad_norm: float, scale: float | None, lr: float) -> bool:
+        """Take the optimizer step unless the step diverged; False when it was skipped.
+
+        With fp16 an inf gradient is usually the scaler's own overflow: scaler.step() then
+        skips the update and update() halves the scale. Only a non-finite loss, or overflow
+        at a scale below MIN_LOSS_SCALE, is divergence: on_nonfinite="stop" raises
+        TrainingDiverged, "skip" drops the step.
+        """
+        scaler = self.scaler
+        bad = not math.isfinite(loss) or (not math.isfinite(grad_norm) and scale is None)
+        if not bad:
+            scaler.step(self.optimizer)
+            scaler.update()
+            overflow = scale is not None and scaler.get_scale() < scale
+            if overflow:
+                self.result.overflow_steps += 1
+            bad = overflow and scaler.get_scale() < MIN_LOSS_SCALE
+        if not bad:
+            return True
+        if self.config.on_nonfinite == "stop":
+            what = "loss" if not math.isfinite(loss) else "gradient"
+            floor = (f" even at loss scale {scaler.get_scale():g} (the fp16 gradient scaler "
+                     f"fell below {MIN_LOSS_SCALE:g})" if what == "gradient" and scale is not None
+                     else "")
+            raise TrainingDiverged(
+                f"non-finite {what} at step {self.steps}{floor}: loss {loss}, grad norm "
+                f"{grad_norm}, lr {lr:.3g}; last good checkpoint: "
+                f"{last_checkpoint(self.run_dir)}. Lower lr, raise warmup_steps or grad_clip, "
+                "or pass on_nonfinite='skip'")
+        if not math.isfinite(loss):         # (the scaler's overflow path has updated)
+            scaler.update()
+        return False
+
+    def _record(self, loss: float, lr: float, grad_norm: float, scale: float | None,
+                seconds: float) -> dict[str, Any]:
+        """The step's metrics record (what metrics.jsonl gets), also shown on the bar."""
+        tok_s = self.tokens_per_step / max(seconds, 1e-9)           # this step, no evals
+        record = {"step": self.steps, "tokens": self.result.tokens,
+                  "epoch": round(self.stream.epoch, 4), "train_loss": loss, "lr": lr,
+                  "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
+                  "tokens_per_s": tok_s, "seconds": self.clock.now(),
+                  "train_seconds": self.clock.train_seconds}
+        if scale is not None:
+            record["loss_scale"] = self.scaler.get_scale()
+        postfix = {"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
+        if self.peak:
+            # tok_s counts every process's tokens; MFU is per device, against one's peak.
+            record["mfu"] = self.flops_per_token * tok_s / (self.peak * self.dist.world)
+            postfix["mfu"] = f"{record['mfu']:.1%}"
+        by_clock = self.total_steps is None
+        self.bar.update(min(record["seconds"], self.bar.total) - self.bar.n if by_clock else 1)
+        self.bar.set_postfix(postfix)
+        return record
+
+    def validation_due(self) -> bool:
+        """Every eval_every steps, and after the last one."""
+        every = self.config.eval_every
+        return self.val_data is not None and (bool(every and self.steps % every == 0)
+                                              or bool(self.reason))
+
+    def validate(self, record: dict[str, Any]) -> None:
+        """Score the fixed validation windows; the scores join the step's record."""
+        scores = evaluate(self.raw, self.val_data, self.config.batch_size, self.device,
+                          self.autocast, self.config.eval_tokens, self.bytes_per_token)
+        record.update(scores)
+        self.result.evals.append({"step": self.steps, "tokens": self.result.tokens, **scores})
+        self.log(f"step {self.steps}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()
+                                                    if k != "val_tokens"))
+
+    def save(self, record: dict[str, Any]) -> None:
+        """The record into metrics.jsonl; a checkpoint every checkpoint_every steps and at
+        the end, else best/ when validation improved; loss.png redrawn after a validation."""
+        run_dir, main = self.run_dir, self.dist.is_main
+        if main and run_dir is not None:
+            append_metrics(run_dir, record)
+        is_best = "val_loss" in record and record["val_loss"] < self.best
+        if is_best:
+            self.best = record["val_loss"]
+        every = self.config.checkpoint_every
+        # Every process reaches the same decision here (step and reason agree).
+        if run_dir is not None and (self.reason or (every and self.steps % every == 0)):
+            self.checkpoint(record["seconds"], is_best)
+        elif run_dir is not None and is_best and main:
+            save_best(run_dir, self.raw, self.steps, self.best)
+        if "val_loss" in record and run_dir is not None and main:
+            _plot(run_dir, self.log)                # after metrics.jsonl has this validation
+
+    def checkpoint(self, seconds: float, is_best: bool) -> None:
+        """Save the run at this step. Every process takes part (its RNG state goes into the
+        checkpoint); process 0 writes. Ctrl-C and SIGTERM wait until it is on disk."""
+        rng_ranks = self.dist.gather(process_rng_state(self.device))
+        if self.dist.is_main:
+            progress = _progress_record(self.steps, self.result.tokens, self.best, seconds,
+                                        self.clock.train_seconds)
+            with self.stop.deferred():
+                save_checkpoint(self.run_dir, self.raw, self.optimizer, self.scaler, self.stream,
+                                self.config.keep_checkpoints, progress, is_best,
+                                rng_ranks=rng_ranks)
+        self.saved_at = self.steps
+
+    def finish(self) -> None:
+        """Note how the run ended; save the last step if no checkpoint holds it (the run
+        ended on a skipped step, or by Ctrl-C between steps)."""
+        result = self.result
+        result.stopped_by, result.steps, result.epochs = self.reason, self.steps, self.stream.epoch
+        result.seconds = self.clock.now()
+        if self.run_dir is None:
+            return
+        if self.saved_at != self.steps:
+            self.checkpoint(result.seconds, is_best=False)
+        if result.stopped_by == "signal":
+            self.log(f"interrupted at step {self.steps}; saved. Continue with: basegpt train "
+                     f"--resume {self.run_dir}")
+
+
+class _Clock:
+    """The run's one clock. now(): this process's run time, earlier sessions included (a
+    resume carries it on). elapsed: the run time all processes agree on (under torchrun the
+    mean of their clocks, voted at each step), which the time budget and the schedule read.
+    train_seconds: time inside training steps only, without validations and saves."""
+
+    def __init__(self, before: float = 0.0, train_seconds: float = 0.0) -> None:
+        self.before, self.elapsed, self.train_seconds = before, before, train_seconds
+        self.begin()
+
+    def begin(self) -> None:
+        """Start counting this session's time (just before the first step)."""
+        self._start = self._step_start = time.perf_counter()
+
+    def now(self) -> float:
+        return self.before + time.perf_counter() - self._start
+
+    def step_begins(self) -> None:
+        self._step_start = time.perf_counter()
+
+    def step_ends(self) -> float:
+        """The step's own seconds, added to train_seconds."""
+        took = time.perf_counter() - self._step_start
+        self.train_seconds += took
+        return took
+
+
+def _progress_bar(config: TrainConfig, total_steps: int | None, start_step: int,
+                  seconds_before: float, show: bool) -> tqdm:
+    """The bar counts steps; with only a time budget it counts seconds, so its ETA is the
+    budget's end."""
     by_clock = total_steps is None
-    bar_total = config.max_minutes * 60 if by_clock else total_steps
+    total = config.max_minutes * 60 if by_clock else total_steps
     # A resume past its budget trains nothing; capped, the bar shows it full (tqdm warns
     # "clamping frac" for a start beyond its total).
-    bar = tqdm(total=bar_total, initial=min(elapsed_before if by_clock else start_step, bar_total),
-               desc="train",
-               unit="s" if by_clock else "step", disable=not (progress and dist.is_main),
-               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}{unit} "
-               "[{elapsed}<{remaining}{postfix}]" if by_clock else None)
-    clock = time.perf_counter()
-    step = start_step
-    train_seconds = saved_train_seconds      # time in training steps only (no evals, saves)
-    elapsed = elapsed_before                 # run time on the clock all processes agree on
-    saved_at = start_step if resume else -1  # the step of the last checkpoint written
-
-    def checkpoint(seconds: float, is_best: bool) -> None:
-        """Every process takes part (its RNG state goes into the checkpoint); rank 0 writes.
-        Ctrl-C and SIGTERM wait until the checkpoint is on disk."""
-        rng_ranks = dist.gather(process_rng_state(device))
-        if dist.is_main:
-            with stop.deferred():
-                save_checkpoint(run_dir, raw, optimizer, scaler, stream, config.keep_checkpoints,
-                                _progress_record(step, result.tokens, best, seconds,
-                                                 train_seconds),
-                                is_best, rng_ranks=rng_ranks)
-    # Steps and epochs come out the same in every process; the clock and Ctrl-C do not, so
-    # those are voted on inside each step's loss all-reduce (below). A process that stopped
-    # on its own would leave the others waiting forever in their next collective.
-    reason = stop_reason(config, step, total_steps, elapsed)
-    try:
-        while True:
-            if stop.raised and not dist.enabled:
-                reason = reason or "signal"      # one process: stop now, nothing to agree on
-            if reason:
-                break
-            step_start = time.perf_counter()
-            frac = _progress(config, step, total_steps, elapsed)
-            lr = learning_rate(config, step, frac)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batches = [next(stream) for _ in range(accum)]
-            n_real = sum(int((y != IGNORE_INDEX).sum()) for _, y in batches)
-            n_real = dist.sum(n_real)
-            try:
-                loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
-                                             scaler, dist)
-            except Exception as error:
-                if compiled is None or step > start_step:
-                    raise
-                # torch.compile fails lazily, in the first forward or the first compiled
-                # backward; eager always works. Gradients of the failed try are dropped.
-                log(f"warning: torch.compile failed ({type(error).__name__}: "
-                    f"{str(error).splitlines()[0] if str(error) else ''}); training eagerly")
-                optimizer.zero_grad(set_to_none=True)
-                compiled, train_model = None, dist.wrap(raw)
-                loss_sum = _forward_backward(train_model, batches, n_real, device, autocast,
-                                             scaler, dist)
-            scale = scaler.get_scale() if scaler.is_enabled() else None
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(),
-                                                       config.grad_clip or float("inf")).item()
-            loss_total, clock_total, signals = dist.sum_all(
-                [loss_sum.item(), elapsed_before + time.perf_counter() - clock, stop.raised])
-            step_loss = loss_total / max(n_real, 1)
-            elapsed = clock_total / dist.world           # the mean of the processes' clocks
-            vote = "signal" if signals else ""
-            # With fp16 an inf gradient is usually the scaler's own overflow: scaler.step()
-            # then skips the update and update() halves the scale. Only a non-finite loss,
-            # or overflow at a scale below MIN_LOSS_SCALE, is divergence.
-            bad = not math.isfinite(step_loss) or (not math.isfinite(grad_norm)
-                                                   and scale is None)
-            if not bad:
-                scaler.step(optimizer)
-                scaler.update()
-                overflow = scale is not None and scaler.get_scale() < scale
-                if overflow:
-                    result.overflow_steps += 1
-                bad = overflow and scaler.get_scale() < MIN_LOSS_SCALE
-            if bad:
-                if config.on_nonfinite == "stop":
-                    what = "loss" if not math.isfinite(step_loss) else "gradient"
-                    floor = (f" even at loss scale {scaler.get_scale():g} (the fp16 gradient "
-                             f"scaler fell below {MIN_LOSS_SCALE:g})"
-                             if what == "gradient" and scale is not None else "")
-                    raise TrainingDiverged(
-                        f"non-finite {what} at step {step}{floor}: loss {step_loss}, grad norm "
-                        f"{grad_norm}, lr {lr:.3g}; last good checkpoint: "
-                        f"{last_checkpoint(run_dir)}. Lower lr, raise warmup_steps or "
-                        "grad_clip, or pass on_nonfinite='skip'")
-                if not math.isfinite(step_loss):   # (the scaler's overflow path has updated)
-                    scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                result.skipped_steps += 1
-                step += 1
-                reason = vote or stop_reason(config, step, total_steps, elapsed)
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            result.tokens += tokens_per_step
-            result.train_loss.append((step, step_loss))
-            now = time.perf_counter()
-            bar.update(min(elapsed_before + now - clock, bar.total) - bar.n if by_clock else 1)
-            train_seconds += now - step_start
-            tok_s = tokens_per_step / max(now - step_start, 1e-9)     # this step, no evals
-            postfix = {"loss": f"{step_loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
-            record = {"step": step, "tokens": result.tokens, "epoch": round(stream.epoch, 4),
-                      "train_loss": step_loss, "lr": lr,
-                      "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
-                      "tokens_per_s": tok_s, "seconds": elapsed_before + now - clock,
-                      "train_seconds": train_seconds}
-            if scale is not None:
-                record["loss_scale"] = scaler.get_scale()
-            if peak:
-                # tok_s counts every process's tokens; MFU is per device, against one's peak.
-                record["mfu"] = flops_per_token * tok_s / (peak * dist.world)
-                postfix["mfu"] = f"{record['mfu']:.1%}"
-            bar.set_postfix(postfix)
-            refresh_plot = False
-            reason = vote or stop_reason(config, step, total_steps, elapsed)
-            at_end = bool(reason)
-            if val_data is not None and ((config.eval_every and step % config.eval_every == 0) or at_end):
-                scores = evaluate(raw, val_data, config.batch_size, device, autocast,
-                                  config.eval_tokens, bytes_per_token)
-                record.update(scores)
-                result.evals.append({"step": step, "tokens": result.tokens, **scores})
-                log(f"step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()
-                                                  if k != "val_tokens"))
-                refresh_plot = True
-            if dist.is_main and run_dir is not None:
-                append_metrics(run_dir, record)
-            is_best = "val_loss" in record and record["val_loss"] < best
-            if is_best:
-                best = record["val_loss"]
-            # Every process reaches the same decision here (step and reason agree).
-            if run_dir is not None and (at_end or (config.checkpoint_every
-                                                   and step % config.checkpoint_every == 0)):
-                checkpoint(elapsed_before + now - clock, is_best)
-                saved_at = step
-            elif run_dir is not None and is_best and dist.is_main:
-                save_best(run_dir, raw, step, best)
-            if refresh_plot and run_dir is not None and dist.is_main:
-                _plot(run_dir, log)                  # after metrics.jsonl has this eval
-            if on_step is not None:
-                on_step(record)
-    except BaseException:
-        stop.uninstall()
-        raise
-    finally:
-        bar.close()
-    result.stopped_by = reason
-    result.steps = step
-    result.epochs = stream.epoch
-    result.seconds = elapsed_before + time.perf_counter() - clock
-    try:
-        # Ended between checkpoints (on a skipped step, or by Ctrl-C between steps): save
-        # it, with the handlers still installed, so that another Ctrl-C waits for the save.
-        if run_dir is not None and saved_at != step:
-            checkpoint(result.seconds, False)
-    finally:
-        stop.uninstall()
-    if result.stopped_by == "signal" and run_dir is not None:
-        log(f"interrupted at step {step}; saved. Continue with: basegpt train --resume {run_dir}")
-    model.eval()
-    return result
+    return tqdm(total=total, initial=min(seconds_before if by_clock else start_step, total),
+                desc="train", unit="s" if by_clock else "step", disable=not show,
+                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}{unit} "
+                "[{elapsed}<{remaining}{postfix}]" if by_clock else None)
 
 
 # ------------------------------------------------------------------------ helpers of fit
@@ -551,25 +554,6 @@ def _grad_accum(config: TrainConfig, micro_tokens: int, world: int) -> int:
     return config.batch_tokens // per_pass
 
 
-def _total_steps(config: TrainConfig, steps_per_epoch: int) -> int | None:
-    candidates = []
-    if config.max_steps is not None:
-        candidates.append(config.max_steps)
-    if config.epochs is not None:
-        candidates.append(max(1, math.ceil(config.epochs * steps_per_epoch)))
-    return min(candidates) if candidates else None
-
-
-def _progress(config: TrainConfig, step: int, total: int | None, elapsed: float) -> float:
-    """Fraction of the decay phase done: by steps if their number is known, else by the clock."""
-    done = []
-    if total is not None:
-        done.append((step - config.warmup_steps) / max(total - config.warmup_steps, 1))
-    if config.max_minutes is not None:
-        done.append(elapsed / (config.max_minutes * 60))
-    return max(done) if done else 0.0
-
-
 def _forward_backward(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
                       n_real: int, device: torch.device, autocast: Callable[[], Any],
                       scaler: torch.amp.GradScaler, dist: Dist) -> torch.Tensor:
@@ -592,58 +576,11 @@ def _forward_backward(model: torch.nn.Module, batches: list[tuple[torch.Tensor, 
     return loss_sum
 
 
-def _tidy_run_dir(run_dir: Path, lock: RunLock, log: Callable[[str], None]) -> None:
-    """What a writer does first in a run directory it now holds: say whose lock it took
-    over, and remove what interrupted saves left behind."""
-    if lock.previous:
-        held = lock.previous
-        log(f"note: the previous writer of {run_dir} (pid {held.get('pid')} on host "
-            f"{held.get('host')}, since {held.get('started')}) ended without releasing its "
-            "lock (killed or crashed)")
-    removed = clean_leftovers(run_dir)
-    if removed:
-        log(f"removed what interrupted saves left in {run_dir}: {', '.join(removed)}")
-
-
-def _start_afresh(run_dir: Path, replace: bool, log: Callable[[str], None]) -> None:
-    """Make run_dir ready for a new run: nothing of an earlier run may stay behind for a
-    later resume or load to pick up. A complete earlier run (its config.json) is replaced
-    only when `replace` says so; parts of one whose replacement was interrupted go anyway."""
-    if not replace and (run_dir / CONFIG_FILE).exists():
-        raise ValueError(f"{run_dir} already holds a run; continue it with resume=True, pass "
-                         "overwrite=True to replace it, or choose another run_dir")
-    if holds_run(run_dir):
-        removed = clear_run(run_dir)
-        what = "the previous run" if replace else "the parts of an unfinished run"
-        log(f"removed {what} in {run_dir}: {', '.join(removed)}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-
-
 def _progress_record(step: int, tokens: int, best: float, seconds: float,
                      train_seconds: float) -> dict[str, Any]:
     """What a checkpoint's train_state.json records about the run so far."""
     return {"step": step, "tokens": tokens, "best_val": best if math.isfinite(best) else None,
             "seconds": seconds, "train_seconds": train_seconds}
-
-
-def _optimizer_kernels(optimizer: torch.optim.Optimizer) -> str:
-    """ "adamw, fused kernels" etc., for the summary."""
-    kind = "fused" if optimizer.defaults.get("fused") else (
-        "foreach" if optimizer.defaults.get("foreach") else "for-loop")
-    return f"{type(optimizer).__name__.lower()}, {kind} kernels"
-
-
-def stop_reason(config: TrainConfig, step: int, total: int | None, elapsed: float) -> str:
-    """Why training should stop now ("" = go on), from the step count and the agreed clock;
-    a signal is voted on separately (see fit). total: the steps in the epochs budget, or None
-    where it is not known yet (recipe.train_run asks before fit has counted the data)."""
-    if config.max_steps is not None and step >= config.max_steps:
-        return "max_steps"
-    if total is not None and step >= total:
-        return "epochs"
-    if config.max_minutes is not None and elapsed >= config.max_minutes * 60:
-        return "max_minutes"
-    return ""
 
 
 def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch.dtype,

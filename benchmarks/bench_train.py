@@ -127,12 +127,13 @@ def val_bpb(model_fn, val: Windows, bytes_per_token, n_windows: int = 256) -> fl
 def job_basegpt(args, model_kw: dict, train_kw: dict, minutes: float | None) -> dict:
     import torch
     from basegpt import B2lM
-    from basegpt.train import TrainConfig, fit, token_bytes
+    from basegpt.evaluation import token_bytes
+    from basegpt.train import TrainConfig, fit
     train_ids, val_ids, tok = load_tokens(Path(args.text))
     train_kw = dict(train_kw)
     if train_kw.pop("kernels", "fused") == "foreach":     # the optimizer lever: not a config field
-        import basegpt.train
-        basegpt.train.fused_adam_available = lambda device: False
+        import basegpt.optim
+        basegpt.optim.fused_adam_available = lambda device: False
     if train_kw.pop("fused_attention", False):        # the attention lever: not a config field
         import basegpt.model.attention
         basegpt.model.attention.CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 0   # no hand-off to manual
@@ -176,7 +177,7 @@ def job_hf(args, dtype_name: str, attention: str, keep_malloc: bool,
     keep_malloc: with glibc's malloc set as basegpt's fit sets it on a CPU."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
-    from basegpt.train import token_bytes
+    from basegpt.evaluation import token_bytes
     if keep_malloc:
         from basegpt.devices import keep_freed_memory
         keep_freed_memory()

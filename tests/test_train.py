@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 
 from basegpt import B2lM, SlidingWindowDataset, Tokenizer
 from basegpt.checkpoint import load_run
-from basegpt.train import (TrainConfig, TrainingDiverged, evaluate, fit, fused_adam_available,
-                           learning_rate, make_optimizer, token_bytes)
+from basegpt.evaluation import evaluate, token_bytes
+from basegpt.optim import decay_progress, fused_adam_available, learning_rate, make_optimizer
+from basegpt.train import TrainConfig, TrainingDiverged, fit
 from basegpt.recipe import saved_progress
 from basegpt.train_state import read_metrics
 
@@ -120,11 +121,10 @@ def test_learning_rate_schedule_values():
 
 def test_a_raised_time_budget_replans_the_decay():
     """README: resuming a 4-minute run with --max-minutes 8 continues halfway down the cosine."""
-    from basegpt.train import _progress
     ended = TrainConfig(max_minutes=4, lr=1.0, warmup_steps=0, min_lr_ratio=0.0)
     raised = TrainConfig(max_minutes=8, lr=1.0, warmup_steps=0, min_lr_ratio=0.0)
-    at_end = learning_rate(ended, 500, _progress(ended, 500, None, 240.0))
-    resumed = learning_rate(raised, 500, _progress(raised, 500, None, 240.0))
+    at_end = learning_rate(ended, 500, decay_progress(ended, 500, None, 240.0))
+    resumed = learning_rate(raised, 500, decay_progress(raised, 500, None, 240.0))
     assert at_end == pytest.approx(0.0) and resumed == pytest.approx(0.5), (at_end, resumed)
 
 
@@ -148,7 +148,7 @@ def test_fused_optimizer_matches_foreach_on_cpu(tokenizer, optimizer, monkeypatc
     updates as foreach: the same gradients, step after step, give the same weights. (Fed
     by a real loss instead, rounding differences feed back through the gradients and the
     runs drift apart, ~1e-5 after 5 steps at lr 1e-2, as any change of summation order does.)"""
-    import basegpt.train
+    import basegpt.optim
     if not fused_adam_available(torch.device("cpu")):
         pytest.skip(f"torch {torch.__version__} has no fused Adam on CPU (torch >= 2.4 has)")
     config = TrainConfig(max_steps=5, optimizer=optimizer, lr=1e-2,
@@ -159,7 +159,7 @@ def test_fused_optimizer_matches_foreach_on_cpu(tokenizer, optimizer, monkeypatc
     weights = {}
     for kind in ("fused", "foreach"):
         if kind == "foreach":                  # what make_optimizer builds without fused kernels
-            monkeypatch.setattr(basegpt.train, "fused_adam_available", lambda device: False)
+            monkeypatch.setattr(basegpt.optim, "fused_adam_available", lambda device: False)
         torch.manual_seed(0)
         model = tiny(tokenizer)
         opt = make_optimizer(model, config, torch.device("cpu"))
