@@ -54,8 +54,7 @@ from basegpt.data import IGNORE_INDEX
 from basegpt.data.memmap import check_shard_data
 from basegpt.data.streams import BatchStream, LoaderStream, make_stream
 from basegpt.devices import autocast as make_autocast
-from basegpt.devices import (compile_decision, dtype_decision, keep_freed_memory, peak_flops,
-                             pick_device)
+from basegpt.devices import compile_decision, dtype_decision, peak_flops, pick_device
 from basegpt.evaluation import evaluate, token_bytes, window_len
 from basegpt.model import B2lM
 from basegpt.optim import (decay_progress, learning_rate, make_optimizer, optimizer_kernels,
@@ -281,13 +280,11 @@ class Trainer:
         self.peak = peak_flops(device, self.dtype, config.peak_tflops)      # one device's
         self.flops_per_token = raw.flops_per_token(self.T)  # attention costs by the windows' T
         self.first_step = self.steps
-        # A CPU step frees and re-allocates its activations: keep that memory in the process.
-        memory = {"memory": keep_freed_memory()} if device.type == "cpu" else {}
         self.log(summary(raw, dataclasses.replace(config, batch_size=self.batch_size), device,
                          self.dtype, self.T, self.accum, self.dist.world, self.total_steps,
                          decisions={"dtype": self.dtype_why,
                                     "compile": f"{'on' if compile_on else 'off'} ({compile_why})",
-                                    "optimizer": optimizer_kernels(self.optimizer), **memory}))
+                                    "optimizer": optimizer_kernels(self.optimizer)}))
 
     @contextlib.contextmanager
     def running(self, progress: bool) -> Iterator[None]:
@@ -590,9 +587,9 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
 
     `decisions` says what was chosen and why, e.g. {"dtype": "auto: this CPU multiplies bf16
     in hardware (AVX512-BF16)", "compile": "off (auto: off on cpu; ...)", "optimizer": "adam,
-    fused kernels", "memory": "glibc malloc keeps freed memory ..."} (fit fills it from
-    devices.dtype_decision, devices.compile_decision, the optimizer it built and, on a CPU,
-    devices.keep_freed_memory).
+    fused kernels"} (fit fills it from devices.dtype_decision, devices.compile_decision and
+    the optimizer it built; "memory": what devices.keep_freed_memory did, where the caller
+    asked for it).
 
     Memory: weights + gradients (4 bytes each) + Adam's two moments (8 bytes), and activations
     per Korthikanti et al. (2022), per block ~ T*B*C*(34 + 5*H*T/C) bytes at 16-bit, doubled

@@ -9,7 +9,7 @@ do not leak between runs.
    kernel, fp32 and bf16, T = 64 to 1024.
 1. Speed levers: training tokens/s of basegpt in fp32 / bf16 autocast, eager / torch.compile,
    1 / 2 threads, fused (the default) / foreach Adam, the attention kernel's CPU bf16 hand-off
-   on / off, glibc's malloc kept (fit's default on a CPU) / its defaults, and of the HF loop
+   on / off, glibc's malloc kept (`basegpt train`'s default on a CPU) / its defaults, and of the HF loop
    in fp32 and bf16 (its default sdpa attention, and eager), with its malloc left alone (a
    plain loop) and kept as fit keeps it.
 2. Learning at equal wall time: validation bits per byte against training seconds for
@@ -137,9 +137,9 @@ def job_basegpt(args, model_kw: dict, train_kw: dict, minutes: float | None) -> 
     if train_kw.pop("fused_attention", False):        # the attention lever: not a config field
         import basegpt.model.attention
         basegpt.model.attention.CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 0   # no hand-off to manual
-    if train_kw.pop("malloc", "kept") == "defaults":  # the malloc lever: fit's, not a field
-        import basegpt.train
-        basegpt.train.keep_freed_memory = lambda: "glibc's defaults (benchmark lever)"
+    if train_kw.pop("malloc", "kept") == "kept":      # the malloc lever: the CLI's, not fit's
+        from basegpt.devices import keep_freed_memory
+        keep_freed_memory()
     torch.manual_seed(0)
     model = B2lM(vocab_size=len(tok), **{**SIZE, **model_kw})
     val = Windows(val_ids, T)
@@ -174,7 +174,7 @@ def job_basegpt(args, model_kw: dict, train_kw: dict, minutes: float | None) -> 
 def job_hf(args, dtype_name: str, attention: str, keep_malloc: bool,
            minutes: float | None) -> dict:
     """A plain loop: HF model, AdamW, fixed lr, shuffled batches, loss from the model;
-    keep_malloc: with glibc's malloc set as basegpt's fit sets it on a CPU."""
+    keep_malloc: with glibc's malloc set as `basegpt train` sets it on a CPU."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
     from basegpt.evaluation import token_bytes
