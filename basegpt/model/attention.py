@@ -40,7 +40,7 @@ from basegpt.config import BlockConfig
 
 if TYPE_CHECKING:
     from basegpt.model.kv_cache import KVCache
-    from basegpt.model.positional import NoPositional
+    from basegpt.model.positional import Positional
 
 
 def causal_mask(T: int, S: int, device: torch.device | None = None) -> torch.Tensor:
@@ -177,7 +177,7 @@ class CausalSelfAttention(nn.Module):
         self.kernel = ATTENTION_KERNELS[config.attention]
         self.dropout_p = config.attn_dropout
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, positional: NoPositional,
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, positional: Positional,
                 kv_cache: KVCache | None = None, mask: torch.Tensor | None = None,
                 return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, T, C) float; pos: (T,) or (B, T) int64 absolute positions.

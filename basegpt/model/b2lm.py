@@ -1,12 +1,15 @@
-"""B2lM: the decoder-only language model of the original design.
+"""B2lM: the decoder-only language model.
+
+"B2lM" is the name the original design (README, "History") gave its model class; basegpt
+keeps it so that the design's usage example runs as written.
 
     ids (B, T) -> token embedding (B, T, C) -> positions (embed hook) -> dropout
                -> n_block residual blocks -> final norm (pre-norm only) -> LM head -> logits (B, T, V)
 
 Defaults are the original design: sinusoidal positions, post-norm LayerNorm blocks with a
 ReLU feed-forward, an untied linear head. Every component is chosen by `ModelConfig`
-(basegpt/config.py); this file only wires them together, builds a KV cache, counts parameters
-and FLOPs, and routes `model.train(loader)` to the trainer.
+(basegpt/config.py); this file only wires them together, builds a KV cache and counts
+parameters and FLOPs. Training it on data is basegpt.B2lM's (api.py), a subclass on top.
 """
 
 from __future__ import annotations

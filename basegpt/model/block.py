@@ -29,7 +29,7 @@ from basegpt.model.norms import build_norm
 
 if TYPE_CHECKING:
     from basegpt.model.kv_cache import KVCache
-    from basegpt.model.positional import NoPositional
+    from basegpt.model.positional import Positional
 
 
 class PostNormBlock(nn.Module):
@@ -45,7 +45,7 @@ class PostNormBlock(nn.Module):
         self.ff_norm = build_norm(config.norm, config.n_embed, **norm_kw)
         self.resid_dropout = nn.Dropout(config.resid_dropout)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, positional: NoPositional,
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, positional: Positional,
                 kv_cache: KVCache | None = None, mask: torch.Tensor | None = None,
                 return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, weights = self.attn(x, pos, positional, kv_cache, mask, return_weights)   # (B, T, C)
@@ -57,7 +57,7 @@ class PostNormBlock(nn.Module):
 class PreNormBlock(PostNormBlock):
     """x = x + drop(attn(norm1(x))); x = x + drop(ff(norm2(x))). Same parameters as post-norm."""
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, positional: NoPositional,
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, positional: Positional,
                 kv_cache: KVCache | None = None, mask: torch.Tensor | None = None,
                 return_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, weights = self.attn(self.attn_norm(x), pos, positional, kv_cache, mask, return_weights)

@@ -22,9 +22,13 @@ from basegpt.config import ModelConfig
 SINUSOID_BASE = 10000.0  # Vaswani et al. (2017), section 3.5: wavelengths 2*pi .. 2*pi*10000
 
 
-class NoPositional(nn.Module):
-    """No position information at all ("NoPE"). The causal mask still lets a model infer
-    position a little (a token at t sees exactly t + 1 tokens), so it can learn, but weaker."""
+class Positional(nn.Module):
+    """The base of every positional encoding: both hooks are the identity, and each variant
+    overrides the one it needs.
+
+    Used as it is, it is `positional="none"`: no position information at all ("NoPE"). The
+    causal mask still lets a model infer position a little (a token at t sees exactly t + 1
+    tokens), so it can learn, but weaker."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -57,7 +61,7 @@ def sinusoid_table(n_positions: int, dim: int, base: float = SINUSOID_BASE) -> t
     return table.float()  # computed in float64 so that large p * small frequency stays exact
 
 
-class Sinusoidal(NoPositional):
+class Sinusoidal(Positional):
     """Fixed sinusoidal encoding added to the token embeddings (the original design's default).
 
         x[b, t] = sqrt(C) * tok_emb[ids[b, t]] + PE[pos[t]]        PE from `sinusoid_table`
@@ -79,7 +83,7 @@ class Sinusoidal(NoPositional):
         return x * self.scale + self.table[pos]                     # (B, T, C) + (T, C) or (B, T, C)
 
 
-class Learned(NoPositional):
+class Learned(Positional):
     """A learned vector per position, added to the token embeddings (GPT-1, GPT-2).
 
         x[b, t] = tok_emb[ids[b, t]] + pos_emb[pos[t]]
@@ -108,7 +112,7 @@ class _RotaryTable(nn.Module):
         self.register_buffer("sin", angle.sin().float(), persistent=False)
 
 
-class Rotary(NoPositional):
+class Rotary(Positional):
     """Rotary position embedding, RoPE (Su et al., 2021, "RoFormer").
 
     Each query and key vector is cut into D/2 pairs, and pair i at position p is rotated by the
@@ -144,15 +148,15 @@ def _rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)   # (B, H, T, D)
 
 
-POSITIONALS: dict[str, type[NoPositional]] = {
+POSITIONALS: dict[str, type[Positional]] = {
     "sinusoidal": Sinusoidal,
     "learned": Learned,
     "rope": Rotary,
-    "none": NoPositional,
+    "none": Positional,
 }
 
 
-def build_positional(config: ModelConfig) -> NoPositional:
+def build_positional(config: ModelConfig) -> Positional:
     """The positional encoding POSITIONALS[config.positional], built for config's widths."""
     if config.positional not in POSITIONALS:
         raise ValueError(f"unknown positional {config.positional!r}; "
@@ -160,5 +164,5 @@ def build_positional(config: ModelConfig) -> NoPositional:
     return POSITIONALS[config.positional](config)
 
 
-__all__ = ["POSITIONALS", "Learned", "NoPositional", "Rotary", "Sinusoidal", "build_positional",
+__all__ = ["POSITIONALS", "Learned", "Positional", "Rotary", "Sinusoidal", "build_positional",
            "sinusoid_table"]
