@@ -68,8 +68,8 @@ class Tokenizer:
             See `pretokenize.py` for why gpt4 is the default.
         special_tokens: names of the special tokens, given ids right after the merges.
 
-    Attributes: `merges` (pair -> new id in order), `ranks` (pair -> id), `vocab` (id -> bytes)
-    and `special_tokens` (name -> id).
+    Attributes: `merges` (the learned pairs; merge i makes id 256 + i), `ranks` (pair -> the
+    id it makes), `vocab` (id -> bytes) and `special_tokens` (name -> id).
     """
 
     def __init__(self, vocab_size: int = 4096, pattern: str = DEFAULT_PATTERN,
