@@ -23,6 +23,9 @@ from typing import Any
 from basegpt.corpus import builtin_corpus
 from basegpt.tokenizer import Tokenizer
 
+# Tokenizer subclasses register their tokenizer.json fields on import, for Tokenizer.load.
+import basegpt.interop.renumbered  # noqa: F401
+
 __version__ = "0.1.0"
 
 # name -> module that defines it; imported when the name is first looked up (PEP 562).

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from basegpt import Tokenizer
 from basegpt.corpus import builtin_corpus
+from basegpt.interop.renumbered import RenumberedTokenizer
 from basegpt.interop.tokenizers import (byte_to_unicode, hf_tokenizer_json, load_tiktoken,
                                         save_hf_tokenizer, save_tiktoken, to_hf_tokenizer,
                                         to_tiktoken)
@@ -103,7 +104,7 @@ def test_duplicate_byte_strings_cannot_be_exported():
 
 def _renumbered(tok: Tokenizer, *swaps: tuple[int, int]) -> Tokenizer:
     """A copy of `tok` with each pair of public ids in `swaps` exchanged."""
-    copy = Tokenizer.from_dict(json.loads(tok.to_json()))
+    copy = RenumberedTokenizer.from_dict(json.loads(tok.to_json()))
     numbering = list(range(len(copy)))
     for a, b in swaps:
         numbering[a], numbering[b] = numbering[b], numbering[a]

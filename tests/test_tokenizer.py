@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from basegpt import Tokenizer
 from basegpt.corpus import builtin_corpus
+from basegpt.interop.renumbered import RenumberedTokenizer
 from basegpt.tokenizer.pretokenize import Splitter
 from basegpt.tokenizer.tokenizer import encode_chunk_heap, encode_chunk_simple
 
@@ -299,7 +300,7 @@ def _small() -> Tokenizer:
 
 def _swapped(a: int, b: int) -> Tokenizer:
     """The small tokenizer with public ids a and b exchanged."""
-    tokenizer = _small()
+    tokenizer = RenumberedTokenizer.from_tokenizer(_small(), None)
     numbering = list(range(len(tokenizer)))
     numbering[a], numbering[b] = b, a
     tokenizer.token_ids = numbering
@@ -307,7 +308,7 @@ def _swapped(a: int, b: int) -> Tokenizer:
 
 
 def test_identity_numbering_keeps_the_hash_and_the_file():
-    tokenizer = _small()
+    tokenizer = RenumberedTokenizer.from_tokenizer(_small(), None)
     assert tokenizer.hash == SMALL_HASH, "an untouched tokenizer hashes as before numberings"
     assert tokenizer.token_ids is None and "token_ids" not in tokenizer.to_json(), "no field"
     tokenizer.token_ids = list(range(len(tokenizer)))
@@ -361,7 +362,7 @@ def test_c_and_python_encoders_agree_with_a_numbering():
     (["a"] * 274, "must be a list of integer ids"),
 ])
 def test_invalid_numberings_are_rejected(numbering, message, tmp_path: Path):
-    tokenizer = _small()
+    tokenizer = RenumberedTokenizer.from_tokenizer(_small(), None)
     with pytest.raises(ValueError, match=message):
         tokenizer.token_ids = numbering
     assert tokenizer.token_ids is None and tokenizer.hash == SMALL_HASH, "left unchanged"

@@ -4,9 +4,11 @@ The only place where tiktoken, tokenizers and transformers may be used, and only
 functions that need them, so `import basegpt` never imports them. (Import from HF needs none
 of them: it reads JSON and safetensors directly.)
 
+    renumbered.py   RenumberedTokenizer: the Tokenizer speaking another tokenizer's ids
+                    (native id -> public id), e.g. GPT-2's byte order
     tokenizers.py   Tokenizer -> tiktoken Encoding / rank file, HF tokenizers tokenizer.json;
                     HF byte-level BPE (tokenizer.json, vocab.json + merges.txt) -> Tokenizer
     hf_gpt2.py      run directory <-> Hugging Face GPT-2 directory (config.json,
-                    model.safetensors, tokenizer files); an imported tokenizer keeps HF's
-                    token ids as its numbering; `basegpt export` / `basegpt import hf`
+                    model.safetensors, tokenizer files); an imported tokenizer is renumbered
+                    to keep HF's token ids; `basegpt export` / `basegpt import hf`
 """

@@ -24,9 +24,9 @@ Token ids: basegpt builds tokens in a native order (bytes 0..255, merge i is 256
 special tokens), HF numbers them by a vocab table that may be in any order: in GPT-2 "!" is
 id 0, and a tokenizer trained with `tokenizers` puts its special tokens first. The id a model
 sees indexes its embedding and head rows, so the tokenizer's ids and the row order must agree.
-Import gives the tokenizer HF's ids as its numbering (`Tokenizer.token_ids`: native id -> HF
-id, stored in tokenizer.json), so basegpt's own tokenizer emits exactly HF's ids and the rows
-are copied as they are. The imported run uses HF's ids end to end (tokenizer, prepared shards,
+Import gives the tokenizer HF's ids as its numbering (a `RenumberedTokenizer`: token_ids maps
+native id -> HF id, stored in tokenizer.json), so basegpt's BPE emits exactly HF's ids and the
+rows are copied as they are. The imported run uses HF's ids end to end (tokenizer, prepared shards,
 model rows), and export writes the same ids back, so export(import(x)) reproduces x's tensors
 and ids bit for bit. Directories that basegpt exported have native ids: no numbering is stored.
 

@@ -13,9 +13,10 @@ The split pattern is exported as its explicit code-point ranges (`pretokenize.re
 imported inside the functions that need them; basegpt's core never imports them.
 
 Import reads the JSON directly (no library needed) and maps each HF merge to a basegpt merge;
-HF ids may be in any order, so the imported tokenizer carries HF's ids as its numbering
-(`Tokenizer.token_ids`) and encodes to exactly HF's ids (see `from_hf_tokenizer_json`).
-Export writes the public ids, so a numbered tokenizer goes back out with the ids it came in with.
+HF ids may be in any order, so the imported tokenizer is a `RenumberedTokenizer` (renumbered.py)
+that carries HF's ids as its numbering and encodes to exactly HF's ids (see
+`from_hf_tokenizer_json`). Export writes the public ids, so a renumbered tokenizer goes back
+out with the ids it came in with.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from basegpt._io import atomic_write_text
 from basegpt._optional import require
+from basegpt.interop.renumbered import RenumberedTokenizer
 from basegpt.tokenizer import Tokenizer
 from basegpt.tokenizer.pretokenize import BUILTIN_PATTERNS, render
 
@@ -55,7 +57,8 @@ def peer_pattern(tokenizer: Tokenizer) -> str:
 
 def _bpe_ids(tokenizer: Tokenizer) -> list[int]:
     """Public ids of the byte and merge tokens (everything but special tokens), in native
-    order: bytes 0..255, then merge 0, merge 1, ..."""
+    order: bytes 0..255, then merge 0, merge 1, ... (a plain tokenizer's public ids are
+    its native ids: token_ids is None)."""
     numbering = tokenizer.token_ids or range(len(tokenizer))
     return list(numbering[:256 + len(tokenizer.merges)])
 
@@ -264,12 +267,13 @@ def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None) -> Tokenizer:
 
     basegpt builds tokens in native order (bytes 0..255, merge i -> 256 + i, then special
     tokens); the HF ids of the same tokens may be in any order ("!" is id 0 in GPT-2), so the
-    HF id of each native token becomes the tokenizer's numbering (`token_ids`, None when HF's
-    ids are already native). Each HF merge (a, b) becomes a basegpt merge of a's and b's
-    native ids, in the same order, so both apply the same merges in the same priority. Added
-    tokens become special tokens, ordered by HF id. `n_vocab` (the model's vocabulary) may
-    exceed the tokenizer's: every HF id below it that no token uses gets a placeholder special
-    token "<|unused_ID|>", so that len(tokenizer) == n_vocab and every id has a token.
+    HF id of each native token becomes the numbering of a `RenumberedTokenizer` (token_ids);
+    when HF's ids are already native, the result is a plain Tokenizer. Each HF merge (a, b)
+    becomes a basegpt merge of a's and b's native ids, in the same order, so both apply the
+    same merges in the same priority. Added tokens become special tokens, ordered by HF id.
+    `n_vocab` (the model's vocabulary) may exceed the tokenizer's: every HF id below it that no
+    token uses gets a placeholder special token "<|unused_ID|>", so that len(tokenizer) ==
+    n_vocab and every id has a token.
     """
     model = data.get("model") or {}
     if model.get("type") != "BPE":
@@ -348,8 +352,10 @@ def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None) -> Tokenizer:
                           special_tokens=names)
     tokenizer._set(pairs, {})
     tokenizer.register_special_tokens({name: 256 + len(pairs) + k for k, name in enumerate(names)})
-    tokenizer.token_ids = hf_ids + [specials[name] for name in names]   # native -> HF id
-    return tokenizer
+    token_ids = hf_ids + [specials[name] for name in names]              # native -> HF id
+    if token_ids == list(range(len(token_ids))):
+        return tokenizer
+    return RenumberedTokenizer.from_tokenizer(tokenizer, token_ids)
 
 
 def hf_json_from_vocab_merges(vocab: dict[str, int], merges_text: str,

@@ -13,14 +13,10 @@ every byte has a token of its own.
 Ids: 0..255 are the bytes, 256 .. 256+M-1 the M merges (merge i makes id 256 + i), then the
 special tokens (end-of-text, pad, ...). len(tokenizer) counts them all.
 
-These "native" ids are what merges refer to. A tokenizer may also carry a numbering,
-`token_ids` (native id -> public id, a permutation), so that it speaks another tokenizer's ids:
-GPT-2's vocabulary puts "!" at 0 and its bytes in its own order. Everything public (encode's
-output, decode's input, vocab, special_tokens, eot_id) uses the public ids; merges and ranks
-stay native. token_ids is None, the identity, for every tokenizer basegpt trains.
-
-    ids = list(range(len(tok))); ids[97], ids[98] = 98, 97    # swap "a" and "b"
-    tok.token_ids = ids   ->   tok.encode("a") == [98], tok.vocab[97] == b"b"
+These are the only ids this class knows: encode's output, decode's input, vocab, merges,
+ranks and special_tokens all use them. A tokenizer imported from elsewhere may number the same
+tokens differently (GPT-2 puts "!" at 0); that renumbering is a subclass's job,
+`basegpt.interop.renumbered.RenumberedTokenizer`, which adds one field to tokenizer.json.
 
 Special tokens are safe by default: the text "<|endoftext|>" inside user input is encoded as
 ordinary text, so a document cannot forge a document boundary; pass allowed_special to let
@@ -58,8 +54,6 @@ _CACHE_LIMIT = 1 << 18
 """Chunks remembered by encode; the cache is emptied when it grows past this."""
 _SHORT_CHUNK = 32
 """Chunks up to this many bytes are merged by rescanning (fast for short); longer by a heap."""
-_IDS_PER_LINE = 32
-"""tokenizer.json writes the numbering (token_ids) this many ids per line."""
 
 
 class Tokenizer:
@@ -74,8 +68,8 @@ class Tokenizer:
             See `pretokenize.py` for why gpt4 is the default.
         special_tokens: names of the special tokens, given ids right after the merges.
 
-    Attributes: `merges` and `ranks` in native ids; `vocab` (id -> bytes) and
-    `special_tokens` (name -> id) in public ids; `token_ids` the numbering (None = identity).
+    Attributes: `merges` (the learned pairs; merge i makes id 256 + i), `ranks` (pair -> the
+    id it makes), `vocab` (id -> bytes) and `special_tokens` (name -> id).
     """
 
     def __init__(self, vocab_size: int = 4096, pattern: str = DEFAULT_PATTERN,
@@ -96,14 +90,9 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- state
 
-    def _set(self, merges: list[Pair], special_tokens: dict[str, int],
-             token_ids: Sequence[int] | None = None) -> None:
-        """Install merges, special tokens (native ids) and the numbering (native -> public),
-        and rebuild everything derived from them."""
-        if token_ids is not None:     # checked first: a bad numbering changes nothing
-            token_ids = _checked_token_ids(token_ids, 256 + len(merges) + len(special_tokens))
+    def _set(self, merges: list[Pair], special_tokens: dict[str, int]) -> None:
+        """Install merges and special tokens and rebuild everything derived from them."""
         self.merges: list[Pair] = [tuple(pair) for pair in merges]
-        self._native_specials: dict[str, int] = dict(special_tokens)
         self.ranks: dict[Pair, int] = {pair: 256 + i for i, pair in enumerate(self.merges)}
         vocab = [bytes([b]) for b in range(256)]
         for a, b in self.merges:
@@ -111,38 +100,23 @@ class Tokenizer:
         vocab += [b""] * len(special_tokens)
         for name, token_id in special_tokens.items():
             vocab[token_id] = name.encode("utf-8")
-        self._token_ids = public = token_ids
-        if public is None:
-            self.vocab: list[bytes] = vocab
-            self.special_tokens: dict[str, int] = dict(special_tokens)
-        else:
-            self.vocab = [b""] * len(vocab)
-            for native, data in enumerate(vocab):
-                self.vocab[public[native]] = data
-            self.special_tokens = {name: public[i] for name, i in special_tokens.items()}
+        self.vocab: list[bytes] = vocab
+        self.special_tokens: dict[str, int] = dict(special_tokens)
         self._cache: dict[str, list[int]] = {}
-        self._special_regex = None
         self._c_encoder = None
 
     @property
-    def token_ids(self) -> tuple[int, ...] | None:
-        """The numbering: token_ids[native id] == public id, or None for the identity.
-
-        Set it to a permutation of range(len(tokenizer)) (a list or tuple; the identity is
-        stored as None); anything else is a ValueError. Training resets it to None.
-        """
-        return self._token_ids
-
-    @token_ids.setter
-    def token_ids(self, token_ids: Sequence[int] | None) -> None:
-        self._set(self.merges, self._native_specials, token_ids)
+    def token_ids(self) -> None:
+        """None: this tokenizer's ids are its own. (RenumberedTokenizer gives, for each of its
+        own ids, the other tokenizer's id here; code that handles both reads it.)"""
+        return None
 
     def __len__(self) -> int:
         """The full vocabulary: 256 bytes + merges + special tokens."""
         return len(self.vocab)
 
     def __repr__(self) -> str:
-        return (f"Tokenizer(vocab={len(self)}, merges={len(self.merges)}, "
+        return (f"{type(self).__name__}(vocab={len(self)}, merges={len(self.merges)}, "
                 f"pattern={self.splitter.name!r}, "
                 f"special_tokens={self.special_tokens})")
 
@@ -195,8 +169,8 @@ class Tokenizer:
                              "documents, or only empty ones and empty files); pass text, or "
                              "files or folders that have some")
         n_vocab = 256 + len(merges)
-        names = sorted(self._native_specials, key=self._native_specials.get)
-        self._set(merges, {name: n_vocab + i for i, name in enumerate(names)})   # identity ids
+        names = sorted(self.special_tokens, key=self.special_tokens.get)
+        self._set(merges, {name: n_vocab + i for i, name in enumerate(names)})
         if len(merges) < n_merges:
             warnings.warn(f"learned only {len(merges)} of the {n_merges} merges that "
                           f"vocab_size={self.vocab_size} asks for: every chunk of the text is "
@@ -212,13 +186,8 @@ class Tokenizer:
         """Replace the special tokens by `special_tokens` (name -> explicit id).
 
         The ids must be exactly 256 + len(merges) ... len(tokenizer) - 1, each once, so the
-        vocabulary has no holes and no special token shadows a byte or merge token. Only for a
-        tokenizer without a numbering (token_ids None): set token_ids afterwards.
+        vocabulary has no holes and no special token shadows a byte or merge token.
         """
-        if self._token_ids is not None:
-            raise ValueError("register_special_tokens needs native ids, but this tokenizer has "
-                             "a token numbering (token_ids); register the special tokens "
-                             "first, then set token_ids")
         _check_special_names(tuple(special_tokens))
         first = 256 + len(self.merges)
         expected = set(range(first, first + len(special_tokens)))
@@ -275,11 +244,9 @@ class Tokenizer:
     def _encode_ordinary(self, text: str) -> list[int]:
         """Encode text with no special tokens: split, then merge each chunk (cached)."""
         _check_utf8(text)
-        public = self._token_ids
         encoder = self._c_encoder_if_usable()
         if encoder is not None:
-            ids = encoder.encode(text)     # the same native ids, computed in C (see below)
-            return ids if public is None else [public[i] for i in ids]
+            return encoder.encode(text)    # the same ids, computed in C (see below)
         ids = []
         cache = self._cache
         for chunk in self.splitter.split(text):
@@ -290,7 +257,7 @@ class Tokenizer:
                     cache.clear()
                 cache[chunk] = chunk_ids
             ids += chunk_ids
-        return ids if public is None else [public[i] for i in ids]
+        return ids
 
     def _encode_chunk(self, data: bytes) -> list[int]:
         """Apply the merges, lowest id first, to one chunk's bytes."""
@@ -352,19 +319,18 @@ class Tokenizer:
 
     @property
     def hash(self) -> str:
-        """sha256 of what defines the tokenizer (pattern, merges, special tokens, numbering).
+        """sha256 of what defines the tokenizer (pattern, merges, special tokens).
 
         Two tokenizers with the same hash encode every text identically; model checkpoints
-        store it to catch a model being paired with the wrong tokenizer. The numbering enters
-        only when there is one, so the hash of an identity-numbered tokenizer is what it was
-        before numberings existed.
+        store it to catch a model being paired with the wrong tokenizer.
         """
-        content = {"pattern": self._pattern_dict(), "merges": self.merges,
-                   "special_tokens": self.special_tokens}
-        if self._token_ids is not None:
-            content["token_ids"] = list(self._token_ids)
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self._hashed_fields(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def _hashed_fields(self) -> dict:
+        """What `hash` covers; a subclass that changes what encode returns adds its fields."""
+        return {"pattern": self._pattern_dict(), "merges": self.merges,
+                "special_tokens": self.special_tokens}
 
     def _pattern_dict(self) -> dict[str, str]:
         if self.splitter.name == "custom":
@@ -372,20 +338,20 @@ class Tokenizer:
         return {"name": self.splitter.name}
 
     def to_json(self) -> str:
-        """The tokenizer.json text: versioned, one merge per line, human-readable; the
-        numbering ("token_ids", public id of each native id) last, only when there is one."""
+        """The tokenizer.json text: versioned, one merge per line, human-readable."""
+        return "{\n" + ",\n".join(self._json_fields()) + "\n}\n"
+
+    def _json_fields(self) -> list[str]:
+        """tokenizer.json's fields as indented `"name": value` text, in file order; a subclass
+        appends its own (and registers their name in FILE_FIELDS, so that load finds it)."""
         header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "vocab_size": len(self),
                   "pattern": self._pattern_dict(), "special_tokens": self.special_tokens,
                   "hash": self.hash}
-        lines = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in header.items()]
+        fields = [f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}"
+                  for k, v in header.items()]
         merges = ",\n".join(f"    [{a}, {b}]" for a, b in self.merges)
-        body = f'  "merges": [\n{merges}\n  ]' if self.merges else '  "merges": []'
-        if self._token_ids is not None:
-            rows = [self._token_ids[i:i + _IDS_PER_LINE]
-                    for i in range(0, len(self._token_ids), _IDS_PER_LINE)]
-            numbering = ",\n".join("    " + ", ".join(map(str, row)) for row in rows)
-            body += f',\n  "token_ids": [\n{numbering}\n  ]'
-        return "{\n" + "\n".join(lines) + "\n" + body + "\n}\n"
+        fields.append(f'  "merges": [\n{merges}\n  ]' if self.merges else '  "merges": []')
+        return fields
 
     def save(self, path: str | os.PathLike) -> None:
         """Write tokenizer.json to `path` atomically."""
@@ -397,25 +363,27 @@ class Tokenizer:
 
             261  ' the'  <- [256 ' t'] [104 'he']
 
-        Ids are public ids (the merge's parts too), lines in public id order.
+        Lines in id order.
         """
         _check_file_path(path, "tokenizer.vocab")
-        public = self._token_ids or range(len(self))
-        native_of = [0] * len(self)
-        for native, token_id in enumerate(public):
-            native_of[token_id] = native
         specials = set(self.special_tokens.values())
         lines = []
         for token_id in range(len(self)):
             line = f"{token_id}\t{_show(self, token_id)}"
-            native = native_of[token_id]
-            if 256 <= native < 256 + len(self.merges):
-                a, b = (public[i] for i in self.merges[native - 256])
+            parts = self._merge_parts(token_id)
+            if parts is not None:
+                a, b = parts
                 line += f"\t<- [{a} {_show(self, a)}] [{b} {_show(self, b)}]"
             elif token_id in specials:
                 line += "\t(special)"
             lines.append(line)
         atomic_write_text(path, "\n".join(lines) + "\n")
+
+    def _merge_parts(self, token_id: int) -> Pair | None:
+        """The two ids that merge into token_id, or None for a byte or special token."""
+        if 256 <= token_id < 256 + len(self.merges):
+            return self.merges[token_id - 256]
+        return None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
@@ -436,7 +404,11 @@ class Tokenizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> Tokenizer:
-        """Build a tokenizer from parsed tokenizer.json content, validating every field."""
+        """Build a tokenizer from parsed tokenizer.json content, validating every field.
+
+        A file with a field that a subclass registered in FILE_FIELDS is built as that
+        subclass ("token_ids": RenumberedTokenizer); any other file as `cls`.
+        """
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise ValueError(f"not a basegpt tokenizer (format field should be {FORMAT_NAME!r})")
         if data.get("version") != FORMAT_VERSION:
@@ -461,19 +433,29 @@ class Tokenizer:
             raise ValueError(f"vocab_size is {data['vocab_size']!r} but the file defines "
                              f"{n_vocab} tokens (256 bytes + {len(merges)} merges + "
                              f"{len(specials)} special tokens); it was edited or corrupted")
-        token_ids = data.get("token_ids")
-        if token_ids is not None:     # the file's special ids are public: make them native
-            token_ids = _checked_token_ids(token_ids, n_vocab)
-            native_of = {token_id: native for native, token_id in enumerate(token_ids or ())}
-            specials = {name: native_of.get(i, i) for name, i in specials.items()}  # bad ids: checked below
-        tokenizer = cls(vocab_size=n_vocab, pattern=regex, special_tokens=tuple(specials))
-        tokenizer._set(merges, {})
-        tokenizer.register_special_tokens(specials)
-        tokenizer.token_ids = token_ids
+        kind = next((FILE_FIELDS[name] for name in data if name in FILE_FIELDS), cls)
+        tokenizer = kind._from_fields(regex, merges, specials, data)
         if tokenizer.hash != data["hash"]:
             raise ValueError(f"hash mismatch: the file says {data['hash']!r} but its content "
                              f"hashes to {tokenizer.hash!r}; it was edited or corrupted")
         return tokenizer
+
+    @classmethod
+    def _from_fields(cls, pattern: str, merges: list[Pair], special_tokens: dict[str, int],
+                     data: dict) -> Tokenizer:
+        """A tokenizer from tokenizer.json's checked fields; `data` is the whole file, for a
+        subclass that reads fields of its own. Ids that do not fit are a ValueError."""
+        tokenizer = cls(vocab_size=256 + len(merges) + len(special_tokens), pattern=pattern,
+                        special_tokens=tuple(special_tokens))
+        tokenizer._set(merges, {})
+        tokenizer.register_special_tokens(special_tokens)
+        return tokenizer
+
+
+FILE_FIELDS: dict[str, type[Tokenizer]] = {}
+"""tokenizer.json field -> the Tokenizer subclass that wrote it, for `from_dict` to build.
+Filled by the module that defines the subclass; `import basegpt` imports every such module
+(basegpt/__init__.py), so the table is full before any file can be read."""
 
 
 # -------------------------------------------------------------------- merging one chunk
@@ -570,26 +552,6 @@ def _checked_merges(merges: object) -> list[Pair]:
         seen.add(pair)
         out.append(pair)
     return out
-
-
-def _checked_token_ids(token_ids: object, n_vocab: int) -> tuple[int, ...] | None:
-    """A numbering as a tuple, or None when it is the identity; ValueError unless it is a
-    permutation of range(n_vocab)."""
-    if (not isinstance(token_ids, (list, tuple))
-            or not all(isinstance(i, int) and not isinstance(i, bool) for i in token_ids)):
-        raise ValueError(f"token_ids must be a list of integer ids (public id of each native "
-                         f"id), got {str(token_ids)[:60]}")
-    if len(token_ids) != n_vocab:
-        raise ValueError(f"token_ids has {len(token_ids)} ids but the tokenizer has {n_vocab} "
-                         "tokens; it must give every token (bytes, merges, special) one id")
-    seen = set(token_ids)
-    if len(seen) != n_vocab or min(token_ids, default=0) < 0 or max(token_ids, default=0) >= n_vocab:
-        missing = next(i for i in range(n_vocab) if i not in seen)
-        raise ValueError(f"token_ids must be a permutation of 0..{n_vocab - 1} (each id exactly "
-                         f"once), but id {missing} is missing")
-    if all(i == token_id for i, token_id in enumerate(token_ids)):
-        return None
-    return tuple(token_ids)
 
 
 def _as_int_list(ids: Iterable[int]) -> list[int]:
