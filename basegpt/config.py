@@ -1,5 +1,6 @@
-"""Typed, frozen configs: ModelConfig (rebuilds a model), TrainConfig (how to train it) and
-DataConfig (where its text comes from), each validated when it is made.
+"""Typed, frozen configs: ModelConfig (rebuilds a model), TrainConfig (how to train it),
+DataConfig (where its text comes from) and GenerationConfig (how to write text with it; its
+sampling part is SamplingSettings), each validated when it is made.
 
 `ModelConfig` is what a checkpoint stores (as JSON, through `to_dict` / `from_dict`), and what
 `B2lM(**kwargs)` builds from its keyword arguments. Every choice of the model is a field with a
@@ -21,6 +22,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field, fields
+from collections.abc import Iterable
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -306,6 +308,154 @@ class DataConfig:
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1): training needs held-out text, "
                              f"got {self.val_fraction}")
+
+
+# ---------------------------------------------------------------------------------------------
+# generation
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingSettings:
+    """The validated sampling controls (their formulas: basegpt/sampling.py).
+
+    Each control's default is its "off" value: temperature 1, top_k 0, top_p 1.0, min_p 0.0,
+    repetition_penalty 1.0 (temperature 0 = greedy). None also means off and is stored as the
+    off value, so `SamplingSettings(top_k=None) == SamplingSettings()` and `choose` never
+    meets a None. `GenerationConfig` adds the rest of a generation call's settings.
+    """
+
+    temperature: float | None = field(default=1.0, metadata={
+        "help": "0 = greedy (argmax), 1 = the model's distribution, higher = flatter"})
+    top_k: int | None = field(default=0, metadata={
+        "help": "sample from the k most likely tokens only (0 = off)"})
+    top_p: float | None = field(default=1.0, metadata={
+        "help": "nucleus: the most likely tokens with total probability >= p (1 = off)"})
+    min_p: float | None = field(default=0.0, metadata={
+        "help": "drop tokens below min_p x the top probability (0 = off)"})
+    repetition_penalty: float | None = field(default=1.0, metadata={
+        "help": "> 1 makes tokens already in the text less likely (CTRL; 1 = off)"})
+
+    def __post_init__(self) -> None:
+        for f in fields(SamplingSettings):                # None -> the off value, once
+            if getattr(self, f.name) is None:
+                object.__setattr__(self, f.name, f.default)
+        t, k, p, m, r = (self.temperature, self.top_k, self.top_p, self.min_p,
+                         self.repetition_penalty)
+        if not _is_real(t) or not t >= 0 or math.isinf(t):
+            raise ValueError(f"temperature={t!r}: must be a finite number >= 0 "
+                             "(0 = greedy, 1 = the model's own distribution)")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"top_k={k!r}: must be an integer >= 0 (0 or None = off)")
+        if not _is_real(p) or not 0 < p <= 1:
+            raise ValueError(f"top_p={p!r}: must be in (0, 1] (1 or None = off)")
+        if not _is_real(m) or not 0 <= m < 1:
+            raise ValueError(f"min_p={m!r}: must be in [0, 1) (0 or None = off)")
+        if not _is_real(r) or not r > 0 or math.isinf(r):
+            raise ValueError(f"repetition_penalty={r!r}: must be a finite number > 0 "
+                             "(1 = off, > 1 discourages repeats, < 1 encourages them)")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def _is_real(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationConfig(SamplingSettings):
+    """Every setting of one generation call, declared, defaulted and validated here only: the
+    sampling controls of `SamplingSettings` (temperature, top_k, top_p, min_p,
+    repetition_penalty) plus how many tokens, where to stop, the seed and the decoding path.
+
+        config = GenerationConfig(max_new_tokens=100, temperature=0.8, stop=["\\n\\n"], seed=0)
+        text = generate(model, tok, "def ", config=config)
+        greedy = generate(model, tok, "def ", config=config, temperature=0)   # one field changed
+
+    `generate`, `stream` and `generate_ids` take these fields as keywords too; either way they
+    build one GenerationConfig on entry, and everything below reads only that. `stop` is stored
+    as a tuple (a str or int alone becomes a one-item tuple, None an empty one).
+    """
+
+    max_new_tokens: int = field(default=256, metadata={"help": "at most this many new tokens"})
+    stop: tuple[int | str, ...] = field(default=(), metadata={
+        "help": "token ids and/or strings; generation ends at the first, and the text is cut "
+                "before it (a string is found also when it spans several tokens)"})
+    stop_at_eot: bool = field(default=True, metadata={
+        "help": "end at the end-of-text token (not part of the text)"})
+    seed: int | None = field(default=None, metadata={
+        "help": "the same seed gives the same text (torch's global RNG is not used); "
+                "None = random"})
+    strict_context: bool = field(default=False, metadata={
+        "help": "refuse (ValueError) a prompt + max_new_tokens longer than n_context instead "
+                "of sliding the window"})
+    use_cache: bool = field(default=True, metadata={
+        "help": "decode on the KV cache; off reruns the whole context every step (the "
+                "reference path; slow)"})
+    fast_step: bool = field(default=True, metadata={
+        "help": "one-token steps on DecodeStep (model/decode.py: the model's forward for T = 1 "
+                "in fewer operations, the same logits to float rounding) where the model allows "
+                "it (any basegpt-built B2lM without forward hooks); off runs every step "
+                "through the model's forward"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "stop", _stop_items(self.stop))
+        _check_count(self.max_new_tokens)
+        _check_seed(self.seed)
+        for name in ("stop_at_eot", "strict_context", "use_cache", "fast_step"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, got {type(value).__name__} "
+                                f"{value!r}")
+
+    @classmethod
+    def build(cls, config: GenerationConfig | None = None, **settings: Any) -> GenerationConfig:
+        """`config` (None: the defaults) with the fields named in `settings` replaced, validated
+        again. An unknown name is a TypeError that suggests the nearest field."""
+        if config is None:
+            config = cls()
+        elif not isinstance(config, cls):
+            raise TypeError(f"config must be a GenerationConfig, got {type(config).__name__}; "
+                            "e.g. config=GenerationConfig(temperature=0.8)")
+        names = [f.name for f in fields(cls)]
+        for name in settings:
+            if name not in names:
+                near = difflib.get_close_matches(name, names, n=1)
+                raise TypeError(f"unknown generation setting {name!r}"
+                                + (f"; did you mean {near[0]!r}?" if near else "")
+                                + f" (settings: {', '.join(names)})")
+        return dataclasses.replace(config, **settings) if settings else config
+
+
+def _stop_items(stop: int | str | Iterable[int | str] | None) -> tuple[int | str, ...]:
+    """The stop setting as a tuple of token ids and strings: 2 -> (2,), "\\n" -> ("\\n",),
+    None -> (). Whether an id is in the vocabulary is checked against the model (generate.py)."""
+    if stop is None:
+        return ()
+    items = (stop,) if isinstance(stop, (int, str)) else tuple(stop)
+    for s in items:
+        if isinstance(s, str) and not s:
+            raise ValueError("an empty stop string would stop before the first token; "
+                             "remove it")
+        if not isinstance(s, (int, str)) or isinstance(s, bool):
+            raise TypeError(f"stop must hold token ids (int) and/or strings, got "
+                            f"{type(s).__name__} {s!r}")
+    return items
+
+
+def _check_count(max_new_tokens: Any) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 0")
+
+
+def _check_seed(seed: Any) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}; "
+                        "e.g. seed=0")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed={seed}: must be in 0..{MAX_SEED} (2**63 - 1), as torch's "
+                         "64-bit generators take it; choose a smaller seed")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@
     for piece in stream(model, tokenizer, "Once upon a time", max_new_tokens=100):
         print(piece, end="", flush=True)
 
+Settings: each call's settings are one `GenerationConfig` (basegpt/config.py: every field's
+meaning, default and check), given as `config=`, as keywords, or both (a keyword replaces that
+field); the public functions build it on entry and the loop reads only it.
+
 The loop (`_Decoder`): encode the prompt, run it through the model once ("prefill"), which
 fills a KV cache with every layer's keys and values, then each step feeds only the newest token
 (T = 1), picks the next token from the logits (basegpt/sampling.py: temperature, top-k, top-p,
@@ -50,14 +54,14 @@ import codecs
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-from basegpt.config import MAX_SEED
+from basegpt.config import GenerationConfig
 from basegpt.model.b2lm import nonfinite_message
 from basegpt.model.decode import DecodeStep, unsupported
-from basegpt.sampling import SamplingSettings, choose
+from basegpt.sampling import choose
 from basegpt.tokenizer import Tokenizer
 
 FinishReason = Literal["length", "eot", "stop"]
@@ -191,19 +195,18 @@ class _Decoder:
     """
 
     @torch.inference_mode()
-    def __init__(self, model: torch.nn.Module, prompts: list[list[int]], *, max_new_tokens: int,
-                 settings: SamplingSettings, stop_ids: frozenset[int], eot_id: int | None,
-                 seed: int | None, use_cache: bool, strict_context: bool, want_logprobs: bool,
-                 fast_step: bool = True, trackers: list[_TextTracker] | None = None) -> None:
-        self.model, self.settings, self.use_cache = model, settings, use_cache
-        self.fast_step, self.decode_step = fast_step, None   # DecodeStep, made at the first step
+    def __init__(self, model: torch.nn.Module, prompts: list[list[int]], config: GenerationConfig,
+                 *, stop_ids: frozenset[int], eot_id: int | None, want_logprobs: bool,
+                 trackers: list[_TextTracker] | None = None) -> None:
+        self.model, self.config = model, config          # `choose` reads its sampling fields
+        self.fast_step, self.decode_step = config.fast_step, None   # DecodeStep: at first step
         self.stop_ids, self.eot_id, self.want_logprobs = stop_ids, eot_id, want_logprobs
         self.trackers = trackers
-        config = model.config
-        self.n_context, V = config.n_context, config.vocab_size
+        max_new_tokens, use_cache = config.max_new_tokens, config.use_cache
+        self.n_context, V = model.config.n_context, model.config.vocab_size
         device = model.tok_emb.weight.device
         B, P = len(prompts), max(len(p) for p in prompts)
-        if strict_context and P + max_new_tokens > self.n_context:
+        if config.strict_context and P + max_new_tokens > self.n_context:
             raise ValueError(f"prompt of {P} tokens + max_new_tokens={max_new_tokens} is "
                              f"{P + max_new_tokens} positions but n_context is {self.n_context}; "
                              f"keep prompt + new tokens <= {self.n_context}, or pass "
@@ -219,17 +222,17 @@ class _Decoder:
         self.cache_fresh = False                          # does the cache hold seq[:, ws:length-1]?
         self._set_windows()                               # window_start, pad_lengths
         self.seen = None
-        if settings.repetition_penalty != 1.0:
+        if config.repetition_penalty != 1.0:
             self.seen = torch.zeros(B, V, dtype=torch.bool, device=device)   # (B, V)
             for b, p in enumerate(prompts):
                 self.seen[b, p] = True
         self.generator = None
-        if not settings.greedy:
+        if not config.greedy:
             self.generator = torch.Generator(device=device)
-            if seed is None:
+            if config.seed is None:
                 self.generator.seed()                     # fresh entropy; global RNG untouched
             else:
-                self.generator.manual_seed(seed)
+                self.generator.manual_seed(config.seed)
         self.ids: list[list[int]] = [[] for _ in range(B)]
         self.logprobs: list[list[float]] | None = [[] for _ in range(B)] if want_logprobs else None
         self.finish: list[FinishReason | None] = [None] * B
@@ -292,7 +295,7 @@ class _Decoder:
         else:                                             # one new token on the cache
             logits = self._one_token(self.seq[:, L - 1])
         try:
-            next_ids = choose(logits, self.settings, self.generator, self.seen)   # (B,)
+            next_ids = choose(logits, self.config, self.generator, self.seen)     # (B,)
         except RuntimeError:
             # torch.multinomial refuses NaN and inf probabilities: say why they are there.
             _check_finite(model, logits)
@@ -410,42 +413,14 @@ def _check_rows(prompt_ids: torch.Tensor | Sequence[Sequence[int]], vocab_size: 
     return rows
 
 
-def _split_stop(stop: int | str | Iterable[int | str] | None, vocab_size: int
-                ) -> tuple[frozenset[int], list[str]]:
-    """stop argument -> (stop token ids, stop strings)."""
-    if stop is None:
-        return frozenset(), []
-    items = [stop] if isinstance(stop, (int, str)) else list(stop)
-    ids, strings = set(), []
-    for s in items:
-        if isinstance(s, str):
-            if not s:
-                raise ValueError("an empty stop string would stop before the first token; "
-                                 "remove it")
-            strings.append(s)
-        elif isinstance(s, int) and not isinstance(s, bool):
-            if not 0 <= s < vocab_size:
-                raise ValueError(f"stop token id {s} is out of range; valid ids are "
-                                 f"0..{vocab_size - 1}")
-            ids.add(s)
-        else:
-            raise TypeError(f"stop must hold token ids (int) and/or strings, got "
-                            f"{type(s).__name__} {s!r}")
-    return frozenset(ids), strings
-
-
-def _check_count(max_new_tokens: int) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r}: must be an integer >= 0")
-
-
-def _check_seed(seed: int | None) -> None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__} {seed!r}; "
-                        "e.g. seed=0")
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed={seed}: must be in 0..{MAX_SEED} (2**63 - 1), as torch's "
-                         "64-bit generators take it; choose a smaller seed")
+def _split_stop(stop: tuple[int | str, ...], vocab_size: int) -> tuple[frozenset[int], list[str]]:
+    """GenerationConfig.stop -> (stop token ids, checked against the vocabulary; stop strings)."""
+    ids = frozenset(s for s in stop if isinstance(s, int))
+    for s in sorted(ids):
+        if not 0 <= s < vocab_size:
+            raise ValueError(f"stop token id {s} is out of range; valid ids are "
+                             f"0..{vocab_size - 1}")
+    return ids, [s for s in stop if isinstance(s, str)]
 
 
 def _encode_prompt(tokenizer: Tokenizer, prompt: str, model: torch.nn.Module) -> list[int]:
@@ -473,90 +448,66 @@ def _eot(tokenizer: Tokenizer) -> int | None:
 # --------------------------------------------------------------------------- public API
 
 def generate_ids(model: torch.nn.Module, prompt_ids: torch.Tensor | Sequence[Sequence[int]], *,
-                 max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, min_p: float | None = None,
-                 repetition_penalty: float | None = None, stop: int | Iterable[int] | None = None,
-                 eot_id: int | None = None, seed: int | None = None, use_cache: bool = True,
-                 fast_step: bool = True, strict_context: bool = False,
-                 return_logprobs: bool = False) -> list[Generation]:
+                 config: GenerationConfig | None = None, eot_id: int | None = None,
+                 return_logprobs: bool = False, **settings: Any) -> list[Generation]:
     """Continue each row of `prompt_ids` ((B, T) int64 tensor, or a list of B lists of ids of
     any lengths): one `Generation` per row, with `.ids` (and `.logprobs` if asked).
 
-    Token-level: stop holds token ids only, and eot_id (if given) stops a row like a stop id
-    but is reported as finish_reason "eot". Rows of different lengths run as one left-padded
-    batch; with greedy decoding each row gets the same tokens as run alone, also past
-    n_context (each row's window slides at its own length; module docstring).
-    Other arguments as `generate`.
+    Token-level: stop holds token ids only, and eot_id (if given, and unless
+    stop_at_eot=False) stops a row like a stop id but is reported as finish_reason "eot".
+    Rows of different lengths run as one left-padded batch; with greedy decoding each row
+    gets the same tokens as run alone, also past n_context (each row's window slides at its
+    own length; module docstring). Settings as `generate`.
     """
+    config = GenerationConfig.build(config, **settings)
     _check_model(model)
-    _check_count(max_new_tokens)
-    _check_seed(seed)
     V = model.config.vocab_size
-    settings = SamplingSettings.of(temperature, top_k, top_p, min_p, repetition_penalty)
     rows = _check_rows(prompt_ids, V)
-    stop_ids, strings = _split_stop(stop, V)
+    stop_ids, strings = _split_stop(config.stop, V)
     if strings:
         raise ValueError(f"stop strings {strings} need a tokenizer: use generate(model, "
                          "tokenizer, ...) or give stop token ids")
     if eot_id is not None and not 0 <= eot_id < V:
         raise ValueError(f"eot_id={eot_id} is out of range; valid ids are 0..{V - 1}")
     with _EvalMode(model):
-        decoder = _Decoder(model, rows, max_new_tokens=max_new_tokens, settings=settings,
-                           stop_ids=stop_ids, eot_id=eot_id, seed=seed, use_cache=use_cache,
-                           fast_step=fast_step, strict_context=strict_context,
+        decoder = _Decoder(model, rows, config, stop_ids=stop_ids,
+                           eot_id=eot_id if config.stop_at_eot else None,
                            want_logprobs=return_logprobs)
         while not decoder.done:
             decoder.step()
     return decoder.results()
 
 
-def _text_decoder(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[str], *,
-                  max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
-                  min_p: float | None, repetition_penalty: float | None,
-                  stop: int | str | Iterable[int | str] | None, seed: int | None,
-                  stop_at_eot: bool, use_cache: bool, fast_step: bool, strict_context: bool,
-                  return_logprobs: bool) -> _Decoder:
+def _text_decoder(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[str],
+                  config: GenerationConfig, want_logprobs: bool) -> _Decoder:
     _check_model(model)
-    _check_count(max_new_tokens)
-    _check_seed(seed)
-    settings = SamplingSettings.of(temperature, top_k, top_p, min_p, repetition_penalty)
     rows = [_encode_prompt(tokenizer, p, model) for p in prompts]
-    stop_ids, strings = _split_stop(stop, model.config.vocab_size)
-    return _Decoder(model, rows, max_new_tokens=max_new_tokens, settings=settings,
-                    stop_ids=stop_ids, eot_id=_eot(tokenizer) if stop_at_eot else None,
-                    seed=seed, use_cache=use_cache, fast_step=fast_step,
-                    strict_context=strict_context, want_logprobs=return_logprobs,
+    stop_ids, strings = _split_stop(config.stop, model.config.vocab_size)
+    return _Decoder(model, rows, config, stop_ids=stop_ids,
+                    eot_id=_eot(tokenizer) if config.stop_at_eot else None,
+                    want_logprobs=want_logprobs,
                     trackers=[_TextTracker(tokenizer, strings) for _ in rows])
 
 
 def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
-             max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, min_p: float | None = None,
-             repetition_penalty: float | None = None,
-             stop: int | str | Iterable[int | str] | None = None, seed: int | None = None,
-             stop_at_eot: bool = True, use_cache: bool = True, fast_step: bool = True,
-             strict_context: bool = False,
-             return_logprobs: bool = False) -> str | Generation | list[str] | list[Generation]:
+             config: GenerationConfig | None = None, return_logprobs: bool = False,
+             **settings: Any) -> str | Generation | list[str] | list[Generation]:
     """The text that `model` writes after `prompt` (the prompt itself is not included).
+
+        generate(model, tok, "def ", max_new_tokens=50, temperature=0.8, top_k=40, seed=0)
+        generate(model, tok, "def ", config=GenerationConfig(temperature=0.8, top_k=40))
+
+    The settings are the fields of `GenerationConfig` (max_new_tokens, temperature, top_k,
+    top_p, min_p, repetition_penalty, stop, stop_at_eot, seed, strict_context, use_cache,
+    fast_step; their meanings and defaults are in basegpt/config.py), given as keywords, as a
+    `config`, or both (a keyword replaces that field of `config`). An unknown name is a
+    TypeError that suggests the nearest.
 
     A list of prompts runs as one batch and gives a list. With return_logprobs=True each result
     is a `Generation` (.text, .ids, .logprobs, .finish_reason) instead of a str.
-
-    max_new_tokens: at most this many new tokens.
-    temperature: 0 = greedy (argmax); 1 = the model's distribution; higher = flatter.
-    top_k, top_p, min_p, repetition_penalty: see basegpt/sampling.py (None = off).
-    stop: token ids and/or strings; generation ends at the first, and the text is cut before it.
-    seed: the same seed gives the same text (torch's global RNG is not used); None = random.
-    stop_at_eot: end at the end-of-text token (not part of the text).
-    use_cache: False reruns the whole context each step (the reference path; slow).
-    fast_step: each one-token step on the cache runs DecodeStep (basegpt/model/decode.py), the
-    same computation as the model's forward in fewer operations, where the model allows it
-    (any basegpt-built B2lM without forward hooks); False runs it through model.forward. The
-    two give the same logits up to float rounding (on a CPU they use different BLAS libraries).
-    strict_context: raise ValueError when prompt + max_new_tokens > n_context, instead of
-    sliding the window (module docstring).
     An empty prompt starts from the end-of-text token. The model runs in eval mode (restored).
     """
+    config = GenerationConfig.build(config, **settings)
     if isinstance(prompt, (bytes, bytearray)) or not isinstance(prompt, (str, Iterable)):
         is_bytes = isinstance(prompt, (bytes, bytearray))
         raise TypeError(f"prompt must be a str or a list of str, got {type(prompt).__name__}"
@@ -565,12 +516,7 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequenc
     if not prompts:
         raise ValueError("no prompts given; pass a str or a non-empty list of str")
     with _EvalMode(model):
-        decoder = _text_decoder(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                repetition_penalty=repetition_penalty, stop=stop, seed=seed,
-                                stop_at_eot=stop_at_eot, use_cache=use_cache,
-                                fast_step=fast_step, strict_context=strict_context,
-                                return_logprobs=return_logprobs)
+        decoder = _text_decoder(model, tokenizer, prompts, config, return_logprobs)
         while not decoder.done:
             decoder.step()
     results = decoder.results()
@@ -579,26 +525,18 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequenc
 
 
 def stream(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, *,
-           max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
-           top_p: float | None = None, min_p: float | None = None,
-           repetition_penalty: float | None = None,
-           stop: int | str | Iterable[int | str] | None = None, seed: int | None = None,
-           stop_at_eot: bool = True, use_cache: bool = True, fast_step: bool = True,
-           strict_context: bool = False) -> Iterator[str]:
+           config: GenerationConfig | None = None, **settings: Any) -> Iterator[str]:
     """`generate` for one prompt, as an iterator of text pieces, each yielded as soon as it is
     certain: complete UTF-8 characters only, and never a tail that could begin a stop string.
-    "".join(stream(...)) == generate(...) with the same arguments.
+    "".join(stream(...)) == generate(...) with the same settings (keywords and/or `config`).
 
-    Arguments are checked when stream() is called, not at the first next().
+    Settings are checked when stream() is called, not at the first next().
     """
+    config = GenerationConfig.build(config, **settings)
     if not isinstance(prompt, str):
         raise TypeError(f"stream takes one prompt (str), got {type(prompt).__name__}; "
                         "for several prompts use generate")
-    decoder = _text_decoder(model, tokenizer, [prompt], max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                            repetition_penalty=repetition_penalty, stop=stop, seed=seed,
-                            stop_at_eot=stop_at_eot, use_cache=use_cache, fast_step=fast_step,
-                            strict_context=strict_context, return_logprobs=False)
+    decoder = _text_decoder(model, tokenizer, [prompt], config, want_logprobs=False)
     return _stream_pieces(model, decoder)
 
 
@@ -670,5 +608,5 @@ def score(model: torch.nn.Module, tokenizer: Tokenizer, text: str) -> Score:
     return Score(ids=ids, logprobs=score_ids(model, [tokenizer.eot_id] + ids))
 
 
-__all__ = ["Generation", "Score", "generate", "generate_ids", "score", "score_ids",
-           "sliding_keep", "stream"]
+__all__ = ["GenerationConfig", "Generation", "Score", "generate", "generate_ids", "score",
+           "score_ids", "sliding_keep", "stream"]

@@ -17,64 +17,18 @@ greedy decoding is the same under every filter: argmax of the penalised logits.
 
 Randomness comes only from the `torch.Generator` passed in, never from torch's global RNG, so
 the same seed gives the same tokens and sampling does not disturb anyone else's random state.
+
+The controls' values arrive as a `SamplingSettings` (basegpt/config.py, checked when made, with
+no torch, so the CLI can check them before loading a model); a `GenerationConfig` is one.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """The validated sampling controls (see the module docstring for the formulas).
-
-    temperature 0 = greedy; top_k 0 = off; top_p 1.0 = off; min_p 0.0 = off;
-    repetition_penalty 1.0 = off.
-    """
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-
-    def __post_init__(self) -> None:
-        t, k, p, m, r = (self.temperature, self.top_k, self.top_p, self.min_p,
-                         self.repetition_penalty)
-        if not _is_real(t) or not t >= 0 or math.isinf(t):
-            raise ValueError(f"temperature={t!r}: must be a finite number >= 0 "
-                             "(0 = greedy, 1 = the model's own distribution)")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ValueError(f"top_k={k!r}: must be an integer >= 0 (0 or None = off)")
-        if not _is_real(p) or not 0 < p <= 1:
-            raise ValueError(f"top_p={p!r}: must be in (0, 1] (1 or None = off)")
-        if not _is_real(m) or not 0 <= m < 1:
-            raise ValueError(f"min_p={m!r}: must be in [0, 1) (0 or None = off)")
-        if not _is_real(r) or not r > 0 or math.isinf(r):
-            raise ValueError(f"repetition_penalty={r!r}: must be a finite number > 0 "
-                             "(1 = off, > 1 discourages repeats, < 1 encourages them)")
-
-    @classmethod
-    def of(cls, temperature: float | None = 1.0, top_k: int | None = None,
-           top_p: float | None = None, min_p: float | None = None,
-           repetition_penalty: float | None = None) -> SamplingSettings:
-        """Build from user arguments where None means "off" (or, for temperature, 1)."""
-        return cls(temperature=1.0 if temperature is None else temperature,
-                   top_k=0 if top_k is None else top_k,
-                   top_p=1.0 if top_p is None else top_p,
-                   min_p=0.0 if min_p is None else min_p,
-                   repetition_penalty=1.0 if repetition_penalty is None else repetition_penalty)
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and not math.isnan(x)
+from basegpt.config import SamplingSettings
 
 
 # --------------------------------------------------------------------------- the processors

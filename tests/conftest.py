@@ -34,3 +34,28 @@ def step0_weights(monkeypatch) -> dict:
         return forward_backward(model, *args)
     monkeypatch.setattr(basegpt.train, "_forward_backward", first_step_sees_the_weights)
     return seen
+
+
+@pytest.fixture
+def cli_help(capsys):
+    """cli_help(argv) -> {flag: its whole help entry on one line} of `basegpt ARGV --help`:
+    "--positional" -> "--positional {sinusoidal,learned,rope,none} (default rope)", with
+    argparse's line wraps undone, so a test can find a flag's choices and default."""
+    import re
+    from basegpt.cli import main
+
+    def entries(argv: list[str]) -> dict[str, str]:
+        with pytest.raises(SystemExit):
+            main([*argv, "--help"])
+        out, flag = {}, None
+        for line in capsys.readouterr().out.splitlines():
+            first = re.match(r"  (--?[\w-]+)", line)       # an option's first line
+            if first:
+                flag = first.group(1)
+                out[flag] = line.strip()
+            elif flag and line.startswith("    "):         # its help, wrapped
+                out[flag] += " " + line.strip()
+            else:
+                flag = None
+        return out
+    return entries

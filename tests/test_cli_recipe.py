@@ -311,6 +311,35 @@ def test_an_unknown_flag_suggests_the_nearest(capsys):
     assert "--bogus" in line and "did you mean" not in line, f"nothing near --bogus: {line}"
 
 
+@pytest.mark.parametrize("argv", [["train"], ["config", "show"]])
+def test_help_shows_the_default_presets_values_and_every_choice(argv, cli_help, capsys):
+    from typing import Literal, get_args, get_origin, get_type_hints
+    entries = cli_help(argv)
+    laptop = recipe.load_preset(recipe.DEFAULT_PRESET)
+    differ = 0
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig), ("data", DataConfig)):
+        own = {f.name: f.default for f in fields(cls)}
+        for name, value in laptop[section].items():
+            flag = "--data" if (section, name) == ("data", "source") else "--" + name.replace("_", "-")
+            assert f"(default {value})" in entries[flag], \
+                f"{flag}: the laptop preset's {section}.{name}={value}, not the dataclass's " \
+                f"{own[name]}: {entries[flag]}"
+            differ += value != own[name]
+        for name, hint in get_type_hints(cls).items():
+            literal = next((h for h in (hint, *get_args(hint)) if get_origin(h) is Literal), None)
+            if literal is not None and name not in ("vocab_size",):
+                flag = "--" + name.replace("_", "-")
+                choices = "{" + ",".join(map(str, get_args(literal))) + "}"
+                assert entries[flag].startswith(f"{flag} {choices}"), \
+                    f"{flag} lists its choices {choices}: {entries[flag]}"
+    assert differ >= 10, f"the laptop preset changes many defaults; only {differ} differ"
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "The defaults shown are the laptop preset's (the default --preset)" in text, text
+    assert "`basegpt config show --preset NAME` prints another preset's settings" in text, text
+
+
 @pytest.mark.parametrize("argv", [[], ["tokenizer"], ["import"], ["config", "show"]])
 def test_help_has_examples(argv, capsys):
     with pytest.raises(SystemExit):

@@ -150,3 +150,101 @@ def test_prompt_file_that_is_a_directory_says_so(run_dir, capsys, tmp_path):
     assert main(["generate", str(run_dir), "--prompt-file", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{tmp_path} is a directory, not a file" in err, err
+
+
+# -- one settings object: GenerationConfig ------------------------------------------------------
+
+@pytest.mark.parametrize("settings, flags, message", [
+    ({"top_p": 1.5}, ["--top-p", "1.5"], "top_p=1.5: must be in (0, 1]"),
+    ({"temperature": -1.0}, ["--temperature", "-1"], "temperature=-1.0: must be a finite number >= 0"),
+    ({"top_k": -2}, ["--top-k", "-2"], "top_k=-2: must be an integer >= 0"),
+    ({"repetition_penalty": 0.0}, ["--repetition-penalty", "0"],
+     "repetition_penalty=0.0: must be a finite number > 0"),
+    ({"max_new_tokens": -1}, ["--max-new-tokens", "-1"], "max_new_tokens=-1: must be an integer >= 0"),
+    ({"seed": 2**64}, ["--seed", str(2**64)], f"seed={2**64}: must be in 0..{2**63 - 1}"),
+    ({"stop": ""}, ["--stop", ""], "an empty stop string would stop before the first token"),
+])
+def test_a_bad_setting_is_the_same_error_from_the_config_the_library_and_the_cli(
+        run_dir, capsys, settings, flags, message):
+    from basegpt.generate import GenerationConfig, generate_ids, stream
+    run = load_run(run_dir)
+    with pytest.raises(ValueError) as made:
+        GenerationConfig(**settings)
+    assert message in str(made.value), f"the config says what is wrong: {made.value}"
+    calls = {"generate": lambda: generate(run.model, run.tokenizer, "x", **settings),
+             "stream": lambda: stream(run.model, run.tokenizer, "x", **settings),
+             "generate_ids": lambda: generate_ids(run.model, [[1]], **settings),
+             "Run.generate": lambda: run.generate("x", **settings)}
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as raised:
+            call()
+        assert str(raised.value) == str(made.value), f"{name}: {raised.value}"
+    assert main(["generate", str(run_dir), "--prompt", "x", *flags]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"basegpt: error: {made.value}\n", f"the CLI prints the same line: {err!r}"
+    assert out == "", f"checked before the prompt is printed: {out!r}"
+
+
+def test_a_config_and_keywords_give_the_same_text_and_keywords_override_it(run_dir):
+    from basegpt.generate import GenerationConfig, stream
+    run = load_run(run_dir)
+    config = GenerationConfig(max_new_tokens=12, temperature=0.8, top_k=20, seed=3, stop="\n")
+    by_words = generate(run.model, run.tokenizer, "Hi", max_new_tokens=12, temperature=0.8,
+                        top_k=20, seed=3, stop="\n")
+    assert generate(run.model, run.tokenizer, "Hi", config=config) == by_words, "config = keywords"
+    assert "".join(stream(run.model, run.tokenizer, "Hi", config=config)) == by_words, "stream"
+    greedy = generate(run.model, run.tokenizer, "Hi", max_new_tokens=12, temperature=0, stop="\n")
+    assert generate(run.model, run.tokenizer, "Hi", config=config, temperature=0) == greedy, \
+        "a keyword replaces that field of the config"
+    assert config.temperature == 0.8, "and the config itself is unchanged"
+
+
+def test_the_config_is_frozen_and_none_means_off():
+    import dataclasses
+    from basegpt.generate import GenerationConfig
+    config = GenerationConfig(top_k=None, top_p=None, min_p=None, repetition_penalty=None,
+                              temperature=None, stop=None)
+    assert config == GenerationConfig(), f"None is stored as the off value: {config}"
+    assert GenerationConfig(stop="\n\n").stop == ("\n\n",), "one stop string becomes a tuple"
+    assert GenerationConfig(stop=[5, "x"]).stop == (5, "x"), "a list becomes a tuple"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.temperature = 0.5
+
+
+@pytest.mark.parametrize("call", ["generate", "stream", "generate_ids", "config"])
+def test_an_unknown_setting_is_a_type_error_naming_the_nearest(run_dir, call):
+    from basegpt.generate import GenerationConfig, generate_ids, stream
+    run = load_run(run_dir)
+    calls = {"generate": lambda: generate(run.model, run.tokenizer, "x", top_kk=3),
+             "stream": lambda: stream(run.model, run.tokenizer, "x", top_kk=3),
+             "generate_ids": lambda: generate_ids(run.model, [[1]], top_kk=3),
+             "config": lambda: GenerationConfig.build(GenerationConfig(), top_kk=3)}
+    with pytest.raises(TypeError, match=r"unknown generation setting 'top_kk'; did you mean "
+                                        r"'top_k'\?"):
+        calls[call]()
+    with pytest.raises(TypeError, match=r"config must be a GenerationConfig, got dict"):
+        generate(run.model, run.tokenizer, "x", config={"top_k": 3})
+
+
+def test_generate_has_one_flag_per_config_field_with_its_default(cli_help):
+    import dataclasses
+    from basegpt.generate import GenerationConfig
+    entries = cli_help(["generate"])
+    for f in dataclasses.fields(GenerationConfig):
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in entries, f"no {flag} for GenerationConfig.{f.name}"
+        if f.name != "stop":                             # --stop TEXT, repeatable
+            assert f"(default {f.default})" in entries[flag], \
+                f"{flag} shows the config's default: {entries[flag]}"
+
+
+def test_generate_cli_flags_build_the_config(run_dir, capsys):
+    args = ["generate", str(run_dir), "--prompt", "Hi", "--max-new-tokens", "12", "--seed", "3",
+            "--min-p", "0.05", "--no-stop-at-eot", "--no-use-cache", "--stop", "e"]
+    assert main(args) == 0
+    expected = library(run_dir, "Hi", max_new_tokens=12, seed=3, min_p=0.05, stop_at_eot=False,
+                       use_cache=False, stop="e")
+    assert capsys.readouterr().out == "Hi" + expected + "\n"
+    assert main(["generate", str(run_dir), "--prompt", "x" * 70, "--strict-context"]) == 2
+    assert "strict_context=False to slide the window" in capsys.readouterr().err, \
+        "--strict-context refuses a prompt + max_new_tokens beyond n_context"

@@ -1,92 +1,65 @@
-"""`basegpt train`, `basegpt plot` and `basegpt config show`, and the flags derived from the
-settings dataclasses (one --flag per field of ModelConfig, TrainConfig and DataConfig)."""
+"""`basegpt train`, `basegpt plot` and `basegpt config show`, with one --flag per field of
+ModelConfig, TrainConfig and DataConfig (derived from the dataclasses by
+_common.add_field_flags), whose help shows the value the default preset gives it."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 from basegpt._io import check_writable, file_in_the_way
-from basegpt.cli._common import _Parser
+from basegpt.cli._common import _Parser, add_field_flags, field_values
 
 
 # ------------------------------------------------------------------------ train, plot, config
 
-def _flag_type(hint: Any) -> type | None:
-    """The argparse type for a dataclass field's resolved type hint: int, float, None for a
-    bool (an on/off flag), and str for the rest (names and Literal choices, which the config
-    itself checks). `X | None` counts as X."""
-    args = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
-    kinds = [a for a in args if a is not type(None)]
-    if kinds == [bool]:
-        return None
-    if kinds in ([int], [float]):
-        return kinds[0]
-    return str
-
-
 _FLAG_NAMES = {"data.source": "--data"}   # `--data shakespeare` reads better than --source
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, section: str,
-                skip: tuple[str, ...] = ()) -> None:
-    """One --flag per dataclass field; the dataclass stays the only home of defaults."""
-    import dataclasses
-    hints = get_type_hints(cls)
-    group = parser.add_argument_group(f"{section} settings (override preset and --config)")
-    for f in dataclasses.fields(cls):
-        if f.name in skip or f.name in ("blocks", "inputs"):
-            continue
-        dest = f"{section}.{f.name}"
-        flag = _FLAG_NAMES.get(dest, "--" + f.name.replace("_", "-"))
-        default = f.default if f.default is not dataclasses.MISSING else "see preset"
-        kind = _flag_type(hints[f.name])
-        if kind is None:
-            group.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
-                               default=argparse.SUPPRESS, help=f"(default {default})")
-        else:
-            group.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS,
-                               metavar=f.name.upper(), help=f"(default {default})")
-
-
 def _overrides(args: argparse.Namespace) -> dict[str, dict]:
-    out: dict[str, dict] = {"model": {}, "train": {}, "data": {}}
-    for dest, value in vars(args).items():
-        if "." in dest:
-            section, name = dest.split(".", 1)
-            out[section][name] = value
+    out = {section: field_values(args, section) for section in ("model", "train", "data")}
     if getattr(args, "inputs", None):
         out["data"]["inputs"] = list(args.inputs)
     return out
 
 
+def _defaults_note() -> str:
+    from basegpt.recipe import DEFAULT_PRESET
+    return (f"The defaults shown are the {DEFAULT_PRESET} preset's (the default --preset);\n"
+            "`basegpt config show --preset NAME` prints another preset's settings.")
+
+
 def _add_spec_flags(p: argparse.ArgumentParser) -> None:
-    from basegpt.config import ModelConfig
-    from basegpt.config import DataConfig
-    from basegpt.recipe import preset_names
-    from basegpt.config import TrainConfig
+    """The positional inputs, --preset, --config and one flag per settings field, whose help
+    shows the value the default preset gives it (what a run without the flag uses)."""
+    from basegpt.config import DataConfig, ModelConfig, TrainConfig
+    from basegpt.recipe import DEFAULT_PRESET, load_preset, merge_specs, preset_names
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="text files, folders or globs to train on (default: data.source)")
     p.add_argument("--preset", choices=preset_names(), default=None,
-                   help="named settings to start from (default laptop)")
+                   help=f"named settings to start from (default {DEFAULT_PRESET})")
     p.add_argument("--config", type=Path, help="a JSON or TOML file with model/train/data "
                                                "sections; overrides the preset")
-    _add_fields(p, DataConfig, "data")
-    _add_fields(p, ModelConfig, "model", skip=("vocab_size",))
-    _add_fields(p, TrainConfig, "train")
+    preset = merge_specs(load_preset(DEFAULT_PRESET))       # {section: {field: value}}
+    for section, cls, skip in (("data", DataConfig, ("inputs",)),
+                               ("model", ModelConfig, ("vocab_size", "blocks")),
+                               ("train", TrainConfig, ())):
+        add_field_flags(p, cls, section, defaults=preset[section], skip=skip,
+                        flag_names=_FLAG_NAMES,
+                        title=f"{section} settings (override preset and --config; defaults: "
+                              f"the {DEFAULT_PRESET} preset's)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model (no arguments: the main job on the built-in corpus)",
         description="Train a tokenizer (cached), prepare the data (cached), train a model "
-                    "into a run directory, and print a sample. Settings: --preset, then "
-                    "--config FILE, then flags.",
+                    "into a run directory,\nand print a sample. Settings: --preset, then "
+                    "--config FILE, then flags.\n" + _defaults_note(),
         epilog="examples:\n  basegpt train                                  # the main job\n"
                "  basegpt train --preset seed --max-minutes 2 --out runs/seed\n"
                "  basegpt train --data shakespeare --n-block 6 --out runs/shakes\n"
@@ -225,7 +198,7 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     show = csub.add_parser(
         "show", help="print the merged model/train/data settings as JSON",
         description="Print the settings `basegpt train` would use with the same --preset, "
-                    "--config and flags, every field filled in, as JSON.",
+                    "--config and\nflags, every field filled in, as JSON.\n" + _defaults_note(),
         epilog="examples:\n  basegpt config show                       # the main job (laptop preset)\n"
                "  basegpt config show --preset seed --lr 0.003\n"
                "  basegpt config show --config my.json --max-steps 100",
