@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from basegpt import Tokenizer
+from basegpt.api import load_run as api_load_run
 from basegpt.checkpoint import load_run, save_run
 from basegpt.cli import main
 from basegpt.config import ModelConfig
@@ -167,7 +168,7 @@ def test_prompt_file_that_is_a_directory_says_so(run_dir, capsys, tmp_path):
 def test_a_bad_setting_is_the_same_error_from_the_config_the_library_and_the_cli(
         run_dir, capsys, settings, flags, message):
     from basegpt.generate import GenerationConfig, generate_ids, stream
-    run = load_run(run_dir)
+    run = api_load_run(run_dir)                 # a Run that generates
     with pytest.raises(ValueError) as made:
         GenerationConfig(**settings)
     assert message in str(made.value), f"the config says what is wrong: {made.value}"
