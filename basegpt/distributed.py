@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import os
+import sys
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,12 +104,20 @@ class Dist:
 def _destroy_process_group() -> None:
     """Tear down the process group basegpt made, while the interpreter is still whole.
 
-    Left to interpreter shutdown, gloo's worker threads can still hold tensors whose release
-    needs the (by then finalised) Python runtime, and the process dies with SIGABRT
-    ("terminate called without an active exception") after training finished: a rare crash
-    at exit that torchrun reports as a failed job (pytorch/pytorch#179291 describes it)."""
-    if torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    A gloo worker thread hands a finished collective back (wait() returns) before it lets go
+    of that collective's tensors, and letting go of a tensor Python also knows takes the GIL.
+    If the interpreter has begun to finalise by then, taking the GIL ends the thread
+    (pthread_exit), the unwinding meets a C++ noexcept frame and the process dies with
+    SIGABRT ("terminate called without an active exception"): a finished rank fails the
+    torchrun job. Destroying the group joins its worker threads first (the GIL released, so
+    they can finish), provided nothing else still holds the group: the traceback of an
+    uncaught exception holds fit()'s frames and their DistributedDataParallel wrapper, so its
+    frames are cleared (it has been printed by now)."""
+    if not torch_dist.is_initialized():
+        return
+    if getattr(sys, "last_traceback", None) is not None:
+        traceback.clear_frames(sys.last_traceback)
+    torch_dist.destroy_process_group()
 
 
 def setup() -> Dist:
@@ -122,6 +133,11 @@ def setup() -> Dist:
     else:
         device, backend = torch.device("cpu"), "gloo"
     if not torch_dist.is_initialized():
+        # torch.distributed.nn's functions take `group=group.WORLD` as a default argument,
+        # evaluated at import. Imported after the group exists (DistributedDataParallel's
+        # constructor imports it, through torch._dynamo), they would hold the group for good:
+        # destroy_process_group would leave gloo's worker threads running into shutdown.
+        importlib.import_module("torch.distributed.nn")
         torch_dist.init_process_group(backend=backend)
         atexit.register(_destroy_process_group)
     return Dist(enabled=True, rank=rank, local_rank=local_rank, world=world, device=device)
