@@ -131,10 +131,10 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     (`cpu_bf16_instructions`), fp32 on other CPUs and on MPS.
 
     The capability is asked directly: torch.cuda.is_bf16_supported() also says True on 7.x
-    GPUs, where bf16 is emulated and runs far slower than fp16. On a CPU with AVX512-BF16,
-    bf16 autocast trained the benchmark's models 1.5-1.6x faster than fp32, and the main job
-    reached a lower validation loss in the same time (BENCHMARKS.md, training); without those
-    instructions bf16 is converted in software and fp32 stays.
+    GPUs, where bf16 is emulated and runs far slower than fp16. On a CPU with bf16
+    instructions, bf16 autocast trains faster than fp32 and the main job reaches a lower
+    validation loss in the same time (BENCHMARKS.md, training); without those instructions
+    bf16 is converted in software and fp32 stays.
     """
     return dtype_decision(name, device)[0]
 
@@ -207,9 +207,9 @@ def gpu_peak_tflops(name: str) -> dict[str, float] | None:
 # By default glibc's malloc gives large freed blocks straight back to the system (blocks from
 # 128 KiB up are mmap'd, a threshold it adapts, and the heap's top is trimmed past
 # M_TRIM_THRESHOLD), so a CPU training step, which frees and allocates the same activations
-# every step, pays the kernel to map and zero fresh pages again each time: on the AMX CPU of
-# BENCHMARKS.md (training) 10k page faults a step at the seed size in bf16, 1.4-2.4 s of system
-# time in 90 steps, and the loop ran 1.1-1.5x faster with the thresholds below.
+# every step, pays the kernel to map and zero fresh pages again each time (thousands of page
+# faults a step; BENCHMARKS.md, training, has the measurements with and without the thresholds
+# below).
 MALLOC_MMAP_THRESHOLD = 32 * 2 ** 20    # the ceiling of glibc's own adaptive threshold (64-bit)
 MALLOC_TRIM_THRESHOLD = 512 * 2 ** 20   # free memory kept at the heap's top, for reuse
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3          # mallopt's parameter numbers (malloc.h)

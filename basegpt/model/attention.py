@@ -89,8 +89,8 @@ def attention_manual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     if mask is None:
         mask = causal_mask(T, S, device=q.device)           # (T, S)
     # M of the formula above: 0 where the key may be attended, -inf where not. Adding it gives
-    # masked_fill's numbers, and on a CPU about 4x faster forward + backward (the add passes its
-    # gradient straight through; masked_fill's backward masks the gradient again).
+    # masked_fill's numbers, and its backward is cheaper: the add passes its gradient straight
+    # through, where masked_fill's backward masks the gradient again (BENCHMARKS.md, training).
     M = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(
         ~mask, float("-inf"))                               # (T, S) or (B, 1, T, S)
     scores = scores + M                                     # a forbidden key gets weight exp(-inf) = 0
@@ -101,11 +101,11 @@ def attention_manual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 
 
 # Up to this many keys, training in bf16 / fp16 on a CPU with bf16 instructions runs the manual
-# kernel's steps instead of torch's fused kernel, whose forward + backward there is 1.7-4x
-# slower (BENCHMARKS.md, training: attention kernels). Past it the fused kernel wins, and saves
-# the (T, S) weights' memory. On a CPU without them (AVX2) it is the other way round: the
-# manual steps' emulated bf16 products make them 2.7-4.3x slower, so there the fused kernel
-# stays at every length.
+# kernel's steps instead of torch's fused kernel, whose forward + backward is slower there
+# (BENCHMARKS.md, training: attention kernels). Past it the fused kernel wins, and saves the
+# (T, S) weights' memory. On a CPU without bf16 instructions it is the other way round: the
+# manual steps' emulated bf16 products are slower, so there the fused kernel stays at every
+# length.
 CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 256
 
 

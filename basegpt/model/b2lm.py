@@ -305,8 +305,8 @@ def store_transposed(model: nn.Module) -> None:
 
     Shapes, values and arithmetic stay the same: F.linear(x, W) computes x @ W^T, and with W^T
     contiguous in memory that is a plain row-major product. It matters when decoding: at batch 1
-    a step reads every weight once from memory, and on CPU x @ W^T streams a W^T that is
-    contiguous 1.07-1.4x faster than a transposed view (`bench_generate.py --layouts`). A tied
+    a step reads every weight once from memory, and on a CPU x @ W^T streams a W^T that is
+    contiguous faster than a transposed view (BENCHMARKS.md; `bench_generate.py --layouts`). A tied
     head's (V, C) table is stored the same way, so the head streams fast too and the embedding
     lookup reads a strided column instead of a row (a cost within the noise of the
     forward+backward benchmark, where tied B2lM stays ahead of HF's GPT-2; BENCHMARKS.md,

@@ -113,11 +113,11 @@ def numpy_products(model: nn.Module) -> bool:
     """Whether DecodeStep multiplies in numpy: for a model on a CPU in float32, with torch on
     one thread and numpy's OpenBLAS found (then held to one thread too: `numpy_blas_threads`).
 
-    One thread each, OpenBLAS streams batch-1 weights 1.5-3.4x faster than torch's MKL on the
-    CPU of BENCHMARKS.md (generation, the matrix-only columns). With torch on several threads
-    the products stay in torch's thread pool: two pools busy-waiting on the same cores fight
-    (measured there, both on 2 threads: 0.4x the module path's tokens/s), and one OpenBLAS
-    thread against all of torch's could lose on a many-core CPU."""
+    One thread each, OpenBLAS streams batch-1 weights faster than torch's MKL (BENCHMARKS.md,
+    generation: the matrix-only columns). With torch on several threads the products stay in
+    torch's thread pool: two pools busy-waiting on the same cores fight (slower than the
+    module path, measured there), and one OpenBLAS thread against all of torch's could lose
+    on a many-core CPU."""
     weight = next(model.parameters())
     return (weight.device.type == "cpu" and weight.dtype == torch.float32
             and torch.get_num_threads() == 1 and numpy_blas_threads() is not None)
