@@ -221,8 +221,9 @@ _MALLOC_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC
 def keep_freed_memory() -> str:
     """Ask glibc's malloc to keep freed memory for reuse rather than return it to the system
     (blocks under MALLOC_MMAP_THRESHOLD come from the heap; up to MALLOC_TRIM_THRESHOLD of
-    free heap stays). fit calls it when training on a CPU; it acts once per process, for the
-    whole process, and returns what it did, for the pre-training summary.
+    free heap stays). `basegpt train` calls it when training on a CPU (a library call must
+    not change the process's settings, so fit does not); it acts once per process, for the
+    whole process, and returns what it did, which fit's summary then states.
 
     It leaves malloc alone where libc is not glibc (macOS, Windows, musl), where another
     allocator is preloaded (LD_PRELOAD), and where the environment tunes glibc's malloc
@@ -235,6 +236,11 @@ def keep_freed_memory() -> str:
     except OSError:
         libc = None
     return set_malloc_thresholds(libc, os.environ)
+
+
+def malloc_setting() -> str | None:
+    """What keep_freed_memory did in this process; None when nothing has asked for it."""
+    return keep_freed_memory() if keep_freed_memory.cache_info().currsize else None
 
 
 def set_malloc_thresholds(libc: Any, environ: Mapping[str, str]) -> str:

@@ -54,7 +54,8 @@ from basegpt.data import IGNORE_INDEX
 from basegpt.data.memmap import check_shard_data
 from basegpt.data.streams import BatchStream, LoaderStream, make_stream
 from basegpt.devices import autocast as make_autocast
-from basegpt.devices import compile_decision, dtype_decision, peak_flops, pick_device
+from basegpt.devices import (compile_decision, dtype_decision, malloc_setting, peak_flops,
+                             pick_device)
 from basegpt.evaluation import evaluate, token_bytes, window_len
 from basegpt.model import B2lM
 from basegpt.optim import (decay_progress, learning_rate, make_optimizer, optimizer_kernels,
@@ -280,11 +281,14 @@ class Trainer:
         self.peak = peak_flops(device, self.dtype, config.peak_tflops)      # one device's
         self.flops_per_token = raw.flops_per_token(self.T)  # attention costs by the windows' T
         self.first_step = self.steps
+        kept = malloc_setting() if device.type == "cpu" else None    # if the caller asked
+        memory = {"memory": kept} if kept is not None else {}
         self.log(summary(raw, dataclasses.replace(config, batch_size=self.batch_size), device,
                          self.dtype, self.T, self.accum, self.dist.world, self.total_steps,
                          decisions={"dtype": self.dtype_why,
                                     "compile": f"{'on' if compile_on else 'off'} ({compile_why})",
-                                    "optimizer": optimizer_kernels(self.optimizer)}))
+                                    "optimizer": optimizer_kernels(self.optimizer),
+                                    **memory}))
 
     @contextlib.contextmanager
     def running(self, progress: bool) -> Iterator[None]:

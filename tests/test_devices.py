@@ -136,3 +136,11 @@ def test_kept_memory_is_reused_instead_of_mapped_afresh():
     pages = 300 * 2 ** 20 // resource.getpagesize()
     assert default > pages // 2, f"glibc's defaults should fault in every block: {default}"
     assert kept < default / 5, f"kept memory faulted {kept} times (default {default})"
+
+
+def test_malloc_setting_reports_only_what_was_asked_for():
+    from basegpt.devices import keep_freed_memory, malloc_setting
+    keep_freed_memory.cache_clear()
+    assert malloc_setting() is None, "nothing asked: nothing to report (and nothing changed)"
+    done = keep_freed_memory()
+    assert malloc_setting() == done, "asked once: its result, without acting again"

@@ -876,3 +876,13 @@ def test_fit_leaves_the_process_malloc_alone(tokenizer, data, monkeypatch):
     fit(tiny(tokenizer), data, config=TrainConfig(max_steps=1, batch_size=4, device="cpu"),
         progress=False)
     assert calls == [], "fit tuned malloc"
+
+
+def test_the_summary_states_the_malloc_setting_where_the_caller_asked(tokenizer, data,
+                                                                     monkeypatch):
+    import basegpt.train
+    monkeypatch.setattr(basegpt.train, "malloc_setting", lambda: "glibc malloc kept (asked)")
+    messages: list[str] = []
+    fit(tiny(tokenizer), data, config=TrainConfig(max_steps=1, batch_size=4, device="cpu"),
+        progress=False, log=messages.append)
+    assert "memory: glibc malloc kept (asked)" in "\n".join(messages), messages

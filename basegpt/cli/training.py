@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +102,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.resume is None or out.is_dir():      # a missing run is train_run's to report
         check_writable(out)                      # read-only, no permission, no space: now
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
-    _keep_freed_memory(spec, args.resume, log)
+    _keep_freed_memory(spec, args.resume)
     result, model, tokenizer = train_run(spec, out, resume=args.resume is not None,
                                          init_from=args.init_from, overwrite=args.overwrite,
                                          progress=not args.quiet, log=log)
@@ -146,8 +145,7 @@ def _check_memory(spec: dict[str, Any]) -> None:
     check_fits(model, pick_device(train.device), batch_size=train.batch_size)
 
 
-def _keep_freed_memory(spec: dict[str, Any], resume: Path | None,
-                       log: Callable[[str], None]) -> None:
+def _keep_freed_memory(spec: dict[str, Any], resume: Path | None) -> None:
     """On a CPU, ask glibc's malloc to keep freed memory in the process: a training step frees
     and re-allocates its activations, and handing them back to the system costs each step
     its page faults again (BENCHMARKS.md, training). A process-wide setting, so the command
@@ -157,7 +155,7 @@ def _keep_freed_memory(spec: dict[str, Any], resume: Path | None,
     if resume is not None:
         spec = merge_specs(read_spec(resume), spec)
     if pick_device(spec["train"].get("device", "auto")).type == "cpu":
-        log(f"memory: {keep_freed_memory()}")
+        keep_freed_memory()                      # fit's summary says what it did
 
 
 def _check_folder_path(path: Path, flag: str) -> None:
