@@ -1,5 +1,5 @@
 """`basegpt train`'s settings and guard rails, in process (issue 8): the shipped presets, the
-no-argument main job, typed config sections, the README's option tables, output paths that are
+no-argument main job, typed config sections, the docs' option tables, output paths that are
 files, a missing matplotlib, and a resume whose budget is already used up."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from basegpt.config import DataConfig, ModelConfig, TrainConfig
 from basegpt.model import B2lM
 from basegpt.recipe import saved_progress
 
-README = Path(__file__).parent.parent / "README.md"
+DOCS = Path(__file__).parent.parent / "docs"     # model.md and training.md hold the option tables
 TINY = ["--n-block", "2", "--n-embed", "32", "--n-head", "2", "--n-k", "16", "--n-v", "16",
         "--n-ff", "64", "--n-context", "32", "--batch-size", "4", "--vocab-size", "300",
         "--max-bytes", "200000", "--eval-tokens", "2048", "--device", "cpu", "--quiet"]
@@ -168,11 +168,12 @@ def test_train_and_data_configs_check_types_themselves():
     assert DataConfig(inputs=["a.txt"], max_bytes=None).inputs == ("a.txt",), "JSON's list"
 
 
-# ------------------------------------------------------------------------ README tables
+# ------------------------------------------------------------------------ docs tables
 
-def readme_table(header: str) -> dict[str, str]:
-    """{option: default cell} of the README table whose header row starts with `header`."""
-    lines = README.read_text(encoding="utf-8").splitlines()
+def docs_table(header: str) -> dict[str, str]:
+    """{option: default cell} of the docs/ table whose header row starts with `header`."""
+    lines = [line for page in sorted(DOCS.glob("*.md"))
+             for line in page.read_text(encoding="utf-8").splitlines()]
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
     rows = {}
     for line in lines[start + 2:]:
@@ -186,15 +187,15 @@ def readme_table(header: str) -> dict[str, str]:
 @pytest.mark.parametrize("cls, header", [(ModelConfig, "| option | default |"),
                                          (TrainConfig, "| train option |"),
                                          (DataConfig, "| data option |")])
-def test_readme_tables_list_every_option_with_its_default(cls, header):
-    rows = readme_table(header)
+def test_docs_tables_list_every_option_with_its_default(cls, header):
+    rows = docs_table(header)
     for f in fields(cls):
         default = f.default if f.default is not MISSING else f.default_factory()
-        assert f.name in rows, f"{cls.__name__}.{f.name} is missing from README's table"
+        assert f.name in rows, f"{cls.__name__}.{f.name} is missing from the docs' table"
         assert ast.literal_eval(rows[f.name]) == default, \
-            f"README gives {cls.__name__}.{f.name} the default {rows[f.name]}, code {default!r}"
+            f"docs/ give {cls.__name__}.{f.name} the default {rows[f.name]}, code {default!r}"
     extra = set(rows) - {f.name for f in fields(cls)}
-    assert not extra, f"README's table lists options {cls.__name__} does not have: {extra}"
+    assert not extra, f"the docs' table lists options {cls.__name__} does not have: {extra}"
 
 
 # ------------------------------------------------------------------------ paths and libraries
