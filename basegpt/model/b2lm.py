@@ -1,6 +1,6 @@
 """B2lM: the decoder-only language model.
 
-"B2lM" is the name the original design (README, "History") gave its model class; basegpt
+"B2lM" is the name the original design (README, "Where it comes from") gave its model class; basegpt
 keeps it so that the design's usage example runs as written.
 
     ids (B, T) -> token embedding (B, T, C) -> positions (embed hook) -> dropout
