@@ -7,6 +7,9 @@ faster than several, and it keeps the suite's timing steady on a busy 2-core mac
 import pytest
 import torch
 
+from basegpt import SlidingWindowDataset, Tokenizer
+from helpers import TEXT
+
 torch.set_num_threads(1)
 
 
@@ -59,3 +62,15 @@ def cli_help(capsys):
                 flag = None
         return out
     return entries
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    """A 320-token tokenizer trained on TEXT."""
+    return Tokenizer(vocab_size=320).train(TEXT, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data(tokenizer):
+    """16-token windows over TEXT."""
+    return SlidingWindowDataset(tokenizer=tokenizer, n_context=16, texts=[TEXT])

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import ORIGINAL_SNIPPET
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -62,14 +63,6 @@ NOT_RUN_COMMANDS = {
                 "machines",
 }
 
-# The original design's usage example, which the README must show verbatim.
-ORIGINAL_SNIPPET = ("tokenizer = Tokenizer(vocab_size=500)\n"
-                    "tokenizer.trainTokenizer(text)\n\n"
-                    "dataset = SlidingWindowDataset(tokenizer=tokenizer, n_context=64, texts=[text])\n"
-                    "loader = DataLoader(dataset, batch_size=32, shuffle=True)\n\n"
-                    "model = B2lM(vocab_size=len(tokenizer), n_embed=128, n_block=4,\n"
-                    "             n_k=32, n_v=32, n_head=4, n_ff=256)\n"
-                    "model.train(loader, epochs=10)\n")
 
 
 @dataclass(frozen=True)

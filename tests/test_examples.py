@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import ORIGINAL_SNIPPET
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -28,14 +30,7 @@ def test_every_example_is_tested():
 
 def test_seed_snippet_is_verbatim_and_learns(tmp_path):
     source = (EXAMPLES / "seed_snippet.py").read_text(encoding="utf-8")
-    snippet = ("tokenizer = Tokenizer(vocab_size=500)\n"
-               "tokenizer.trainTokenizer(text)\n\n"
-               "dataset = SlidingWindowDataset(tokenizer=tokenizer, n_context=64, texts=[text])\n"
-               "loader = DataLoader(dataset, batch_size=32, shuffle=True)\n\n"
-               "model = B2lM(vocab_size=len(tokenizer), n_embed=128, n_block=4,\n"
-               "             n_k=32, n_v=32, n_head=4, n_ff=256)\n"
-               "model.train(loader, epochs=10)\n")
-    assert snippet in source, "examples/seed_snippet.py no longer holds the original snippet verbatim"
+    assert ORIGINAL_SNIPPET in source, "examples/seed_snippet.py no longer holds the original snippet verbatim"
     out = run_example("seed_snippet.py", "--quick", cwd=tmp_path)
     uniform = float(re.search(r"uniform guess:\s+([\d.]+)", out).group(1))
     after = float(re.search(r"loss after 10 epochs:\s+([\d.]+)", out).group(1))

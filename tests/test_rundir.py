@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny
 
-from basegpt import B2lM, SlidingWindowDataset, Tokenizer
 from basegpt.checkpoint import load_run
 from basegpt.config import TrainConfig
 from basegpt.rundir import checkpoint_problem, latest_checkpoint, list_checkpoints
@@ -27,30 +27,10 @@ from basegpt.runlock import LOCK_FILE, RunLocked, run_lock
 from basegpt.train import fit
 from basegpt.train_state import read_metrics
 
-TEXT = ("First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. "
-        "First Citizen: You are all resolved rather to die than to famish? ") * 12
 TINY = ["--n-block", "2", "--n-embed", "32", "--n-head", "2", "--n-k", "16", "--n-v", "16",
         "--n-ff", "64", "--n-context", "32", "--batch-size", "4", "--vocab-size", "300",
         "--max-bytes", "200000", "--eval-tokens", "2048", "--device", "cpu"]
 ROOT = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer(vocab_size=320).train(TEXT, progress=False)
-
-
-@pytest.fixture(scope="module")
-def data(tokenizer):
-    return SlidingWindowDataset(tokenizer=tokenizer, n_context=16, texts=[TEXT])
-
-
-def tiny(tokenizer, **kw) -> B2lM:
-    torch.manual_seed(0)
-    base = dict(vocab_size=len(tokenizer), n_embed=32, n_block=2, n_head=2, n_k=16, n_v=16,
-                n_ff=64, n_context=16)
-    return B2lM(**{**base, **kw})
-
 
 def run_python(code: str, *args: str, env: dict | None = None, timeout: float = 120
                ) -> subprocess.CompletedProcess:

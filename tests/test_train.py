@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TEXT, tiny
 from torch.utils.data import DataLoader
 
 from basegpt import B2lM, SlidingWindowDataset, Tokenizer
@@ -19,27 +20,6 @@ from basegpt.optim import decay_progress, fused_adam_available, learning_rate, m
 from basegpt.train import TrainConfig, TrainingDiverged, fit
 from basegpt.recipe import saved_progress
 from basegpt.train_state import read_metrics
-
-TEXT = ("First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. "
-        "First Citizen: You are all resolved rather to die than to famish? ") * 12
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    return Tokenizer(vocab_size=320).train(TEXT, progress=False)
-
-
-@pytest.fixture(scope="module")
-def data(tokenizer):
-    return SlidingWindowDataset(tokenizer=tokenizer, n_context=16, texts=[TEXT])
-
-
-def tiny(tokenizer, **kw) -> B2lM:
-    torch.manual_seed(0)
-    base = dict(vocab_size=len(tokenizer), n_embed=32, n_block=2, n_head=2, n_k=16, n_v=16,
-                n_ff=64, n_context=16)
-    return B2lM(**{**base, **kw})
-
 
 def test_seed_call_trains_and_keeps_pytorch_meaning(tokenizer, data):
     model = tiny(tokenizer)
