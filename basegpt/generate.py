@@ -18,7 +18,7 @@ min-p, repetition penalty; greedy at temperature 0) and appends it. The one-toke
 float rounding) unless fast_step=False or the model has parts it does not know; then
 model.forward with `logits_for="last"`.
 `use_cache=False` is the reference path: every step reruns the whole context; tests hold the two
-to the same tokens. generate() owns the cache (STYLE.md section 6): the model keeps no state.
+to the same tokens. generate() owns the cache: the model keeps no decoding state.
 
 Several prompts of different lengths run as one batch: rows are left-padded to the longest, and
 the model gets per-row padding counts (`pad_lengths`), from which it makes per-row positions and

@@ -32,7 +32,7 @@ and ids bit for bit. Directories that basegpt exported have native ids: no numbe
 
 Only safetensors weights load by default. A legacy `pytorch_model.bin` is a pickle; it is read
 only with allow_pickle=True, through torch.load(weights_only=True), which is the one call of
-torch.load in basegpt (see DESIGN.md, Checkpoints, for why pickles are refused elsewhere).
+torch.load in basegpt (checkpoint.py says why pickles are refused everywhere else).
 Nothing here downloads: a directory without weights is an error that says so.
 """
 
