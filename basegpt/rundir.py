@@ -196,10 +196,12 @@ def last_checkpoint(run_dir: Path | None) -> str:
 
 def clean_leftovers(run_dir: Path) -> list[str]:
     """Remove what interrupted saves left in `run_dir`: temporary files and folders
-    (.NAME.<hex>.tmp, .staging.*), half-removed ones (.trash-*), and the train_state.* that older
-    basegpt versions kept at the top (the checkpoints hold their own). Returns the names
-    removed, relative to run_dir."""
+    (.NAME.<hex>.tmp, .staging.*), half-removed ones (.trash-*), and the train_state.* that
+    older basegpt versions kept at the top, where a complete checkpoint folder holds its
+    own. Returns the names removed, relative to run_dir."""
     removed = []
+    # The old top-level state is a copy of a checkpoint folder's; alone, it is the run's state.
+    legacy_copies = latest_checkpoint(run_dir)[0] is not None
     for folder in (run_dir, run_dir / CHECKPOINTS, run_dir / BEST):
         if not folder.is_dir():
             continue
@@ -208,7 +210,7 @@ def clean_leftovers(run_dir: Path) -> list[str]:
             leftover = ((name.startswith(".") and name.endswith(".tmp"))
                         or name.startswith((_TRASH, ".staging.")))
             if folder == run_dir and name in (STATE_TENSORS, STATE_JSON):
-                leftover = True
+                leftover = legacy_copies
             if leftover:
                 _remove(path)
                 removed.append(str(path.relative_to(run_dir)))
@@ -273,6 +275,14 @@ def checkpoint_to_resume(run_dir: Path, model: B2lM, tokenizer: Tokenizer | None
         raise ValueError(f"{run_dir} has checkpoints but none is complete ("
                          + "; ".join(skipped) + "); restore a checkpoint folder, or start "
                          "the run again with overwrite=True (basegpt train --overwrite)")
+    if folder is None and (run_dir / STATE_JSON).exists():
+        # Written by an older basegpt, with no checkpoint folder left beside it: starting
+        # again from step 0 would remove it.
+        raise ValueError(f"{run_dir} keeps its training state at the top ({STATE_JSON}, as an "
+                         "older basegpt wrote it) and has no checkpoint folder; move "
+                         f"{WEIGHTS_FILE}, {STATE_TENSORS} and {STATE_JSON} into "
+                         f"{run_dir / CHECKPOINTS}/step_N (N: the step in {STATE_JSON}) and "
+                         "resume again")
     for line in skipped:
         log(f"passing over incomplete checkpoint {line}")
     if folder is None:

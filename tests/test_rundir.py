@@ -492,3 +492,22 @@ def test_import_over_a_trained_run_leaves_none_of_it_and_waits_for_no_one(
                                                      "tokenizer.json"], sorted(run.iterdir())
     torch.testing.assert_close(load_run(run).model(torch.tensor([[1, 2, 3]])),
                                model.eval()(torch.tensor([[1, 2, 3]])))
+
+
+def test_a_run_whose_only_state_is_at_the_top_is_not_restarted_over(tokenizer, data,
+                                                                     tmp_path: Path):
+    """An older basegpt kept train_state.* at the top as well; with checkpoints/ deleted,
+    that is the run's only state, and a resume must not start over and remove it."""
+    import shutil
+    run = tmp_path / "run"
+    config = TrainConfig(max_steps=2, batch_size=4, seed=1)
+    fit(tiny(tokenizer), data, config=config, run_dir=run, progress=False)
+    step = run / "checkpoints" / "step_00000002"
+    for name in ("train_state.json", "train_state.safetensors"):
+        shutil.copy(step / name, run / name)
+    shutil.rmtree(run / "checkpoints")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="keeps its training state at the top"):
+        fit(tiny(tokenizer), data, config=dataclasses.replace(config, max_steps=4), run_dir=run,
+            resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
