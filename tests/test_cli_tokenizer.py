@@ -155,3 +155,20 @@ def test_a_folder_of_empty_files_is_a_user_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "basegpt: error: no text to train on" in err, err
     assert not out.exists(), "no 258-token tokenizer written"
+
+
+def test_a_reader_that_goes_away_is_no_error(tmp_path):
+    """`basegpt tokenizer encode ... | head`: the pipe closes while basegpt still writes;
+    it stops quietly, exit 0, as any command-line tool does."""
+    import os
+    import subprocess
+    import sys
+    Tokenizer(vocab_size=260).train("abc " * 50, progress=False).save(tmp_path / "tok.json")
+    (tmp_path / "text.txt").write_text("hello world " * 5000)      # more than a pipe's buffer
+    proc = subprocess.Popen([sys.executable, "-m", "basegpt", "tokenizer", "encode",
+                             "--tokenizer", str(tmp_path / "tok.json"), "--file",
+                             str(tmp_path / "text.txt")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc.stdout.close()                                              # the reader is gone
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err[-2000:]

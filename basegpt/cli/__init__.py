@@ -114,6 +114,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as error:
         print(f"basegpt: error: {_error_line(error)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`basegpt ... | head`): not an error of ours. Point stdout at
+        # devnull so the interpreter's final flush does not raise again. (Before the OSError
+        # clause below, of which it is a case.)
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as error:
         if error.errno not in PATH_ERRNOS:
             raise
@@ -126,12 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("basegpt: terminated (SIGTERM); what was saved before it is intact",
               file=sys.stderr)
         return 128 + signal.SIGTERM
-    except BrokenPipeError:
-        # The reader went away (`basegpt ... | head`): not an error of ours. Point stdout at
-        # devnull so the interpreter's final flush does not raise again.
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     finally:
         _on_sigterm(previous)
     return code or 0
