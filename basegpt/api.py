@@ -36,8 +36,9 @@ class B2lM(model.B2lM):
         """
         if isinstance(mode, bool):
             if epochs is not None or settings:
-                raise TypeError("model.train(True/False) switches the training mode and takes no "
-                                "other arguments; to train, pass data: model.train(loader, epochs=N)")
+                raise TypeError("model.train(True/False) switches the training mode and takes "
+                                "no other arguments; to train, pass data: "
+                                "model.train(loader, epochs=N)")
             return super().train(mode)
         if epochs is not None:
             settings["epochs"] = epochs

@@ -1,7 +1,7 @@
 """B2lM: the decoder-only language model.
 
-"B2lM" is the name the original design (README, "Where it comes from") gave its model class; basegpt
-keeps it so that the design's usage example runs as written.
+"B2lM" is the name the original design (README, "Where it comes from") gave its model
+class; basegpt keeps it so that the design's usage example runs as written.
 
     ids (B, T) -> token embedding (B, T, C) -> positions (embed hook) -> dropout
                -> n_block residual blocks -> final norm (pre-norm only) -> LM head -> logits (B, T, V)
