@@ -294,7 +294,8 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
     removed first (all of it); without it, that is an error. While it runs, `out` is locked
     (runlock.py): another train_run on it fails at once, naming this process. The seed
     (train.seed) fixes the initial weights, the data order and dropout: the same spec and
-    seed give the same run, bit for bit on a CPU.
+    seed give the same run, bit for bit on a CPU, under a step or epoch budget (under a time
+    budget the run's length and its learning rates follow the clock).
 
     With init_from (a run directory: an imported HF run, any basegpt run, or its best/), a new
     run in `out` starts from that run's weights, model config and tokenizer, and trains on
