@@ -39,7 +39,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -159,13 +159,14 @@ def staged(folder: str | os.PathLike, commit_record: str | None = None) -> Itera
             (folder / commit_record).unlink(missing_ok=True)
         for name in names:
             os.replace(stage / name, folder / name)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; directories cannot be opened this way on Windows.
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make the renames and removals done in `directory` durable (a no-op on Windows, where
+    directories cannot be opened this way)."""
     if os.name == "nt":
         return
     try:
@@ -191,8 +192,3 @@ def file_in_the_way(path: str | os.PathLike) -> Path | None:
         if above.exists():
             return None if above.is_dir() else above
     return None
-
-
-def fsync_dir(directory: str | os.PathLike) -> None:
-    """Make the renames and removals done in `directory` durable (a no-op on Windows)."""
-    _fsync_dir(Path(directory))

@@ -247,10 +247,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        if self.seed > MAX_SEED:
-            raise ValueError(f"seed={self.seed}: must be in 0..{MAX_SEED} (2**63 - 1): torch's "
-                             "seeds are 64-bit and process r is seeded with seed + r; choose a "
-                             "smaller seed")
+        _check_seed(self.seed)
         for name in ("epochs", "max_minutes"):
             value = getattr(self, name)
             if value is not None and not 0 < value < math.inf:

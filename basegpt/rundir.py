@@ -267,7 +267,9 @@ def checkpoint_to_resume(run_dir: Path, model: B2lM, tokenizer: Tokenizer | None
     """The newest complete checkpoint of run_dir, checked against the model and tokenizer;
     None when the run stopped before its first one (it then starts again from step 0)."""
     check_same_run(run_dir, model, tokenizer)
-    read_metrics(run_dir), read_run_info(run_dir)      # damaged: an error before any write
+    # A damaged metrics.jsonl or run.json is an error now, before anything is written.
+    read_metrics(run_dir)
+    read_run_info(run_dir)
     folder, skipped = latest_checkpoint(run_dir)
     if folder is None and skipped:
         # Committed folders are whole, so these are damaged: starting again from step 0

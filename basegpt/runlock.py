@@ -99,11 +99,6 @@ def run_lock(run_dir: str | os.PathLike, purpose: str | None = None) -> Iterator
         _release(lock)
 
 
-def holds_lock(run_dir: str | os.PathLike) -> bool:
-    """Whether this process holds `run_dir`'s lock."""
-    return str(Path(run_dir).resolve()) in _held
-
-
 def _describe(purpose: str) -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": purpose}

@@ -169,11 +169,11 @@ def load_train_state(directory: Path, optimizer: torch.optim.Optimizer,
     returns the saved progress dict."""
     meta = read_state_json(directory)
     tensors = load_tensors(directory / STATE_TENSORS)
-    if tensor_step(directory / STATE_TENSORS) != str(meta["progress"]["step"]):
-        raise ValueError(f"{directory}: {STATE_TENSORS} is from step "
-                         f"{tensor_step(directory / STATE_TENSORS)} but {STATE_JSON} from step "
-                         f"{meta['progress']['step']} (a save was cut short); resume from "
-                         "another checkpoint in checkpoints/")
+    saved = tensor_step(directory / STATE_TENSORS)
+    if saved != str(meta["progress"]["step"]):
+        raise ValueError(f"{directory}: {STATE_TENSORS} is from step {saved} but {STATE_JSON} "
+                         f"from step {meta['progress']['step']} (a save was cut short); resume "
+                         "from another checkpoint in checkpoints/")
     optimizer_from_flat(optimizer, tensors, meta["optimizer"])
     if scaler is not None and meta.get("scaler") is not None:
         scaler.load_state_dict(meta["scaler"])
@@ -229,10 +229,11 @@ def resume(folder: Path, model: B2lM, optimizer: torch.optim.Optimizer,
     tokens, best_val, seconds, train_seconds)."""
     progress = load_train_state(folder, optimizer, scaler, rank, device)
     weights = folder / WEIGHTS_FILE
-    if tensor_step(weights) != str(progress["step"]):
-        raise ValueError(f"{folder}: {WEIGHTS_FILE} is from step {tensor_step(weights)} but the "
-                         f"training state from step {progress['step']} (a save was cut short); "
-                         "resume from another checkpoint in checkpoints/")
+    saved = tensor_step(weights)
+    if saved != str(progress["step"]):
+        raise ValueError(f"{folder}: {WEIGHTS_FILE} is from step {saved} but the training "
+                         f"state from step {progress['step']} (a save was cut short); resume "
+                         "from another checkpoint in checkpoints/")
     load_model_tensors(model, load_tensors(weights), str(weights))
     stream.load_state_dict(progress["data"])
     progress["best_val"] = progress["best_val"] if progress["best_val"] is not None else math.inf

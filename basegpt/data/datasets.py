@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from basegpt._io import _fsync_dir, errors_name, open_temp
+from basegpt._io import errors_name, fsync_dir, open_temp
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def fetch_dataset(name: str, cache: str | os.PathLike | None = None,
                 f"saved; retry later or put the right file at {path}")
         with errors_name(path):
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -105,11 +105,7 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     out_dir = Path(out_dir)
-    blocker = file_in_the_way(out_dir)
-    if blocker is not None:
-        raise ValueError(f"cannot write shards into {out_dir}: {blocker} is a file, not a "
-                         "folder; choose a new output folder (or one holding earlier shards)")
-    check_writable(out_dir)                   # before minutes of tokenizing, not after
+    _check_out_dir(out_dir)                   # before minutes of tokenizing, not after
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = Tokenizer.load(tokenizer)
     documents, described = resolve_documents(inputs, data, max_bytes, cache_dir,
@@ -136,26 +132,47 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
                              f"in {', '.join(described)}; give files that contain text")
         seconds = time.perf_counter() - start
         tokenizer.save(stage / "tokenizer.json")
-        meta = {
-            "format": META_FORMAT, "version": META_VERSION,
-            "tokenizer_hash": tokenizer.hash, "vocab_size": len(tokenizer),
-            "eot_id": tokenizer.eot_id, "dtype": dtype.name,
-            "inputs": described, "val_fraction": val_fraction,
-            "val_rule": "by document: sha256('basegpt-val:<index>') rank; one document: its tail",
-            "bytes": total_bytes,
-            "documents": n_documents,
-            "tokens": {split: sum(w.counts) for split, w in writers.items()},
-            "shards": {split: [{"file": p.name, "tokens": n} for p, n in zip(w.paths, w.counts)]
-                       for split, w in writers.items()},
-        }
+        meta = _meta(tokenizer, dtype, described, val_fraction, total_bytes, n_documents, writers)
         atomic_write_text(stage / "meta.json", json.dumps(meta, indent=2) + "\n")
+    _remove_stale_shards(out_dir, writers)
+    # Timing and workers are returned, not stored: meta.json stays byte-identical across re-runs.
+    return {**meta, "seconds": seconds, "workers": workers}
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """An error now, naming it, for an output folder that cannot be made or written."""
+    blocker = file_in_the_way(out_dir)
+    if blocker is not None:
+        raise ValueError(f"cannot write shards into {out_dir}: {blocker} is a file, not a "
+                         "folder; choose a new output folder (or one holding earlier shards)")
+    check_writable(out_dir)
+
+
+def _meta(tokenizer: Tokenizer, dtype: np.dtype, described: list[str], val_fraction: float,
+          total_bytes: int, n_documents: dict[str, int],
+          writers: dict[str, ShardWriter]) -> dict:
+    """The content of meta.json: what made the shards, and what each holds."""
+    return {
+        "format": META_FORMAT, "version": META_VERSION,
+        "tokenizer_hash": tokenizer.hash, "vocab_size": len(tokenizer),
+        "eot_id": tokenizer.eot_id, "dtype": dtype.name,
+        "inputs": described, "val_fraction": val_fraction,
+        "val_rule": "by document: sha256('basegpt-val:<index>') rank; one document: its tail",
+        "bytes": total_bytes,
+        "documents": n_documents,
+        "tokens": {split: sum(w.counts) for split, w in writers.items()},
+        "shards": {split: [{"file": p.name, "tokens": n} for p, n in zip(w.paths, w.counts)]
+                   for split, w in writers.items()},
+    }
+
+
+def _remove_stale_shards(out_dir: Path, writers: dict[str, ShardWriter]) -> None:
+    """Remove the shards of an earlier, longer run that this one did not write over."""
     written = {p.name for w in writers.values() for p in w.paths}
-    for split in SPLITS:                         # shards of an earlier, longer run
+    for split in SPLITS:
         for stale in out_dir.glob(f"{split}_*.bin"):
             if stale.name not in written:
                 stale.unlink()
-    # Timing and workers are returned, not stored: meta.json stays byte-identical across re-runs.
-    return {**meta, "seconds": seconds, "workers": workers}
 
 
 def _write_shards(folder: Path, tasks: Iterator[tuple[str, str | None, int]],

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from basegpt._io import _fsync_dir, errors_name, open_temp
+from basegpt._io import errors_name, fsync_dir, open_temp
 
 MAGIC = b"BGPTTOK\0"
 FORMAT_VERSION = 1
@@ -202,6 +202,6 @@ class ShardWriter:
             self._file = None
             os.replace(self._tmp, path)
             self._tmp = None
-        _fsync_dir(self.out_dir)
+        fsync_dir(self.out_dir)
         self.paths.append(path)
         self.counts.append(self._count)

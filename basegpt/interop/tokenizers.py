@@ -276,6 +276,26 @@ def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None) -> Tokenizer:
     n_vocab and every id has a token.
     """
     model = data.get("model") or {}
+    _check_bpe_options(data, model)
+    pattern = split_pattern_of(data.get("pre_tokenizer"))
+    vocab: dict[str, int] = model.get("vocab") or {}
+    merges = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges") or []]
+    pairs, hf_ids = _native_merges(vocab, merges)
+    specials = _special_ids(data.get("added_tokens") or [], vocab, hf_ids, n_vocab)
+    names = sorted(specials, key=specials.get)
+    tokenizer = Tokenizer(vocab_size=256 + len(pairs) + len(names), pattern=pattern,
+                          special_tokens=names)
+    tokenizer._set(pairs, {})
+    tokenizer.register_special_tokens({name: 256 + len(pairs) + k for k, name in enumerate(names)})
+    token_ids = hf_ids + [specials[name] for name in names]              # native -> HF id
+    if token_ids == list(range(len(token_ids))):
+        return tokenizer
+    return RenumberedTokenizer.from_tokenizer(tokenizer, token_ids)
+
+
+def _check_bpe_options(data: dict, model: dict) -> None:
+    """A ValueError for anything that would make HF's ids differ from basegpt's: a model
+    other than BPE, a BPE option basegpt does not have, a normalizer."""
     if model.get("type") != "BPE":
         raise ValueError(f"tokenizer model is {model.get('type')!r}; basegpt imports BPE only")
     for key, want in _BPE_DEFAULTS.items():
@@ -286,13 +306,14 @@ def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None) -> Tokenizer:
     if data.get("normalizer") is not None:
         raise ValueError(f"tokenizer has a normalizer ({data['normalizer'].get('type')}); "
                          "basegpt encodes the text unchanged, so ids would differ")
-    pattern = split_pattern_of(data.get("pre_tokenizer"))
-    vocab: dict[str, int] = model.get("vocab") or {}
-    merges = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges") or []]
-    added = sorted(data.get("added_tokens") or [], key=lambda t: t["id"])
 
-    unspell = {c: b for b, c in byte_to_unicode().items()}
+
+def _native_merges(vocab: dict[str, int], merges: list[list[str]]
+                   ) -> tuple[list[tuple[int, int]], list[int]]:
+    """HF's merges as basegpt's (pairs of native ids, in order), and the HF id of each native
+    token so far: the 256 bytes, then one per merge."""
     spell = byte_to_unicode()
+    unspell = {c: b for b, c in spell.items()}
 
     def to_bytes(token: str) -> bytes:
         try:
@@ -323,10 +344,16 @@ def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None) -> Tokenizer:
         pairs.append((known[a], known[b]))
         known[a + b] = 256 + i
         hf_ids.append(vocab[merge[0] + merge[1]])
+    return pairs, hf_ids
 
+
+def _special_ids(added: list[dict], vocab: dict[str, int], hf_ids: list[int],
+                 n_vocab: int | None) -> dict[str, int]:
+    """The special tokens, name -> HF id: HF's added tokens, then a "<|unused_ID|>" for every
+    id below `n_vocab` (default: one past the largest id used) that no token has."""
     specials: dict[str, int] = {}
     used = set(hf_ids)
-    for token in added:
+    for token in sorted(added, key=lambda t: t["id"]):
         if token["id"] in used:
             raise ValueError(f"added token {token['content']!r} has id {token['id']}, which "
                              "is also a byte or merge token; basegpt cannot import that")
@@ -347,15 +374,7 @@ def from_hf_tokenizer_json(data: dict, n_vocab: int | None = None) -> Tokenizer:
     for hf_id in range(n_vocab):
         if hf_id not in used:
             specials[f"<|unused_{hf_id}|>"] = hf_id
-    names = sorted(specials, key=specials.get)
-    tokenizer = Tokenizer(vocab_size=256 + len(pairs) + len(names), pattern=pattern,
-                          special_tokens=names)
-    tokenizer._set(pairs, {})
-    tokenizer.register_special_tokens({name: 256 + len(pairs) + k for k, name in enumerate(names)})
-    token_ids = hf_ids + [specials[name] for name in names]              # native -> HF id
-    if token_ids == list(range(len(token_ids))):
-        return tokenizer
-    return RenumberedTokenizer.from_tokenizer(tokenizer, token_ids)
+    return specials
 
 
 def hf_json_from_vocab_merges(vocab: dict[str, int], merges_text: str,
