@@ -78,6 +78,10 @@ def errors_name(path: str | os.PathLike) -> Iterator[None]:
         raise OSError(error.errno, error.strerror, os.fspath(path)) from error
 
 
+PROBE_PREFIX = ".basegpt-probe."
+"""check_writable's probe files: another process's, gone in a moment, never a leftover."""
+
+
 def check_writable(path: str | os.PathLike) -> None:
     """Raise now the OSError that writing `path` (a folder to write into, or a file) would
     raise later: a read-only file system, no permission, a disk without a free byte. Call it
@@ -96,13 +100,15 @@ def check_writable(path: str | os.PathLike) -> None:
     if not folder.is_dir():
         return
     with errors_name(path):
-        fd, probe = open_temp(folder, prefix=".basegpt-probe.", suffix=".tmp")
+        fd, probe = open_temp(folder, prefix=PROBE_PREFIX, suffix=".tmp")
         try:
             # Creating an empty file may succeed on a full disk; its first byte does not.
             os.write(fd, b"\0")
         finally:
             os.close(fd)
-            os.unlink(probe)
+            # A writer tidying the folder (rundir.clean_leftovers) may have removed it.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(probe)
 
 
 @contextlib.contextmanager

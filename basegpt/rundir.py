@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_bytes, atomic_write_text, errors_name, fsync_dir
+from basegpt._io import PROBE_PREFIX, atomic_write_bytes, atomic_write_text, errors_name, fsync_dir
 from basegpt.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, model_tensors, save_tensors
 from basegpt.model import B2lM
 from basegpt.runlock import RunLock
@@ -207,7 +207,8 @@ def clean_leftovers(run_dir: Path) -> list[str]:
             continue
         for path in folder.iterdir():
             name = path.name
-            leftover = ((name.startswith(".") and name.endswith(".tmp"))
+            leftover = ((name.startswith(".") and name.endswith(".tmp")
+                         and not name.startswith(PROBE_PREFIX))
                         or name.startswith((_TRASH, ".staging.")))
             if folder == run_dir and name in (STATE_TENSORS, STATE_JSON):
                 leftover = legacy_copies

@@ -45,6 +45,7 @@ except ImportError:                 # not POSIX: the O_EXCL file below is the lo
     fcntl = None                    # type: ignore[assignment]
 
 LOCK_FILE = "run.lock"
+DESCRIPTION_WAIT = 1.0   # seconds: far more than a holder takes to write its few bytes
 
 # flock on a filesystem that cannot lock (some network mounts) fails with one of these.
 _NO_FLOCK = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
@@ -128,7 +129,7 @@ def _acquire_flock(path: Path, run_dir: Path) -> RunLock | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_description(fd)
+            holder = _holders_description(fd)
             os.close(fd)
             raise RunLocked(_in_use(run_dir, holder)) from None
         except OSError as error:
@@ -199,6 +200,16 @@ def _remove_if_empty(folder: Path) -> None:
 def _write_description(fd: int, description: dict[str, Any]) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(description) + "\n").encode("utf-8"), 0)
+
+
+def _holders_description(fd: int) -> dict[str, Any]:
+    """The description in a lock file that another process holds. The holder writes it just
+    after taking the lock, so a writer that comes in between finds the file still empty:
+    give the holder a moment (DESCRIPTION_WAIT) rather than report it unnamed."""
+    deadline = time.monotonic() + DESCRIPTION_WAIT
+    while not (holder := _read_description(fd)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return holder
 
 
 def _read_description(fd: int) -> dict[str, Any]:

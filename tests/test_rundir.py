@@ -120,6 +120,52 @@ def test_without_flock_a_dead_pid_on_this_host_is_a_stale_lock(tmp_path: Path, m
             pass
 
 
+SLOW_HOLDER = """
+import fcntl, json, os, socket, sys, time
+path = os.path.join(sys.argv[1], "run.lock")
+os.makedirs(sys.argv[1], exist_ok=True)
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)           # the description comes a moment later, as in _acquire
+time.sleep(0.3)
+os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                         "started": "t", "command": "slow holder"}).encode())
+time.sleep(60)
+"""
+
+
+def test_a_writer_that_comes_just_after_the_holder_still_names_it(tmp_path: Path):
+    holder = subprocess.Popen([sys.executable, "-c", SLOW_HOLDER, str(tmp_path / "run")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=f"pid {holder.pid} on host .*slow holder"):
+            with run_lock(tmp_path / "run"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_tidying_leaves_other_processes_probe_files_alone(tmp_path: Path, monkeypatch):
+    """check_writable's probe may sit in a run directory while its writer tidies it: the
+    tidy keeps it, and a probe removed anyway is no error for check_writable."""
+    import basegpt._io
+    from basegpt.rundir import clean_leftovers
+    (tmp_path / ".basegpt-probe.0123abcd.tmp").write_bytes(b"")
+    assert clean_leftovers(tmp_path) == [] and (tmp_path / ".basegpt-probe.0123abcd.tmp").exists()
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs /proc/self/fd to find the probe by its descriptor")
+    write = os.write
+
+    def write_then_lose_the_probe(fd, data):
+        done = write(fd, data)
+        os.unlink(os.readlink(f"/proc/self/fd/{fd}"))     # another process's tidy
+        return done
+    monkeypatch.setattr(basegpt._io.os, "write", write_then_lose_the_probe)
+    basegpt._io.check_writable(tmp_path / "run")
+
+
 # ------------------------------------------------------------------------ checkpoints
 
 def test_resume_takes_the_newest_complete_checkpoint_and_says_which(tokenizer, data,
