@@ -20,13 +20,18 @@ from typing import Any
 
 import torch
 
-from basegpt import checkpoint, model
+from basegpt import checkpoint, fast, model
 from basegpt.generate import generate
 from basegpt.train import fit
 
 
 class B2lM(model.B2lM):
-    """basegpt.model.B2lM, which can also train itself: `model.train(loader, epochs=10)`."""
+    """basegpt.model.B2lM, which can also train itself: `model.train(loader, epochs=10)`, and
+    whose weights are laid out as basegpt.fast.prepare lays them (the same values)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        fast.prepare(self)
 
     def train(self, mode: Any = True, epochs: int | float | None = None,  # type: ignore[override]
               **settings: Any) -> Any:

@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from basegpt._io import atomic_write_bytes, atomic_write_text
+from basegpt import fast
 from basegpt.config import ModelConfig
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
@@ -260,7 +261,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
                                 "checkpoint. Wait for the first one (every checkpoint_every "
                                 "steps and at the end); if the run was stopped before it, "
                                 f"start it again with: basegpt train --resume {run_dir}")
-    model = model_class(model_config)
+    model = fast.prepare(model_class(model_config))     # before the weights: a layout
     load_model_tensors(model, load_tensors(run_dir / WEIGHTS_FILE), str(run_dir / WEIGHTS_FILE))
     model.weights_file = str(run_dir / WEIGHTS_FILE)       # named if the weights prove non-finite
     model.to(device).eval()

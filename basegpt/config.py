@@ -390,10 +390,10 @@ class GenerationConfig(SamplingSettings):
         "help": "decode on the KV cache; off reruns the whole context every step (the "
                 "reference path; slow)"})
     fast_step: bool = field(default=True, metadata={
-        "help": "one-token steps on DecodeStep (model/decode.py: the model's forward for T = 1 "
-                "in fewer operations, the same logits to float rounding) where the model allows "
-                "it (any basegpt-built B2lM without forward hooks); off runs every step "
-                "through the model's forward"})
+        "help": "one-token steps on DecodeStep (basegpt/fast/decode.py: the model's forward "
+                "for T = 1 in fewer operations, the same logits to float rounding) where the "
+                "model allows it (any basegpt-built B2lM without forward hooks) and basegpt.fast "
+                "is on; off runs every step through the model's forward"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -14,8 +14,9 @@ The loop (`_Decoder`): encode the prompt, run it through the model once ("prefil
 fills a KV cache with every layer's keys and values, then each step feeds only the newest token
 (T = 1), picks the next token from the logits (basegpt/sampling.py: temperature, top-k, top-p,
 min-p, repetition penalty; greedy at temperature 0) and appends it. The one-token steps run on
-`DecodeStep` (model/decode.py: the forward for T = 1 in fewer operations, the same logits to
-float rounding) unless fast_step=False or the model has parts it does not know; then
+`DecodeStep` (basegpt/fast/decode.py: the forward for T = 1 in fewer operations, the same
+logits to float rounding) unless fast_step=False, basegpt.fast is switched off or the model
+has parts it does not know; then
 model.forward with `logits_for="last"`.
 `use_cache=False` is the reference path: every step reruns the whole context; tests hold the two
 to the same tokens. generate() owns the cache: the model keeps no decoding state.
@@ -60,7 +61,7 @@ import torch
 
 from basegpt.config import GenerationConfig
 from basegpt.model.b2lm import nonfinite_message
-from basegpt.model.decode import DecodeStep, unsupported
+from basegpt import fast
 from basegpt.sampling import choose
 from basegpt.tokenizer import Tokenizer
 
@@ -330,11 +331,12 @@ class _Decoder:
 
     def _one_token(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits (B, V) after each row's newest token ids (B,), on the cache: DecodeStep
-        (model/decode.py) where the model allows it and fast_step is on, else model.forward."""
+        (basegpt/fast/decode.py) where the model allows it and fast_step and basegpt.fast are
+        on, else model.forward."""
         if self.fast_step and self.decode_step is None:
-            self.fast_step = unsupported(self.model) is None
+            self.fast_step = fast.enabled() and fast.unsupported(self.model) is None
             if self.fast_step:
-                self.decode_step = DecodeStep(self.model)
+                self.decode_step = fast.DecodeStep(self.model)
         if self.decode_step is not None:
             return self.decode_step(ids, self.cache, self.pad_lengths)
         return self.model(ids.unsqueeze(1), kv_cache=self.cache, logits_for="last",

@@ -350,7 +350,7 @@ def _train_locked(spec: dict[str, Any], out: Path, *, resume: bool,
                   on_step: Callable[[dict[str, Any]], None] | None,
                   ) -> tuple[TrainResult, B2lM, Tokenizer]:
     """train_run's work, in process 0 with `out`'s lock held."""
-    from basegpt import distributed
+    from basegpt import distributed, fast
     from basegpt.config import ModelConfig
     from basegpt.data import ShardDataset
     import torch
@@ -388,7 +388,7 @@ def _train_locked(spec: dict[str, Any], out: Path, *, resume: bool,
     # touching the caller's own random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train_config.seed)
-        model = B2lM(model_config)
+        model = fast.prepare(B2lM(model_config))
     T = model_config.n_context
     train_data = ShardDataset(shards, T, "train", tokenizer=tokenizer)
     val_data = ShardDataset(shards, T, "val", tokenizer=tokenizer)

@@ -54,8 +54,9 @@ from basegpt.data import IGNORE_INDEX
 from basegpt.data.memmap import check_shard_data
 from basegpt.data.streams import BatchStream, LoaderStream, make_stream
 from basegpt.devices import autocast as make_autocast
-from basegpt.devices import (compile_decision, dtype_decision, malloc_setting, peak_flops,
+from basegpt.devices import (compile_decision, dtype_decision, peak_flops,
                              pick_device)
+from basegpt.fast import malloc_setting, training_kernels
 from basegpt.evaluation import evaluate, token_bytes, window_len
 from basegpt.model import B2lM
 from basegpt.optim import (decay_progress, learning_rate, make_optimizer, optimizer_kernels,
@@ -292,8 +293,9 @@ class Trainer:
 
     @contextlib.contextmanager
     def running(self, progress: bool) -> Iterator[None]:
-        """The loop's surroundings: training mode, the progress bar, the clock, and Ctrl-C /
-        SIGTERM asking to stop (handled until the block ends, final save included)."""
+        """The loop's surroundings: training mode, the progress bar, the clock, attention
+        kernels for training (basegpt.fast), and Ctrl-C / SIGTERM asking to stop (handled until
+        the block ends, final save included)."""
         self.stop = _StopFlag()
         self.stop.install()
         self.model.train()
@@ -305,7 +307,8 @@ class Trainer:
         # stopped on its own would leave the others waiting forever in their next collective.
         self.reason = stop_reason(self.config, self.steps, self.total_steps, self.clock.elapsed)
         try:
-            yield
+            with training_kernels(self.raw):     # basegpt.fast: the same numbers, faster
+                yield
         finally:
             self.bar.close()
             self.stop.uninstall()
@@ -592,7 +595,7 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
     `decisions` says what was chosen and why, e.g. {"dtype": "auto: this CPU multiplies bf16
     in hardware (AVX512-BF16)", "compile": "off (auto: off on cpu; ...)", "optimizer": "adam,
     fused kernels"} (fit fills it from devices.dtype_decision, devices.compile_decision and
-    the optimizer it built; "memory": what devices.keep_freed_memory did, where the caller
+    the optimizer it built; "memory": what basegpt.fast.keep_freed_memory did, where the caller
     asked for it).
 
     Memory: weights + gradients (4 bytes each) + Adam's two moments (8 bytes), and activations

@@ -75,8 +75,8 @@ def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, tor
 def _match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
     """Give every loaded moment its parameter's memory layout.
 
-    Tensors come back from safetensors contiguous, while B2lM keeps its matrices in (in, out)
-    memory order (model/b2lm.py: store_transposed). Fused Adam on CPU updates parameter and
+    Tensors come back from safetensors contiguous, while a parameter may be laid out otherwise
+    (basegpt.fast.store_transposed keeps B2lM's matrices in (in, out) memory order). Fused Adam on CPU updates parameter and
     moments as flat memory, element i of one with element i of the other, so a moment laid out
     differently from its parameter would be paired with the wrong weights: a resumed run would
     train on silently wrong updates (on CUDA the fused kernel refuses mismatched layouts with

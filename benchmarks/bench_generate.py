@@ -3,7 +3,7 @@
 For each model size and each number of new tokens N (batch 1, greedy, a 16-token prompt):
 
     basegpt, KV cache      generate_ids(model, prompt, max_new_tokens=N, temperature=0)
-                           (one-token steps on basegpt/model/decode.py's DecodeStep)
+                           (one-token steps on basegpt/fast/decode.py's DecodeStep)
     basegpt, modules       the same with fast_step=False (every step through model.forward)
     basegpt, no cache      the same with use_cache=False (every step reruns the whole context)
     HF transformers        GPT2LMHeadModel(GPT2Config of the same size, random init).generate(
@@ -52,8 +52,8 @@ import torch  # noqa: E402
 
 from basegpt.config import ModelConfig  # noqa: E402
 from basegpt.generate import generate_ids  # noqa: E402
-from basegpt.model import B2lM  # noqa: E402
-from basegpt.model.decode import numpy_blas_threads, numpy_products  # noqa: E402
+from basegpt import B2lM  # noqa: E402  (laid out as users get it: basegpt.fast)
+from basegpt.fast.decode import numpy_blas_threads, numpy_products  # noqa: E402
 
 VOCAB, N_CONTEXT, PROMPT_LEN = 4096, 1024, 16
 SIZES = {

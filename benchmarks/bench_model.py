@@ -22,7 +22,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from basegpt.model import B2lM, ModelConfig
+from basegpt import B2lM  # laid out as users get it (basegpt.fast)
+from basegpt.config import ModelConfig
 
 VOCAB = 4096
 

@@ -135,10 +135,10 @@ def job_basegpt(args, model_kw: dict, train_kw: dict, minutes: float | None) -> 
         import basegpt.optim
         basegpt.optim.fused_adam_available = lambda device: False
     if train_kw.pop("fused_attention", False):        # the attention lever: not a config field
-        import basegpt.model.attention
-        basegpt.model.attention.CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 0   # no hand-off to manual
+        import basegpt.fast.attention
+        basegpt.fast.attention.CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 0    # no hand-off to manual
     if train_kw.pop("malloc", "kept") == "kept":      # the malloc lever: the CLI's, not fit's
-        from basegpt.devices import keep_freed_memory
+        from basegpt.fast import keep_freed_memory
         keep_freed_memory()
     torch.manual_seed(0)
     model = B2lM(vocab_size=len(tok), **{**SIZE, **model_kw})
@@ -179,7 +179,7 @@ def job_hf(args, dtype_name: str, attention: str, keep_malloc: bool,
     from transformers import GPT2Config, GPT2LMHeadModel
     from basegpt.evaluation import token_bytes
     if keep_malloc:
-        from basegpt.devices import keep_freed_memory
+        from basegpt.fast import keep_freed_memory
         keep_freed_memory()
     train_ids, val_ids, tok = load_tokens(Path(args.text))
     torch.manual_seed(0)
@@ -301,13 +301,14 @@ def main() -> None:
 def attention_kernels(args) -> None:
     """Part 0: one attention layer's forward + backward in the manual kernel's steps and in
     torch's fused kernel, fp32 and bf16, from T = 64 to 1024 (batch x heads shrinking as T
-    grows). The bf16 rows are why `attention_sdpa` hands CPU bf16 training of up to
+    grows). The bf16 rows are why fit hands CPU bf16 training of up to
     CPU_LOW_PRECISION_MANUAL_MAX_KEYS keys to the manual steps on CPUs with bf16
     instructions, and only there."""
     import torch
     import torch.nn.functional as F
     from basegpt.devices import cpu_bf16_instructions
-    from basegpt.model.attention import CPU_LOW_PRECISION_MANUAL_MAX_KEYS, attention_manual
+    from basegpt.fast.attention import CPU_LOW_PRECISION_MANUAL_MAX_KEYS
+    from basegpt.model.attention import attention_manual
     print("## Attention kernels: forward + backward of one layer, ms (head width 64)\n")
     print("| T | batch x heads | fp32 manual | fp32 fused | bf16 manual | bf16 fused |")
     print("|---:|---:|---:|---:|---:|---:|")
@@ -333,7 +334,7 @@ def attention_kernels(args) -> None:
         print(f"| {length} | {B} x {H} | " + " | ".join(cells) + " |", flush=True)
     where = ("this CPU has them" if cpu_bf16_instructions()
              else "not this one: here it keeps the fused kernel")
-    print(f"\n(`attention_sdpa` runs the manual steps for bf16 / fp16 training up to "
+    print(f"\n(fit's sdpa layers run the manual steps for bf16 / fp16 training up to "
           f"{CPU_LOW_PRECISION_MANUAL_MAX_KEYS} keys on CPUs with bf16 instructions; {where})\n")
 
 

@@ -350,9 +350,9 @@ def test_help_has_examples(argv, capsys):
 
 
 def test_the_command_line_asks_malloc_to_keep_freed_memory_on_a_cpu(monkeypatch):
-    import basegpt.devices
+    import basegpt.fast
     calls = []
-    monkeypatch.setattr(basegpt.devices, "keep_freed_memory",
+    monkeypatch.setattr(basegpt.fast, "keep_freed_memory",
                         lambda: calls.append(1) or "glibc malloc keeps freed memory (test)")
     _train_call(["--device", "cpu", "--max-steps", "1"], monkeypatch)
     assert calls == [1], "basegpt train sets it once, for its own process"

@@ -82,7 +82,7 @@ class FakeLibc:
 
 
 def test_malloc_thresholds_are_set_on_glibc_unless_the_user_tuned_malloc():
-    from basegpt.devices import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD, set_malloc_thresholds
+    from basegpt.fast.memory import MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD, set_malloc_thresholds
     libc = FakeLibc()
     said = set_malloc_thresholds(libc, {})
     assert libc.calls == [(-3, MALLOC_MMAP_THRESHOLD), (-1, MALLOC_TRIM_THRESHOLD)], libc.calls
@@ -101,7 +101,7 @@ def test_malloc_thresholds_are_set_on_glibc_unless_the_user_tuned_malloc():
 
 GLIBC_SCRIPT = r'''
 import resource, sys, torch
-from basegpt.devices import keep_freed_memory
+from basegpt.fast.memory import keep_freed_memory
 
 torch.ones(1)                                   # torch's own first-use work
 if sys.argv[1] == "kept":
@@ -139,7 +139,7 @@ def test_kept_memory_is_reused_instead_of_mapped_afresh():
 
 
 def test_malloc_setting_reports_only_what_was_asked_for():
-    from basegpt.devices import keep_freed_memory, malloc_setting
+    from basegpt.fast.memory import keep_freed_memory, malloc_setting
     keep_freed_memory.cache_clear()
     assert malloc_setting() is None, "nothing asked: nothing to report (and nothing changed)"
     done = keep_freed_memory()

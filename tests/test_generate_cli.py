@@ -48,7 +48,7 @@ def test_generate_prints_the_prompt_and_the_streamed_text(run_dir, capsys):
 
 
 def test_no_fast_step_runs_every_step_through_the_forward(run_dir, monkeypatch):
-    from basegpt.model.decode import DecodeStep
+    from basegpt.fast.decode import DecodeStep
     calls = []
     real = DecodeStep.__call__
     monkeypatch.setattr(DecodeStep, "__call__", lambda self, *a: calls.append(1) or real(self, *a))

@@ -8,12 +8,9 @@ import itertools
 import pytest
 import torch
 
-from basegpt import devices
 from basegpt.config import ModelConfig
 from basegpt.model import B2lM
-from basegpt.model.attention import (ATTENTION_KERNELS, CPU_LOW_PRECISION_MANUAL_MAX_KEYS,
-                                     attention_manual, attention_sdpa, causal_mask,
-                                     sdpa_hands_to_manual)
+from basegpt.model.attention import ATTENTION_KERNELS, attention_manual, attention_sdpa, causal_mask
 
 V = 37
 
@@ -60,62 +57,6 @@ def test_kernels_agree_outputs_and_gradients(H, G, T, S, D, Dv, masked):
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
     for g_manual, g_sdpa in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(g_manual, g_sdpa, rtol=1e-4, atol=1e-5)
-
-
-def _qkv(T: int, dtype: torch.dtype = torch.float32, grad: bool = True):
-    torch.manual_seed(0)
-    return [torch.randn(2, 4, T, 8, dtype=dtype, requires_grad=grad) for _ in range(3)]
-
-
-@pytest.fixture
-def bf16_cpu(monkeypatch):
-    """A CPU that multiplies bf16 in hardware, where the hand-off to manual pays."""
-    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: "AVX512-BF16")
-
-
-def test_sdpa_hands_only_cpu_low_precision_training_on_short_sequences_to_manual(bf16_cpu):
-    limit = CPU_LOW_PRECISION_MANUAL_MAX_KEYS
-    q16 = _qkv(4, torch.bfloat16)[0]
-    assert sdpa_hands_to_manual(q16, 64) and sdpa_hands_to_manual(q16, limit), "bf16 training"
-    assert sdpa_hands_to_manual(_qkv(4, torch.float16)[0], 64), "fp16 training"
-    assert not sdpa_hands_to_manual(q16, limit + 1), "long sequences keep the fused kernel"
-    assert not sdpa_hands_to_manual(_qkv(4)[0], 64), "fp32 keeps the fused kernel"
-    assert not sdpa_hands_to_manual(_qkv(4, torch.bfloat16, grad=False)[0], 64), "inference"
-    with torch.no_grad():
-        assert not sdpa_hands_to_manual(q16, 64), "no_grad is inference"
-    q32 = _qkv(4)[0]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert sdpa_hands_to_manual(q32, 64), "under bf16 autocast a float32 q runs in bf16"
-    assert not sdpa_hands_to_manual(q32.to("meta"), 64), "other devices keep the fused kernel"
-
-
-def test_sdpa_keeps_the_fused_kernel_on_a_cpu_without_bf16_instructions(monkeypatch):
-    """Without bf16 hardware the manual steps' emulated bf16 products are the slow ones."""
-    monkeypatch.setattr(devices, "cpu_bf16_instructions", lambda: None)
-    assert not sdpa_hands_to_manual(_qkv(4, torch.bfloat16)[0], 64)
-    assert not sdpa_hands_to_manual(_qkv(4, torch.float16)[0], 64)
-    q32 = _qkv(4)[0]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not sdpa_hands_to_manual(q32, 64)
-
-
-def test_sdpa_under_cpu_bf16_autocast_trains_with_the_manual_kernels_numbers(bf16_cpu):
-    """The hand-off gives the manual kernel's outputs and gradients bit for bit; torch's fused
-    kernel in bf16 rounds differently, so this fails if the hand-off is lost."""
-    results = []
-    for kernel in (attention_manual, attention_sdpa):
-        q, k, v = _qkv(16)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out, _ = kernel(q, k, v)
-        grads = torch.autograd.grad((out.float() * torch.linspace(-1, 1, 8)).sum(), (q, k, v))
-        results.append((out, *grads))
-    for a, b in zip(*results):
-        assert torch.equal(a, b), (a - b).abs().max()
-    q, k, v = _qkv(16)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-    assert not torch.equal(fused, results[0][0]), "the fused kernel's bf16 numbers differ"
-    torch.testing.assert_close(fused, results[0][0], rtol=2e-2, atol=2e-2)
 
 
 def test_grouped_kernel_equals_repeated_kv_heads():

@@ -214,29 +214,3 @@ def test_blocks_compute_their_residual_equations(placement):
     torch.testing.assert_close(block(x, pos, model.positional)[0], expected)
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_linear_weights_are_stored_in_out_order_and_compute_the_same(tie):
-    """store_transposed changes memory order only: (out, in) weights laid out as (in, out)."""
-    torch.manual_seed(0)
-    model = B2lM(vocab_size=64, n_embed=32, n_block=2, n_head=2, n_k=16, n_v=16, n_ff=64,
-                 n_context=16, tie_weights=tie).eval()
-    for name, p in model.named_parameters():
-        if p.dim() == 2 and (name != "tok_emb.weight" or tie):
-            assert p.t().is_contiguous() and not p.is_contiguous(), f"{name} is kept (in, out)"
-    if tie:
-        assert model.lm_head.weight is model.tok_emb.weight, "a tied head is the table itself"
-    else:
-        assert model.tok_emb.weight.is_contiguous(), "an embedding only looked up keeps its rows"
-    plain = B2lM(model.config).eval()
-    for module in plain.modules():                       # back to the default, row-major layout
-        if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-            module.weight = torch.nn.Parameter(module.weight.detach().contiguous())
-    if tie:
-        plain.lm_head.weight = plain.tok_emb.weight
-    plain.load_state_dict(model.state_dict())
-    ids = torch.randint(0, 64, (2, 16))
-    torch.testing.assert_close(model(ids), plain(ids), rtol=1e-5, atol=1e-6)
-    again = B2lM(model.config).eval()
-    again.load_state_dict(plain.state_dict())            # load_state_dict copies into the layout
-    assert again.blocks[0].ff.up.weight.t().is_contiguous(), "the layout survives a load"
-    assert torch.equal(again(ids), model(ids)), "the same layout gives the very same logits"

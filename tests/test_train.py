@@ -849,9 +849,9 @@ def test_gpu_compile_trains_like_eager(tokenizer, data):
 def test_fit_leaves_the_process_malloc_alone(tokenizer, data, monkeypatch):
     """A library call changes no process-wide setting: glibc's malloc thresholds are the
     command line's to set (basegpt train asks on a CPU), not fit's."""
-    import basegpt.devices
+    import basegpt.fast.memory
     calls = []
-    monkeypatch.setattr(basegpt.devices, "set_malloc_thresholds",
+    monkeypatch.setattr(basegpt.fast.memory, "set_malloc_thresholds",
                         lambda libc, environ: calls.append(libc) or "set")
     fit(tiny(tokenizer), data, config=TrainConfig(max_steps=1, batch_size=4, device="cpu"),
         progress=False)

@@ -150,12 +150,15 @@ def _keep_freed_memory(spec: dict[str, Any], resume: Path | None) -> None:
     and re-allocates its activations, and handing them back to the system costs each step
     its page faults again (BENCHMARKS.md, training). A process-wide setting, so the command
     line (which owns the process) asks for it; the library's fit() leaves malloc alone."""
-    from basegpt.devices import keep_freed_memory, pick_device
+    from basegpt import fast
+    from basegpt.devices import pick_device
     from basegpt.recipe import merge_specs, read_spec
+    if not fast.enabled():
+        return
     if resume is not None:
         spec = merge_specs(read_spec(resume), spec)
     if pick_device(spec["train"].get("device", "auto")).type == "cpu":
-        keep_freed_memory()                      # fit's summary says what it did
+        fast.keep_freed_memory()                 # fit's summary says what it did
 
 
 def _check_folder_path(path: Path, flag: str) -> None:

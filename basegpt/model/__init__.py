@@ -6,8 +6,10 @@
     attention.py    causal self-attention with grouped-query heads; "manual" and "sdpa" kernels
     block.py        one residual block: post-norm (original) or pre-norm (GPT-2)
     kv_cache.py     per-layer key/value storage for incremental decoding
-    decode.py       DecodeStep: the one-token decoding step in fewer operations (same logits)
     b2lm.py         B2lM: token embedding -> positions -> blocks -> (final norm) -> LM head
+
+The same numbers, faster on a CPU (a weight layout, a one-token decoding step, a kernel
+hand-off), live outside, in basegpt/fast/, behind one switch.
 
 Shape legend, used in every shape comment of this package:
 
@@ -26,7 +28,6 @@ from basegpt.config import ModelConfig
 from basegpt.model.attention import ATTENTION_KERNELS, CausalSelfAttention, attention_manual, attention_sdpa
 from basegpt.model.b2lm import B2lM
 from basegpt.model.block import BLOCKS, PostNormBlock, PreNormBlock
-from basegpt.model.decode import DecodeStep
 from basegpt.model.feedforward import ACTIVATIONS, FEEDFORWARDS, MLP, SwiGLU
 from basegpt.model.kv_cache import KVCache
 from basegpt.model.norms import NORMS, LayerNorm, RMSNorm
@@ -34,6 +35,6 @@ from basegpt.model.positional import POSITIONALS
 
 __all__ = [
     "ACTIVATIONS", "ATTENTION_KERNELS", "BLOCKS", "FEEDFORWARDS", "NORMS", "POSITIONALS",
-    "B2lM", "CausalSelfAttention", "DecodeStep", "KVCache", "LayerNorm", "MLP", "ModelConfig", "PostNormBlock", "PreNormBlock",
+    "B2lM", "CausalSelfAttention", "KVCache", "LayerNorm", "MLP", "ModelConfig", "PostNormBlock", "PreNormBlock",
     "RMSNorm", "SwiGLU", "attention_manual", "attention_sdpa",
 ]

@@ -21,10 +21,8 @@ Two kernels, one contract (ATTENTION_KERNELS):
               (S == T without a cache; S > T when decoding after a cached prefix)
 
 "manual" writes each step out and can return the attention weights; "sdpa" hands the same
-computation to torch's fused kernel (F.scaled_dot_product_attention), except in bf16 / fp16
-training over short sequences on a CPU with bf16 instructions, where that kernel's backward
-pass is the slow one and "sdpa" runs the manual steps (`sdpa_hands_to_manual`). Tests hold
-them equal, outputs and gradients.
+computation to torch's fused kernel (F.scaled_dot_product_attention). Tests hold them equal,
+outputs and gradients.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from basegpt import devices
 from basegpt.config import BlockConfig
 
 if TYPE_CHECKING:
@@ -100,43 +97,14 @@ def attention_manual(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     return out, (weights if return_weights else None)
 
 
-# Up to this many keys, training in bf16 / fp16 on a CPU with bf16 instructions runs the manual
-# kernel's steps instead of torch's fused kernel, whose forward + backward is slower there
-# (BENCHMARKS.md, training: attention kernels). Past it the fused kernel wins, and saves the
-# (T, S) weights' memory. On a CPU without bf16 instructions it is the other way round: the
-# manual steps' emulated bf16 products are slower, so there the fused kernel stays at every
-# length.
-CPU_LOW_PRECISION_MANUAL_MAX_KEYS = 256
-
-
-def sdpa_hands_to_manual(q: torch.Tensor, S: int) -> bool:
-    """Whether `attention_sdpa` runs `attention_manual`'s steps for these queries and S keys:
-    training (gradients on) in bf16 or fp16 on a CPU with bf16 instructions
-    (`devices.cpu_bf16_instructions`), with at most CPU_LOW_PRECISION_MANUAL_MAX_KEYS keys.
-    Inference, fp32 and CPUs without bf16 instructions keep the fused kernel.
-
-    Under CPU autocast the fused kernel runs in the autocast dtype whatever q's own (RoPE's
-    float32 tables promote q back to float32 before it gets here), so that dtype counts."""
-    if q.device.type != "cpu" or not (q.requires_grad and torch.is_grad_enabled()):
-        return False
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
-    return (dtype in (torch.bfloat16, torch.float16) and S <= CPU_LOW_PRECISION_MANUAL_MAX_KEYS
-            and devices.cpu_bf16_instructions() is not None)
-
-
 def attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                    dropout_p: float = 0.0, return_weights: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The same computation in torch's fused scaled_dot_product_attention (flash / memory-efficient
-    kernels where the device has them): no (T, S) score matrix is kept for the backward pass.
-    Except where the fused kernel is the slow one (`sdpa_hands_to_manual`: bf16 / fp16 training
-    on a CPU with bf16 instructions, short sequences): there it runs the manual kernel, the
-    same computation."""
+    kernels where the device has them): no (T, S) score matrix is kept for the backward pass."""
     if return_weights:
         raise ValueError("the sdpa kernel never forms the attention weights; use the manual kernel "
                          "(attention='manual', or return_weights on the attention module) to get them")
-    if sdpa_hands_to_manual(q, k.shape[2]):
-        return attention_manual(q, k, v, mask, dropout_p)
     H, G = q.shape[1], k.shape[1]
     if G != H:
         # Grouped-query: give every query head its kv head. (SDPA's enable_gqa flag does this

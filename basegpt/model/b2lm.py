@@ -82,7 +82,6 @@ class B2lM(nn.Module):
         if config.tie_weights:
             # Press & Wolf (2017): one matrix maps ids to vectors and vectors back to id scores.
             self.lm_head.weight = self.tok_emb.weight
-        store_transposed(self)
 
     def _init_weights(self) -> None:
         std = self.config.init_std
@@ -156,7 +155,7 @@ class B2lM(nn.Module):
         """Where T new positions of B rows go: their positions, (T,) or (B, T) with padding,
         and the attention mask, None (causal) or (B, 1, T, S) with padding. Checks that the
         cache fits this batch and model and has room, and that the positions fit n_context
-        (ValueErrors saying how to fix it). Shared by forward and model/decode.py's DecodeStep.
+        (ValueErrors saying how to fix it). Shared by forward and basegpt/fast/decode.py's DecodeStep.
         """
         start = 0
         if kv_cache is not None:
@@ -297,28 +296,3 @@ def nonfinite_message(model: nn.Module, what: str) -> str:
             + (f" (read from {source})" if source else "")
             + "; the weights are damaged or training diverged: use an earlier checkpoint "
               "(a run's checkpoints/step_N/ or best/) or train again")
-
-
-def store_transposed(model: nn.Module) -> None:
-    """Keep every matrix that multiplies a vector, shape (out, in), in (in, out) memory order,
-    as GPT-2's Conv1D does.
-
-    Shapes, values and arithmetic stay the same: F.linear(x, W) computes x @ W^T, and with W^T
-    contiguous in memory that is a plain row-major product. It matters when decoding: at batch 1
-    a step reads every weight once from memory, and on a CPU x @ W^T streams a W^T that is
-    contiguous faster than a transposed view (BENCHMARKS.md; `bench_generate.py --layouts`). A tied
-    head's (V, C) table is stored the same way, so the head streams fast too and the embedding
-    lookup reads a strided column instead of a row (a cost within the noise of the
-    forward+backward benchmark, where tied B2lM stays ahead of HF's GPT-2; BENCHMARKS.md,
-    model). Parameters keep their layout through .to(), load_state_dict
-    (which copies into them) and the optimizer (whose moments are made like them).
-    """
-    def in_out(weight: torch.Tensor) -> nn.Parameter:      # the same (out, in) matrix
-        return nn.Parameter(weight.detach().t().contiguous().t(), requires_grad=weight.requires_grad)
-
-    tied = model.lm_head.weight is model.tok_emb.weight
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and not (tied and module is model.lm_head):
-            module.weight = in_out(module.weight)
-    if tied:
-        model.tok_emb.weight = model.lm_head.weight = in_out(model.tok_emb.weight)

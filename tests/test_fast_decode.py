@@ -1,4 +1,4 @@
-"""DecodeStep (model/decode.py), the fast one-token step, against the modules' forward: the same
+"""DecodeStep (basegpt/fast/decode.py), the fast one-token step, against the modules' forward: the same
 logits and cache contents for every kind of block it accepts, batched rows with padding, the
 torch (non-numpy) path, weights updated in place; `unsupported` refusing what it does not know;
 generation using it, and falling back to the forward where it must."""
@@ -13,12 +13,12 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
-import basegpt.generate as generate_module
-import basegpt.model.decode as decode
+import basegpt.fast.decode as decode
+from basegpt import fast
 from basegpt.config import ModelConfig
+from basegpt.fast.decode import DecodeStep, numpy_blas_threads, numpy_products, unsupported
 from basegpt.generate import generate_ids
 from basegpt.model import B2lM
-from basegpt.model.decode import DecodeStep, numpy_blas_threads, numpy_products, unsupported
 from basegpt.model.norms import LayerNorm, RMSNorm
 
 V = 97
@@ -39,7 +39,7 @@ CONFIGS = {
 def tiny(seed: int = 0, dtype: torch.dtype = torch.float32, **kw) -> B2lM:
     torch.manual_seed(seed)
     base = dict(vocab_size=V, n_context=64, n_block=2, n_embed=32, n_head=4, n_k=8, n_v=8, n_ff=64)
-    return B2lM(ModelConfig(**(base | kw))).to(dtype).eval()
+    return fast.prepare(B2lM(ModelConfig(**(base | kw)))).to(dtype).eval()   # as basegpt builds it
 
 
 def both_paths(model: B2lM, prompt: torch.Tensor, steps: int, pad_lengths=None):
@@ -51,13 +51,13 @@ def both_paths(model: B2lM, prompt: torch.Tensor, steps: int, pad_lengths=None):
     pad_lengths = None if pad_lengths is None else pad_lengths.to(device)
     results = []
     with torch.inference_mode():
-        for fast in (False, True):
+        for use_step in (False, True):
             cache = model.new_kv_cache(prompt.shape[0])
             model(prompt, kv_cache=cache, pad_lengths=pad_lengths)
             step = DecodeStep(model)
             logits = []
             for t in range(steps):
-                if fast:
+                if use_step:
                     logits.append(step(ids[t], cache, pad_lengths))
                 else:
                     logits.append(model(ids[t].unsqueeze(1), kv_cache=cache, logits_for="last",
@@ -291,7 +291,7 @@ def test_a_hooked_model_generates_through_its_modules(monkeypatch):
     finally:
         handle.remove()
     assert calls == [] and len(seen) == 10, "the hook ran at the prefill and each of 9 steps"
-    assert generate_module.unsupported(model) is None, "supported again once the hook is gone"
+    assert unsupported(model) is None, "supported again once the hook is gone"
 
 
 def test_a_global_forward_hook_also_sends_generation_through_the_modules():
