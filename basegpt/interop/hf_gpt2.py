@@ -119,10 +119,19 @@ def hf_incompatibilities(config: ModelConfig) -> list[str]:
 
 def hf_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
               pad_id: int | None, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    """The transformers GPT2Config (config.json) of a GPT-2-compatible ModelConfig."""
+    """The transformers GPT2Config (config.json) of a GPT-2-compatible ModelConfig.
+
+    Every key that `GPT2Config.save_pretrained` writes is here, and two that it no longer
+    writes but other tools read: n_ctx (= n_positions; llama.cpp's convert_hf_to_gguf.py
+    stops without it, as the original GPT-2 files have it) and torch_dtype (transformers
+    before 4.56 reads the dtype under that name). The summary_* keys configure
+    GPT2DoubleHeadsModel's classification head, which this model does not have; they are
+    transformers' defaults, so the file reads like one transformers saved.
+    """
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": config.vocab_size, "n_positions": config.n_context,
+        "n_ctx": config.n_context,
         "n_embd": config.n_embed, "n_layer": config.n_block, "n_head": config.n_head,
         "n_inner": config.n_ff, "activation_function": "gelu_new",
         "resid_pdrop": config.resid_dropout, "embd_pdrop": config.embed_dropout,
@@ -130,10 +139,19 @@ def hf_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
         "initializer_range": config.init_std, "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
         "add_cross_attention": False, "use_cache": True,
+        "summary_type": "cls_index", "summary_use_proj": True, "summary_activation": None,
+        "summary_proj_to_labels": True, "summary_first_dropout": 0.1,
         "tie_word_embeddings": config.tie_weights,
         "bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id,
-        "dtype": str(dtype).removeprefix("torch."),
+        **dtype_keys(dtype),
     }
+
+
+def dtype_keys(dtype: torch.dtype) -> dict[str, str]:
+    """The weights' dtype as config.json states it: "dtype" (transformers 5) and
+    "torch_dtype" (the name older transformers and other tools read)."""
+    name = str(dtype).removeprefix("torch.")
+    return {"dtype": name, "torch_dtype": name}
 
 
 def config_from_hf(hf: dict[str, Any], source: str = HF_CONFIG) -> ModelConfig:
