@@ -326,7 +326,8 @@ def test_import_reads_llama_weights_with_the_same_safety(imported, tmp_path):
     save_file(tensors | {"model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(4)},
               legacy / "model.safetensors", metadata={"format": "pt"})
     import_hf(legacy, tmp_path / "run1")
-    a, b = load_file(tmp_path / "run1" / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    a = load_file(tmp_path / "run1" / "model.safetensors")
+    b = load_file(run_dir / "model.safetensors")
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in b), "same weights"
 
     save_file({k: v for k, v in tensors.items() if k != "model.layers.1.self_attn.k_proj.weight"},

@@ -129,7 +129,8 @@ def config_from_llama(hf: dict[str, Any], source: str = HF_CONFIG) -> ModelConfi
     other RoPE types, sliding windows, another activation, ...) is named, key and value, in
     one ValueError."""
     archs = hf.get("architectures") or []
-    if hf.get("model_type", "llama") != "llama" or (archs and not set(archs) & set(LLAMA_ARCHITECTURES)):
+    known = not archs or set(archs) & set(LLAMA_ARCHITECTURES)
+    if hf.get("model_type", "llama") != "llama" or not known:
         raise ValueError(f"{source}: unknown architecture (model_type={hf.get('model_type')!r}, "
                          f"architectures={archs}); basegpt imports Llama language models "
                          f"({', '.join(LLAMA_ARCHITECTURES)})")
