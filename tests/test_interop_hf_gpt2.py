@@ -359,9 +359,9 @@ def test_import_errors_name_the_problem(imported, tmp_path):
         with pytest.raises((ValueError, FileNotFoundError), match=match):
             import_hf(hf_dir, tmp_path / "run", **kw)
 
-    (hf_dir / "config.json").write_text(json.dumps(config | {"model_type": "llama",
-                                                             "architectures": ["LlamaForCausalLM"]}))
-    fails("unknown architecture")
+    (hf_dir / "config.json").write_text(json.dumps(config | {"model_type": "mistral",
+                                                             "architectures": ["MistralForCausalLM"]}))
+    fails(r"unknown architecture.*imports GPT-2 models .* and Llama models \(LlamaForCausalLM\)")
     (hf_dir / "config.json").write_text(json.dumps(config | {"activation_function": "gelu"}))
     fails("activation_function='gelu'")
     (hf_dir / "config.json").write_text(json.dumps(config | {"n_inner": 40}))

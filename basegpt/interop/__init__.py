@@ -10,5 +10,9 @@ of them: it reads JSON and safetensors directly.)
                     HF byte-level BPE (tokenizer.json, vocab.json + merges.txt) -> Tokenizer
     hf_gpt2.py      run directory <-> Hugging Face GPT-2 directory (config.json,
                     model.safetensors, tokenizer files); an imported tokenizer is renumbered
-                    to keep HF's token ids; `basegpt export` / `basegpt import hf`
+                    to keep HF's token ids; `basegpt export` / `basegpt import hf`, which
+                    reads Llama directories too, through hf_llama.py
+    hf_llama.py     run directory <-> Hugging Face Llama directory (same files), and the
+                    choice between GPT-2 and Llama for a model (`basegpt export --format
+                    llama|auto`)
 """

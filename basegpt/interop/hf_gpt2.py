@@ -30,6 +30,10 @@ rows are copied as they are. The imported run uses HF's ids end to end (tokenize
 model rows), and export writes the same ids back, so export(import(x)) reproduces x's tensors
 and ids bit for bit. Directories that basegpt exported have native ids: no numbering is stored.
 
+hf_llama.py does the same for Llama-format directories with this module's shared parts
+(tokenizer files, weights reading, the all-or-nothing writer `write_hf_dir`); `import_hf`
+here reads either, by config.json's model_type (`hf_architecture`).
+
 Only safetensors weights load by default. A legacy `pytorch_model.bin` is a pickle; it is read
 only with allow_pickle=True, through torch.load(weights_only=True), which is the one call of
 torch.load in basegpt (checkpoint.py says why pickles are refused everywhere else).
@@ -42,7 +46,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -119,10 +123,19 @@ def hf_incompatibilities(config: ModelConfig) -> list[str]:
 
 def hf_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
               pad_id: int | None, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
-    """The transformers GPT2Config (config.json) of a GPT-2-compatible ModelConfig."""
+    """The transformers GPT2Config (config.json) of a GPT-2-compatible ModelConfig.
+
+    Every key that `GPT2Config.save_pretrained` writes is here, and two that it no longer
+    writes but other tools read: n_ctx (= n_positions; llama.cpp's convert_hf_to_gguf.py
+    stops without it, as the original GPT-2 files have it) and torch_dtype (transformers
+    before 4.56 reads the dtype under that name). The summary_* keys configure
+    GPT2DoubleHeadsModel's classification head, which this model does not have; they are
+    transformers' defaults, so the file reads like one transformers saved.
+    """
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": config.vocab_size, "n_positions": config.n_context,
+        "n_ctx": config.n_context,
         "n_embd": config.n_embed, "n_layer": config.n_block, "n_head": config.n_head,
         "n_inner": config.n_ff, "activation_function": "gelu_new",
         "resid_pdrop": config.resid_dropout, "embd_pdrop": config.embed_dropout,
@@ -130,10 +143,19 @@ def hf_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
         "initializer_range": config.init_std, "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False, "reorder_and_upcast_attn": False,
         "add_cross_attention": False, "use_cache": True,
+        "summary_type": "cls_index", "summary_use_proj": True, "summary_activation": None,
+        "summary_proj_to_labels": True, "summary_first_dropout": 0.1,
         "tie_word_embeddings": config.tie_weights,
         "bos_token_id": bos_id, "eos_token_id": eos_id, "pad_token_id": pad_id,
-        "dtype": str(dtype).removeprefix("torch."),
+        **dtype_keys(dtype),
     }
+
+
+def dtype_keys(dtype: torch.dtype) -> dict[str, str]:
+    """The weights' dtype as config.json states it: "dtype" (transformers 5) and
+    "torch_dtype" (the name older transformers and other tools read)."""
+    name = str(dtype).removeprefix("torch.")
+    return {"dtype": name, "torch_dtype": name}
 
 
 def config_from_hf(hf: dict[str, Any], source: str = HF_CONFIG) -> ModelConfig:
@@ -270,42 +292,51 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     load offline with no custom code. The HF ids are the tokenizer's (public) ids, so an
     imported run goes back out with its original ids. Returns out_dir.
 
-    Raises ValueError listing every field that is not GPT-2-compatible, or naming out_dir
-    when it is a file.
+    Raises ValueError listing every field that is not GPT-2-compatible (and saying whether
+    the model exports as Llama, or which preset trains an exportable model), or naming
+    out_dir when it is a file.
     """
+    from basegpt.interop import hf_llama    # builds on this module: imported here, not above
     out = Path(out_dir)
     _check_folder_target(out, "the output folder")
     check_writable(out)
     model, tokenizer = _source(source)
-    config = model.config
-    problems = hf_incompatibilities(config)
+    problems = hf_incompatibilities(model.config)
     if problems:
-        raise ValueError("this model cannot be exported to GPT-2 format: "
-                         + "; ".join(problems)
-                         + " (the gpt2-small preset, or these values, make a model exportable)")
+        raise ValueError("this model cannot be exported to GPT-2 format: " + "; ".join(problems)
+                         + ". " + hf_llama.export_hint(model.config, refused="gpt2"))
+    write_hf_dir(out, model, tokenizer, hf_config, gpt2_tensors)
+    return out
+
+
+def write_hf_dir(out: Path, model: B2lM, tokenizer: Tokenizer,
+                 hf_config_of: Callable[..., dict[str, Any]],
+                 tensors_of: Callable[[torch.nn.Module], dict[str, torch.Tensor]]) -> None:
+    """Write the four files of a Hugging Face model directory into `out`: config.json
+    (`hf_config_of(config, bos_id, eos_id, pad_id, dtype)`), model.safetensors
+    (`tensors_of(model)`), tokenizer.json and tokenizer_config.json. All four or none: a full
+    disk part-way leaves an earlier export whole; and one export at a time into a folder
+    (two would mix their files)."""
+    config = model.config
     if config.vocab_size != len(tokenizer):
         raise ValueError(f"model vocab_size={config.vocab_size} but the tokenizer has "
                          f"{len(tokenizer)} tokens")
     tok_json = hf_tokenizer_json(tokenizer)
     eot = tokenizer.special_tokens.get(EOT)
     pad = tokenizer.special_tokens.get(PAD)
-    tensors = gpt2_tensors(model)
+    tensors = tensors_of(model)
     tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.n_context,
                   "clean_up_tokenization_spaces": False, "add_prefix_space": False}
     if eot is not None:
         tok_config |= {"bos_token": EOT, "eos_token": EOT}
     if pad is not None:
         tok_config["pad_token"] = PAD
-    dtype = model.tok_emb.weight.dtype
-    # All four files or none: a full disk part-way leaves an earlier export whole; and one
-    # export at a time into a folder (two would mix their files).
+    config_json = hf_config_of(config, eot, eot, pad, model.tok_emb.weight.dtype)
     with new_folder(out), run_lock(out, "basegpt export"), staged(out) as stage:
         save_tensors(stage / HF_WEIGHTS, tensors, metadata={"format": "pt"})
-        atomic_write_text(stage / HF_CONFIG, json.dumps(hf_config(config, eot, eot, pad, dtype),
-                                                        indent=2) + "\n")
+        atomic_write_text(stage / HF_CONFIG, json.dumps(config_json, indent=2) + "\n")
         atomic_write_text(stage / HF_TOKENIZER, json.dumps(tok_json, ensure_ascii=False) + "\n")
         atomic_write_text(stage / HF_TOKENIZER_CONFIG, json.dumps(tok_config, indent=2) + "\n")
-    return out
 
 
 def export_tiktoken(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
@@ -335,11 +366,13 @@ def export_tiktoken(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer
 @dataclass
 class HFImport:
     """What `import_hf` did: the run written, the weights file read (and whether it was a
-    pickle). The run's token ids are HF's, always."""
+    pickle), and the architecture it held ("gpt2" or "llama"). The run's token ids are HF's,
+    always."""
 
     run_dir: Path
     weights: Path
     pickled: bool
+    architecture: str = "gpt2"
 
 
 def _read_json(path: Path) -> Any:
@@ -422,11 +455,34 @@ def read_hf_tokenizer(hf_dir: Path, n_vocab: int | None = None) -> Tokenizer:
         raise ValueError(f"{source}: {error}") from None
 
 
+def hf_architecture(hf: dict[str, Any], source: str = HF_CONFIG) -> str:
+    """"gpt2" or "llama": which of the architectures basegpt imports a parsed config.json
+    declares, by its model_type, else by its architectures. Any other is a ValueError naming
+    both keys and what basegpt imports."""
+    from basegpt.interop.hf_llama import LLAMA_ARCHITECTURES
+    if not isinstance(hf, dict):
+        raise ValueError(f"{source} holds a {type(hf).__name__}, not a model config (an "
+                         "object with model_type, ...)")
+    model_type, archs = hf.get("model_type"), hf.get("architectures") or []
+    if model_type in ("gpt2", "llama"):
+        return model_type
+    if model_type is None and set(archs) & set(GPT2_ARCHITECTURES):
+        return "gpt2"
+    if model_type is None and set(archs) & set(LLAMA_ARCHITECTURES):
+        return "llama"
+    raise ValueError(f"{source}: unknown architecture (model_type={model_type!r}, "
+                     f"architectures={archs}); basegpt imports GPT-2 models "
+                     f"({', '.join(GPT2_ARCHITECTURES)}) and Llama models "
+                     f"({', '.join(LLAMA_ARCHITECTURES)})")
+
+
 def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickle: bool = False,
               overwrite: bool = False) -> HFImport:
     """Build a basegpt run directory (config.json, model.safetensors, tokenizer.json) from a
-    local GPT-2-format directory. `load_run(run_dir)` then gives a tokenizer whose ids are
-    exactly HF's and a model whose logits equal HF's on the same ids."""
+    local GPT-2- or Llama-format directory (config.json's model_type says which; hf_llama.py
+    reads Llama). `load_run(run_dir)` then gives a tokenizer whose ids are exactly HF's and
+    a model whose logits equal HF's on the same ids."""
+    from basegpt.interop import hf_llama    # builds on this module: imported here, not above
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)
     if not hf_dir.is_dir():
         raise FileNotFoundError(f"{hf_dir}: no such directory. basegpt imports local "
@@ -440,12 +496,17 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
     if (run_dir / CONFIG_FILE).exists() and not overwrite:     # early: before reading weights
         raise ValueError(f"{run_dir} already holds a run; choose another directory or pass "
                          "overwrite=True (--overwrite)")
-    config = config_from_hf(_read_json(hf_dir / HF_CONFIG), str(hf_dir / HF_CONFIG))
+    hf = _read_json(hf_dir / HF_CONFIG)
+    architecture = hf_architecture(hf, str(hf_dir / HF_CONFIG))
+    config_of, tensors_of = ((hf_llama.config_from_llama, hf_llama.basegpt_tensors)
+                             if architecture == "llama" else (config_from_hf, basegpt_tensors))
+    config = config_of(hf, str(hf_dir / HF_CONFIG))
     tokenizer = read_hf_tokenizer(hf_dir, config.vocab_size)
     hf_tensors, weights, pickled = read_hf_weights(hf_dir, allow_pickle)
-    tensors = basegpt_tensors(hf_tensors, config, str(weights))
+    tensors = tensors_of(hf_tensors, config, str(weights))
 
-    extra: dict[str, Any] = {"imported_from": {"format": "hf-gpt2", "path": str(hf_dir.resolve()),
+    extra: dict[str, Any] = {"imported_from": {"format": f"hf-{architecture}",
+                                               "path": str(hf_dir.resolve()),
                                                "weights": weights.name}}
     # All three files or none (config.json last: a run is complete once it exists), so a
     # full disk part-way leaves a run being overwritten whole, and no half-made folder; and
@@ -461,9 +522,10 @@ def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickl
             # Only now, with the new run written: nothing of the run it replaces may stay
             # (its checkpoints would resume under this config).
             clear_run(run_dir)
-    return HFImport(run_dir=run_dir, weights=weights, pickled=pickled)
+    return HFImport(run_dir=run_dir, weights=weights, pickled=pickled, architecture=architecture)
 
 
-__all__ = ["HFImport", "basegpt_tensors", "config_from_hf", "export_hf",
-           "export_tiktoken", "gpt2_tensors", "hf_config", "hf_incompatibilities", "import_hf",
-           "read_hf_tokenizer", "read_hf_weights"]
+__all__ = ["HFImport", "basegpt_tensors", "config_from_hf", "dtype_keys", "export_hf",
+           "export_tiktoken", "gpt2_tensors", "hf_architecture", "hf_config",
+           "hf_incompatibilities", "import_hf", "read_hf_tokenizer", "read_hf_weights",
+           "write_hf_dir"]
