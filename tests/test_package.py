@@ -24,6 +24,21 @@ def test_python_dash_m_runs_the_cli():
     assert out.returncode == 0 and "tokenizer" in out.stdout, out.stderr
 
 
+def test_version_flag_prints_the_package_version(capsys):
+    import re
+    import basegpt
+    from basegpt.cli import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0, "a request, not an error"
+    assert capsys.readouterr().out == f"basegpt {basegpt.__version__}\n"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", basegpt.__version__), basegpt.__version__
+    # One home for the version: the package metadata pip installs is read from it.
+    text = (Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'dynamic = ["version"]' in text and \
+        'version = { attr = "basegpt.__version__" }' in text, "pyproject.toml keeps no copy"
+
+
 def test_builtin_corpus_is_deterministic_and_capped():
     first = list(builtin_corpus(200_000))
     again = list(builtin_corpus(200_000))

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  basegpt attention runs/laptop --prompt 'def add(a, b):' --out attn.png\n"
                "  basegpt COMMAND --help         # each command's flags and examples",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from basegpt import __version__
+    parser.add_argument("--version", action="version", version=f"basegpt {__version__}",
+                        help="print basegpt's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
     _add_tokenizer(sub)
