@@ -287,6 +287,12 @@ class TrainConfig:
         return cls(**d)
 
 
+DEFAULT_VAL_FRACTION = 0.05
+"""The share of documents held out for validation, unless set: `basegpt train` (DataConfig)
+and `basegpt prepare` (data.pipeline.prepare) both default to it, so a folder prepared by
+hand splits like the cached shards of a train run on the same text."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the text comes from and how it is tokenized."""
@@ -297,7 +303,7 @@ class DataConfig:
     tokenizer: str | None = None        # an existing tokenizer.json; None = train one
     vocab_size: int = 4096              # when training the tokenizer
     pattern: str = DEFAULT_PATTERN      # when training the tokenizer
-    val_fraction: float = 0.05          # documents held out for validation
+    val_fraction: float = DEFAULT_VAL_FRACTION   # documents held out for validation
 
     def __post_init__(self) -> None:
         _check_types(self)

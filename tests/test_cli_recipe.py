@@ -168,6 +168,18 @@ def test_train_and_data_configs_check_types_themselves():
     assert DataConfig(inputs=["a.txt"], max_bytes=None).inputs == ("a.txt",), "JSON's list"
 
 
+def test_prepare_and_train_hold_out_the_same_share_by_default(monkeypatch):
+    """A folder prepared by hand splits like the shards `basegpt train` prepares itself."""
+    import inspect
+    from basegpt.cli import build_parser
+    from basegpt.data.pipeline import prepare
+    prepare_flag = build_parser().parse_args(["prepare", "--out", "x"]).val_fraction
+    library = inspect.signature(prepare).parameters["val_fraction"].default
+    train = recipe.check_spec(_train_call([], monkeypatch)["spec"])[2].val_fraction
+    assert prepare_flag == library == train == DataConfig().val_fraction, \
+        (prepare_flag, library, train)
+
+
 # ------------------------------------------------------------------------ docs tables
 
 def docs_table(header: str) -> dict[str, str]:

@@ -197,7 +197,8 @@ def _run_tokenizer_stats(args: argparse.Namespace) -> None:
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     from basegpt.data.datasets import DATASETS, DEFAULT_DATASET
-    from basegpt.data.pipeline import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION
+    from basegpt.config import DEFAULT_VAL_FRACTION
+    from basegpt.data.pipeline import DEFAULT_SHARD_TOKENS
     p = sub.add_parser(
         "prepare", help="tokenize a corpus into token shards for training",
         description="Tokenize files, folders, globs or a named dataset into token shards "

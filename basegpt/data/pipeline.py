@@ -48,6 +48,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from basegpt._io import atomic_write_text, check_writable, file_in_the_way, new_folder, staged
+from basegpt.config import DEFAULT_VAL_FRACTION
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, expand_paths
 from basegpt.data.datasets import DEFAULT_DATASET, fetch_dataset, get_dataset
 from basegpt.data.shards import ShardWriter, dtype_for_vocab
@@ -59,7 +60,6 @@ META_VERSION = 1
 SPLITS = ("train", "val")
 SHARD_NAME = "{split}_{{:06d}}.bin"          # train_000000.bin, val_000000.bin, ...
 DEFAULT_SHARD_TOKENS = 100_000_000           # 200 MB of uint16 per shard
-DEFAULT_VAL_FRACTION = 0.1
 BLOCK_CHARS = 1 << 20
 """Characters per block of a file: the unit of work sent to a worker process."""
 WARN_BLOCKS = 8
