@@ -292,6 +292,7 @@ def test_every_code_block_runs(page, cache, tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.setattr("sys.stdin", io.StringIO("def \n"))       # for --interactive
     reader_files(tmp_path)
+    before = set(tmp_path.rglob("*"))
     for argv in BEFORE.get(page.name, []):
         run_basegpt(argv, f"{page.name} (before it)")
     namespace: dict = {"__name__": "__docs__"}
@@ -305,3 +306,22 @@ def test_every_code_block_runs(page, cache, tmp_path, monkeypatch):
                 run_command(words, block.where)
         elif block.lang == "json":
             json.loads(block.code)
+    written = sorted(p.relative_to(tmp_path) for p in set(tmp_path.rglob("*")) - before
+                     if p.is_file())
+    tracked = not_ignored(written)
+    assert not tracked, (f"{page.name} writes files that git would offer to commit, were its "
+                         f"commands run in the repository: {tracked}; add them to .gitignore")
+
+
+def not_ignored(paths: list[Path]) -> list[str]:
+    """Those of `paths` (relative to the repository root) that .gitignore does not cover."""
+    import subprocess
+    if not paths or not (ROOT / ".git").exists():        # no checkout: nothing to commit
+        return []
+    names = [p.as_posix() for p in paths]
+    # --no-index: the rules alone decide, whatever the index holds; exit 1 = none ignored
+    proc = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"],
+                          input="\n".join(names), capture_output=True, text=True)
+    assert proc.returncode in (0, 1), proc.stderr
+    ignored = set(proc.stdout.splitlines())
+    return [name for name in names if name not in ignored]
