@@ -309,6 +309,88 @@ def test_eval_of_too_short_a_text_says_so_in_cli_words(tiny_run, capsys):
     assert "texts=" not in line, f"library wording: {line}"
 
 
+# ------------------------------------------------------------------------ what train reads
+
+MODEL_ONLY = TINY[:TINY.index("--vocab-size")] + TINY[TINY.index("--eval-tokens"):]
+"""TINY without the text settings (--vocab-size, --max-bytes), which a prepared folder refuses."""
+
+
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory) -> Path:
+    """A folder of a user's notes: eight text files, a stray PNG and a Latin-1 file."""
+    from basegpt import builtin_corpus
+    folder = tmp_path_factory.mktemp("notes") / "notes"
+    folder.mkdir()
+    for i, text in enumerate(list(builtin_corpus(120_000))[:8]):
+        (folder / f"n{i}.txt").write_text(text, encoding="utf-8")
+    (folder / "diagram.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(256))
+    (folder / "old.txt").write_bytes("café crème\n".encode("latin-1"))
+    return folder
+
+
+def test_prepare_skips_what_is_not_text_naming_each_file(notes, tmp_path, capsys):
+    assert main(["tokenizer", "train", str(notes), "--vocab-size", "300", "--out",
+                 str(tmp_path / "tok.json"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"basegpt: warning: skipped {notes / 'diagram.png'}: a binary file" in err, err
+    assert main(["prepare", str(notes), "--tokenizer", str(tmp_path / "tok.json"), "--out",
+                 str(tmp_path / "shards"), "--workers", "1", "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 2, f"one line per skipped file: {warnings}"
+    binary, latin = sorted(warnings)
+    assert binary == f"basegpt: warning: skipped {notes / 'diagram.png'}: a binary file (a NUL " \
+                     "byte at byte 8)", binary
+    assert latin.startswith(f"basegpt: warning: skipped {notes / 'old.txt'}: not valid UTF-8") \
+        and "iconv -f latin1 -t utf-8" in latin, latin
+    meta = json.loads((tmp_path / "shards" / "meta.json").read_text())
+    assert sum(meta["documents"].values()) == 8, f"the eight text files: {meta['documents']}"
+
+
+@pytest.mark.slow                 # trains, evaluates, plots and samples: ~5 s on a busy CPU
+def test_train_on_a_prepared_folder_uses_its_shards_and_tokenizer(notes, tmp_path, capsys,
+                                                                  monkeypatch):
+    """`basegpt prepare` then `basegpt train DIR`: no tokenizer is trained and nothing is
+    tokenized again; the run's tokenizer is the folder's."""
+    from basegpt import Tokenizer
+    monkeypatch.setenv("BASEGPT_CACHE", str(tmp_path / "cache"))
+    shards = tmp_path / "shards"
+    tokenizer = Tokenizer(vocab_size=260).train(notes / "n0.txt", progress=False)
+    tokenizer.save(tmp_path / "tok.json")
+    assert main(["prepare", str(notes), "--tokenizer", str(tmp_path / "tok.json"), "--out",
+                 str(shards), "--workers", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(shards), *MODEL_ONLY, "--max-steps", "2",
+                 "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    assert "not valid UTF-8" not in capsys.readouterr().err
+    from basegpt.checkpoint import load_run
+    run = load_run(tmp_path / "run")
+    assert run.tokenizer.hash == tokenizer.hash and run.model.config.vocab_size == 260, \
+        "the folder's tokenizer, not one trained on the shards' bytes"
+    assert not (tmp_path / "cache").exists(), "no tokenizer trained, nothing tokenized again"
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert records[-1]["step"] == 2 and "val_loss" in records[-1], records[-1]
+
+
+def test_a_text_setting_for_a_prepared_folder_is_refused(notes, tmp_path, capsys, monkeypatch):
+    from basegpt import Tokenizer
+    monkeypatch.setenv("BASEGPT_CACHE", str(tmp_path / "cache"))
+    Tokenizer(vocab_size=258).save(tmp_path / "tok.json")
+    assert main(["prepare", str(notes / "n0.txt"), str(notes / "n1.txt"), "--tokenizer",
+                 str(tmp_path / "tok.json"), "--out", str(tmp_path / "shards"), "--quiet"]) == 0
+    capsys.readouterr()
+    for flags, named in ((["--val-fraction", "0.2"], "data.val_fraction (--val-fraction)"),
+                         (["--vocab-size", "512"], "data.vocab_size (--vocab-size)")):
+        assert main(["train", str(tmp_path / "shards"), *flags, "--out", str(tmp_path / "r")]) == 2
+        line = one_error_line(capsys)
+        assert f"{tmp_path / 'shards'} is already tokenized (258-token vocabulary) and split " \
+               f"(val_fraction 0.05) by `basegpt prepare`, so {named} would change nothing" \
+               in line, line
+    assert main(["train", str(tmp_path / "shards"), str(notes / "n2.txt"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "give it as the only input" in one_error_line(capsys)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "cache").exists(), "refused first"
+
+
 # ------------------------------------------------------------------------ the parser
 
 def test_an_unknown_flag_suggests_the_nearest(capsys):

@@ -24,8 +24,10 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 
+from basegpt.cli import _common
 from basegpt.cli._common import PATH_ERRNOS, USER_ERRORS, _Parser
 from basegpt.cli.data import _add_corpus, _add_prepare, _add_tokenizer
 from basegpt.cli.generating import _add_generate
@@ -112,8 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # instead of the process vanishing with no word. fit() takes SIGTERM over while it trains.
     previous = _on_sigterm(_terminate)
     try:
-        args = build_parser().parse_args(argv)
-        code = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = build_parser().parse_args(argv)
+            code = args.run(args)
     except USER_ERRORS as error:
         print(f"basegpt: error: {_error_line(error)}", file=sys.stderr)
         return 2
@@ -139,6 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _on_sigterm(previous)
     return code or 0
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """A warning as the command line shows it: one line, `basegpt: warning: ...`, through
+    the progress bar if one is drawn (not Python's "file:line: UserWarning:" and the source
+    line, which are for the library's developers)."""
+    _common._log(f"basegpt: warning: {message}")
 
 
 def _on_sigterm(handler: object) -> object:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from basegpt._io import check_writable, file_in_the_way
-from basegpt.cli._common import _Parser, add_field_flags, field_values
+from basegpt.cli._common import _log, _Parser, add_field_flags, field_values
 
 
 # ------------------------------------------------------------------------ train, plot, config
@@ -101,7 +101,7 @@ def _run_train(args: argparse.Namespace) -> int:
         _check_memory(spec)
     if args.resume is None or out.is_dir():      # a missing run is train_run's to report
         check_writable(out)                      # read-only, no permission, no space: now
-    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
+    log = (lambda m: None) if args.quiet else _log          # above the progress bar
     _keep_freed_memory(spec, args.resume)
     result, model, tokenizer = train_run(spec, out, resume=args.resume is not None,
                                          init_from=args.init_from, overwrite=args.overwrite,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from basegpt.corpus import expand_paths
+from basegpt.corpus import expand_paths, read_text_pieces
 from basegpt.tokenizer.bpe_fast import train_fast
 from basegpt.tokenizer.bpe_reference import Pair, train_reference
 from basegpt.tokenizer.pretokenize import Splitter
@@ -66,12 +66,9 @@ def iter_documents(sources: str | Source | Iterable[Source], splitter: Splitter,
 def _file_blocks(path: Path, splitter: Splitter, block_chars: int) -> Iterator[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file to train the tokenizer on")
-    with open(path, encoding="utf-8", newline="") as f:  # newline="": keep \r\n as written
-        try:
-            yield from splitter.blocks(iter(lambda: f.read(block_chars), ""), block_chars)
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path} is not valid UTF-8 ({error.reason}); "
-                             "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+    # Read as bytes and decoded here, so \r\n stays as written and a byte that is not
+    # UTF-8 is reported with the file's name and its offset.
+    yield from splitter.blocks(read_text_pieces(path, block_chars), block_chars)
 
 
 def count_chunks(texts: Iterable[str], splitter: Splitter) -> Counter:
