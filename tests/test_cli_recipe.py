@@ -87,8 +87,9 @@ def _train_call(argv: list[str], monkeypatch) -> dict:
     return seen
 
 
-def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch):
+def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch, tmp_path):
     """`basegpt train` alone: the laptop preset into runs/laptop, on a stated time budget."""
+    monkeypatch.chdir(tmp_path)
     seen = _train_call([], monkeypatch)
     assert seen["out"] == Path("runs/laptop") and not seen["resume"], seen
     assert seen["spec"] == recipe.resolve_spec("laptop"), "the laptop preset, nothing added"
@@ -101,6 +102,28 @@ def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch):
     text = summary(B2lM(model.replace(vocab_size=300)), train, torch.device("cpu"),
                    torch.float32, model.n_context, 1, 1, None)
     assert "budget 4 min" in text, f"the budget is stated before training:\n{text}"
+
+
+@pytest.mark.parametrize("argv, name", [
+    ([], "laptop"), (["--preset", "seed"], "seed"), (["--data", "shakespeare"], "shakespeare"),
+    (["--preset", "shakespeare-char"], "shakespeare-char"), (["mytext.txt"], "mytext"),
+    (["mytext/"], "mytext"), (["notes/*.md", "mytext.txt"], "notes"),
+])
+def test_a_new_run_is_named_after_its_data_and_never_written_over(argv, name, monkeypatch,
+                                                                  tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("mytext", "notes"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.md").write_text("text")
+    (tmp_path / "mytext.txt").write_text("text")
+    assert _train_call(argv, monkeypatch)["out"] == Path("runs", name)
+    (tmp_path / "runs" / name).mkdir(parents=True)          # taken: by a run, or anything
+    assert _train_call(argv, monkeypatch)["out"] == Path("runs", f"{name}-2")
+    (tmp_path / "runs" / f"{name}-2").mkdir()
+    assert _train_call(argv, monkeypatch)["out"] == Path("runs", f"{name}-3")
+    assert _train_call([*argv, "--overwrite"], monkeypatch)["out"] == Path("runs", name), \
+        "--overwrite: the run to replace"
+    assert _train_call([*argv, "--out", "mine"], monkeypatch)["out"] == Path("mine")
 
 
 @pytest.mark.parametrize("cls, section", [(ModelConfig, "model"), (TrainConfig, "train"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                "  torchrun --nproc_per_node=2 -m basegpt train --out runs/ddp",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None,
-                   help="run directory (default runs/PRESET)")
+                   help="run directory (default runs/NAME, NAME the first INPUT's (mytext.txt "
+                        "or mytext/ -> runs/mytext), else --data's when not the preset's own, "
+                        "else the preset's; numbered runs/NAME-2, -3, ... when taken, so no run "
+                        "is written over (but with --overwrite)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
                    help="continue this run from its latest checkpoint")
     p.add_argument("--init-from", type=Path, default=None, metavar="RUN_DIR",
@@ -96,7 +100,8 @@ def _run_train(args: argparse.Namespace) -> int:
         out, spec = args.resume, {"train": overrides["train"]}
     else:
         spec = resolve_spec(args.preset, args.config, overrides, init_from=args.init_from)
-        out = args.out or Path("runs") / (args.preset or DEFAULT_PRESET)
+        out = args.out or _default_out(spec, args.preset or DEFAULT_PRESET, args.overwrite,
+                                       log=(lambda m: None) if args.quiet else _log)
         _check_folder_path(out, "--out")        # before minutes of tokenizer training
         _check_memory(spec)
     if args.resume is None or out.is_dir():      # a missing run is train_run's to report
@@ -133,6 +138,45 @@ def _run_train(args: argparse.Namespace) -> int:
           + f"\n  basegpt train --resume {run} {more}   # the budget counts the whole run\n"
           f"  basegpt plot {run}")
     return 0
+
+
+def _default_out(spec: dict[str, Any], preset: str, overwrite: bool,
+                 log: Callable[[str], None]) -> Path:
+    """The run directory of a new run without --out: runs/NAME, NAME what the run trains on
+    (run_name), or the first free runs/NAME-2, runs/NAME-3, ... when runs/NAME is taken, so
+    that a second `basegpt train` never writes over the first. With `overwrite`, runs/NAME
+    itself (the user asked to replace it)."""
+    from basegpt import distributed
+    base = Path("runs") / run_name(spec, preset)
+    out, n = base, 1
+    while out.exists() and not overwrite:
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    if out != base:
+        log(f"run directory: {out} ({base} is taken; --out names another)")
+    # Under torchrun every process picks the name; none may make the folder (process 0 does,
+    # in train_run) before all have looked, or they would count to different names.
+    distributed.setup().barrier()
+    return out
+
+
+def run_name(spec: dict[str, Any], preset: str) -> str:
+    """What a run trains on, as a folder name: the first input's name (notes.txt, notes/ and
+    notes/*.txt -> "notes"), else a named dataset that is not the preset's own ("shakespeare"),
+    else the preset's name ("laptop")."""
+    from basegpt.config import DataConfig
+    from basegpt.recipe import load_preset
+    inputs = spec["data"].get("inputs") or ()
+    if inputs:
+        path = Path(inputs[0])
+        parts = path.parts
+        magic = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+        if magic is not None:                   # a glob: the folder it searches
+            path = Path(*parts[:magic]) if magic else Path(".")
+        return (path.stem if path.is_file() else path.resolve().name) or preset
+    source = spec["data"].get("source")
+    own = load_preset(preset).get("data", {}).get("source", DataConfig.source)
+    return source if source and source != own else preset
 
 
 def _check_memory(spec: dict[str, Any]) -> None:
