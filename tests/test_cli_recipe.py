@@ -430,6 +430,24 @@ def test_an_unknown_flag_suggests_the_nearest(capsys):
 
 
 @pytest.mark.parametrize("argv", [["train"], ["config", "show"]])
+def test_help_shows_the_named_presets_values(argv, cli_help, capsys):
+    """`--preset seed --help` shows what that command would use: the seed preset's values."""
+    seed = recipe.load_preset("seed")
+    for args in ([*argv, "--preset", "seed"], [*argv, "--preset=seed"]):
+        entries = cli_help(args)
+        for section in ("model", "train", "data"):
+            for name, value in seed[section].items():
+                flag = "--" + name.replace("_", "-")
+                assert f"(default {value})" in entries[flag], f"{args}: {entries[flag]}"
+    with pytest.raises(SystemExit):
+        main([*argv, "--preset", "seed", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "The defaults shown are the seed preset's (--preset seed; without it, laptop)" \
+        in text, text
+    assert "model settings (override preset and --config; defaults: the seed preset's)" in text
+
+
+@pytest.mark.parametrize("argv", [["train"], ["config", "show"]])
 def test_help_shows_the_default_presets_values_and_every_choice(argv, cli_help, capsys):
     from typing import Literal, get_args, get_origin, get_type_hints
     entries = cli_help(argv)
@@ -456,6 +474,10 @@ def test_help_shows_the_default_presets_values_and_every_choice(argv, cli_help, 
     text = " ".join(capsys.readouterr().out.split())
     assert "The defaults shown are the laptop preset's (the default --preset)" in text, text
     assert "`basegpt config show --preset NAME` prints another preset's settings" in text, text
+    assert "A budget you set (--max-steps, --epochs, --max-minutes) replaces the preset's" \
+        in text, text
+    assert "a named dataset: stdlib (the built-in corpus: this Python's standard library) or " \
+           "shakespeare" in text, "--data lists the names it takes"
 
 
 @pytest.mark.parametrize("argv", [[], ["tokenizer"], ["import"], ["config", "show"]])

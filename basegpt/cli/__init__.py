@@ -36,8 +36,10 @@ from basegpt.cli.looking import _add_attention, _add_eval, _add_info
 from basegpt.cli.training import _add_config, _add_plot, _add_train
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full `basegpt` argument parser."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full `basegpt` argument parser. `argv` (default sys.argv[1:]) is only looked at
+    for `--preset NAME`, whose values the help of `train` and `config show` then shows: the
+    values the command would use."""
     parser = _Parser(
         prog="basegpt", description="A GPT from first principles.",
         epilog="examples:\n  basegpt train                  # the main job: a small GPT in a few minutes\n"
@@ -57,15 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corpus(sub)
     _add_generate(sub)
     _add_prepare(sub)
-    _add_train(sub)
+    preset = _preset_named(sys.argv[1:] if argv is None else argv)
+    _add_train(sub, preset)
     _add_plot(sub)
-    _add_config(sub)
+    _add_config(sub, preset)
     _add_eval(sub)
     _add_info(sub)
     _add_attention(sub)
     _add_export(sub)
     _add_import(sub)
     return parser
+
+
+def _preset_named(argv: Sequence[str]) -> str:
+    """The preset `--preset NAME` (or `--preset=NAME`) in argv names, if it is one; else the
+    default preset (a bad name is the parser's to report)."""
+    from basegpt.recipe import DEFAULT_PRESET, preset_names
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        name = (argv[i + 1] if arg == "--preset" and i + 1 < len(argv)
+                else arg.partition("=")[2] if arg.startswith("--preset=") else None)
+        if name in preset_names():
+            return name
+    return DEFAULT_PRESET
 
 
 def _error_line(error: Exception) -> str:
@@ -116,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
-            args = build_parser().parse_args(argv)
+            args = build_parser(argv).parse_args(argv)
             code = args.run(args)
     except USER_ERRORS as error:
         print(f"basegpt: error: {_error_line(error)}", file=sys.stderr)

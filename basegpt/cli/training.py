@@ -27,39 +27,44 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     return out
 
 
-def _defaults_note() -> str:
+def _defaults_note(preset: str) -> str:
     from basegpt.recipe import DEFAULT_PRESET
-    return (f"The defaults shown are the {DEFAULT_PRESET} preset's (the default --preset);\n"
-            "`basegpt config show --preset NAME` prints another preset's settings.")
+    which = ("the default --preset" if preset == DEFAULT_PRESET
+             else f"--preset {preset}; without it, {DEFAULT_PRESET}")
+    return (f"The defaults shown are the {preset} preset's ({which});\n"
+            "`--preset NAME --help` shows another preset's, and `basegpt config show --preset "
+            "NAME`\nprints another preset's settings. A budget you set (--max-steps, --epochs, "
+            "--max-minutes)\nreplaces the preset's, whose other budgets then do not apply.")
 
 
-def _add_spec_flags(p: argparse.ArgumentParser) -> None:
+def _add_spec_flags(p: argparse.ArgumentParser, preset_name: str) -> None:
     """The positional inputs, --preset, --config and one flag per settings field, whose help
-    shows the value the default preset gives it (what a run without the flag uses)."""
+    shows the value the preset `preset_name` gives it (what a run without the flag uses)."""
     from basegpt.config import DataConfig, ModelConfig, TrainConfig
     from basegpt.recipe import DEFAULT_PRESET, load_preset, merge_specs, preset_names
     p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="text files, folders or globs to train on (default: data.source)")
+                   help="text files, folders or globs to train on, or one folder made by "
+                        "`basegpt prepare` (default: data.source)")
     p.add_argument("--preset", choices=preset_names(), default=None,
                    help=f"named settings to start from (default {DEFAULT_PRESET})")
     p.add_argument("--config", type=Path, help="a JSON or TOML file with model/train/data "
                                                "sections; overrides the preset")
-    preset = merge_specs(load_preset(DEFAULT_PRESET))       # {section: {field: value}}
+    preset = merge_specs(load_preset(preset_name))          # {section: {field: value}}
     for section, cls, skip in (("data", DataConfig, ("inputs",)),
                                ("model", ModelConfig, ("vocab_size", "blocks")),
                                ("train", TrainConfig, ())):
         add_field_flags(p, cls, section, defaults=preset[section], skip=skip,
                         flag_names=_FLAG_NAMES,
                         title=f"{section} settings (override preset and --config; defaults: "
-                              f"the {DEFAULT_PRESET} preset's)")
+                              f"the {preset_name} preset's)")
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def _add_train(sub: argparse._SubParsersAction, preset: str) -> None:
     p = sub.add_parser(
         "train", help="train a model (no arguments: the main job on the built-in corpus)",
         description="Train a tokenizer (cached), prepare the data (cached), train a model "
                     "into a run directory,\nand print a sample. Settings: --preset, then "
-                    "--config FILE, then flags.\n" + _defaults_note(),
+                    "--config FILE, then flags.\n" + _defaults_note(preset),
         epilog="examples:\n  basegpt train                                  # the main job\n"
                "  basegpt train --preset seed --max-minutes 2 --out runs/seed\n"
                "  basegpt train --data shakespeare --n-block 6 --out runs/shakes\n"
@@ -80,7 +85,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "settings only dropout and kernels")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log")
-    _add_spec_flags(p)
+    _add_spec_flags(p, preset)
     p.set_defaults(run=_run_train)
 
 
@@ -230,7 +235,7 @@ def _run_plot(args: argparse.Namespace) -> None:
     print(f"wrote {plot_runs(args.runs, out)}")
 
 
-def _add_config(sub: argparse._SubParsersAction) -> None:
+def _add_config(sub: argparse._SubParsersAction, preset: str) -> None:
     p = sub.add_parser("config", help="show the merged settings of a preset, file and flags",
                        epilog="examples:\n  basegpt config show\n"
                               "  basegpt config show --preset seed --lr 0.003",
@@ -240,12 +245,12 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
     show = csub.add_parser(
         "show", help="print the merged model/train/data settings as JSON",
         description="Print the settings `basegpt train` would use with the same --preset, "
-                    "--config and\nflags, every field filled in, as JSON.\n" + _defaults_note(),
+                    "--config and\nflags, every field filled in, as JSON.\n" + _defaults_note(preset),
         epilog="examples:\n  basegpt config show                       # the main job (laptop preset)\n"
                "  basegpt config show --preset seed --lr 0.003\n"
                "  basegpt config show --config my.json --max-steps 100",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_spec_flags(show)
+    _add_spec_flags(show, preset)
     show.set_defaults(run=_run_config_show)
 
 
