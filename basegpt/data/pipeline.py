@@ -44,13 +44,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from basegpt._io import atomic_write_text, check_writable, file_in_the_way, new_folder, staged
 from basegpt.config import DEFAULT_VAL_FRACTION
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, read_text_pieces, text_files
 from basegpt.data.datasets import DEFAULT_DATASET, fetch_dataset, get_dataset
 from basegpt.data.shards import ShardWriter, dtype_for_vocab
+from basegpt.progress import progress_bar
 from basegpt.tokenizer import Tokenizer
 from basegpt.tokenizer.pretokenize import Splitter
 
@@ -189,8 +189,8 @@ def _write_shards(folder: Path, tasks: Iterator[tuple[str, str | None, int]],
     with contextlib.ExitStack() as stack:
         writers = {split: stack.enter_context(ShardWriter(
             folder, SHARD_NAME.format(split=split), dtype, shard_tokens)) for split in SPLITS}
-        bar = stack.enter_context(tqdm(total=total_bytes, desc="prepare", unit="B",
-                                       unit_scale=True, disable=not progress))
+        bar = stack.enter_context(progress_bar(total_bytes, "prepare", "B", show=progress,
+                                               unit_scale=True))
         for (split, text, n_bytes), tokens in _encode_in_order(tasks, tokenizer, workers):
             if text is _EOT:
                 writers[split].write(eot)

@@ -19,9 +19,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from basegpt.corpus import expand_paths, read_text_pieces
+from basegpt.progress import progress_bar
 from basegpt.tokenizer.bpe_fast import train_fast
 from basegpt.tokenizer.bpe_reference import Pair, train_reference
 from basegpt.tokenizer.pretokenize import Splitter
@@ -98,8 +97,7 @@ def learn_merges(texts: Iterable[str], splitter: Splitter, n_merges: int,
     else:                         # the unique chunks as UTF-8, and how often each occurs
         words, counts = _unique_words(texts, splitter, use_c)
     # No bar for no text: Tokenizer.train turns that into an error message instead.
-    with tqdm(total=n_merges, desc="BPE merges", unit="merge",
-              disable=not progress or not words) as bar:
+    with progress_bar(n_merges, "BPE merges", "merge", show=progress and bool(words)) as bar:
         def on_merge(done: int) -> None:
             bar.update(done - bar.n)
         if backend == "reference":
