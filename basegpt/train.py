@@ -338,9 +338,10 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(),
                                                    config.grad_clip or float("inf")).item()
-        loss_total, clock_total, signals = dist.sum_all(
-            [loss_sum.item(), self.clock.now(), self.stop.raised])
+        loss_total, clock_total, signals, n_bytes = dist.sum_all(
+            [loss_sum.item(), self.clock.now(), self.stop.raised, self._target_bytes(batches)])
         loss = loss_total / max(n_real, 1)
+        bpb = loss_total / math.log(2) / n_bytes if n_bytes else None   # as evaluate's
         self.clock.elapsed = clock_total / dist.world      # the mean of the processes' clocks
         updated = self._update(loss, grad_norm, scale, lr)
         self.optimizer.zero_grad(set_to_none=True)
@@ -352,7 +353,16 @@ class Trainer:
             return None
         self.result.tokens += self.tokens_per_step
         self.result.train_loss.append((self.steps, loss))
-        return self._record(loss, lr, grad_norm, scale, self.clock.step_ends())
+        return self._record(loss, bpb, lr, grad_norm, scale, self.clock.step_ends())
+
+    def _target_bytes(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """Bytes of text that the batches' real targets stand for (special tokens count 0,
+        as in evaluation.evaluate): the step's bits per byte divide by it. 0 without a
+        tokenizer, which alone knows them."""
+        if self.bytes_per_token is None:
+            return 0.0
+        return sum(float(self.bytes_per_token[y[y != IGNORE_INDEX].cpu()].sum())
+                   for _, y in batches)
 
     def _forward_backward(self, batches: list[tuple[torch.Tensor, torch.Tensor]],
                           n_real: int) -> torch.Tensor:
@@ -405,14 +415,15 @@ class Trainer:
             scaler.update()
         return False
 
-    def _record(self, loss: float, lr: float, grad_norm: float, scale: float | None,
-                seconds: float) -> dict[str, Any]:
+    def _record(self, loss: float, bpb: float | None, lr: float, grad_norm: float,
+                scale: float | None, seconds: float) -> dict[str, Any]:
         """The step's metrics record (what metrics.jsonl gets: this step's own speed), and
         the bar's numbers (the speed over the last steps, which a single slow step does not
         swing)."""
         tok_s = self.tokens_per_step / max(seconds, 1e-9)           # this step, no evals
         record = {"step": self.steps, "tokens": self.result.tokens,
-                  "epoch": round(self.stream.epoch, 4), "train_loss": loss, "lr": lr,
+                  "epoch": round(self.stream.epoch, 4), "train_loss": loss,
+                  **({"train_bpb": bpb} if bpb is not None else {}), "lr": lr,
                   "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
                   "tokens_per_s": tok_s, "seconds": self.clock.now(),
                   "train_seconds": self.clock.train_seconds}

@@ -250,8 +250,9 @@ def metrics_run(tmp_path) -> Path:
     """A folder with the metrics.jsonl of a 2-step run: all that `basegpt plot` reads."""
     run = tmp_path / "run"
     run.mkdir()
-    records = [{"step": s, "tokens": 128 * s, "train_loss": 5.0 - s, "lr": 1e-3} for s in (1, 2)]
-    records[-1].update(val_loss=4.5)
+    records = [{"step": s, "tokens": 128 * s, "train_loss": 5.0 - s, "train_bpb": 2.0 - s / 2,
+                "lr": 1e-3} for s in (1, 2)]
+    records[-1].update(val_loss=4.5, val_bpb=1.5)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run
 

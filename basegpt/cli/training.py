@@ -216,13 +216,22 @@ def _check_folder_path(path: Path, flag: str) -> None:
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:
+    from basegpt.plot import UNITS
     p = sub.add_parser("plot", help="draw loss curves of one or more runs into a PNG",
+                       description="Loss by step and by tokens seen, and the learning rate, "
+                                   "of each run; several runs overlaid. Losses in bits per "
+                                   "byte, which compare across tokenizers (--units nats: "
+                                   "nats per token, as trained).",
                        epilog="examples:\n  basegpt plot runs/laptop\n"
-                              "  basegpt plot runs/a runs/b --out compare.png",
+                              "  basegpt plot runs/a runs/b --out compare.png\n"
+                              "  basegpt plot runs/a runs/b --units nats --out nats.png",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, default=None,
                    help="PNG to write (default RUN_DIR/loss.png for one run, else compare.png)")
+    p.add_argument("--units", choices=list(UNITS), default="bpb",
+                   help="bpb: bits per byte of text (default; comparable across "
+                        "vocabularies); nats: nats per token")
     p.set_defaults(run=_run_plot)
 
 
@@ -232,7 +241,7 @@ def _run_plot(args: argparse.Namespace) -> None:
         if not run.is_dir():
             raise FileNotFoundError(f"{run}: no such run directory")
     out = args.out or (args.runs[0] / "loss.png" if len(args.runs) == 1 else Path("compare.png"))
-    print(f"wrote {plot_runs(args.runs, out)}")
+    print(f"wrote {plot_runs(args.runs, out, units=args.units)}")
 
 
 def _add_config(sub: argparse._SubParsersAction, preset: str) -> None:
