@@ -44,6 +44,10 @@ TINY_RUN = ["--n-embed", "32", "--n-head", "2", "--n-k", "16", "--n-v", "16", "-
             "--n-context", "32", "--batch-size", "4", "--vocab-size", "300",
             "--max-bytes", "200000", "--eval-tokens", "2048", "--device", "cpu",
             "--max-steps", "2"]
+# A run on a folder made by `basegpt prepare`: its text is tokenized already, so the text
+# settings (vocabulary, corpus size) are not given.
+PREPARED_RUN = [arg for flag, value in zip(TINY_RUN[::2], TINY_RUN[1::2])
+                if flag not in ("--vocab-size", "--max-bytes") for arg in (flag, value)]
 # A resume goes two steps further; a fine-tuning run keeps its source's model, so only the
 # training settings shrink.
 RESUME = ["--max-steps", "4"]
@@ -213,6 +217,9 @@ def shrunk(argv: list[str]) -> list[str]:
         return argv + RESUME
     if "--init-from" in argv:
         return argv + INIT_FROM
+    from basegpt.data.pipeline import is_prepared
+    if len(argv) > 1 and is_prepared(argv[1]):
+        return argv + PREPARED_RUN
     return argv + TINY_RUN
 
 
