@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -254,7 +253,8 @@ def _add_config(sub: argparse._SubParsersAction, preset: str) -> None:
     show = csub.add_parser(
         "show", help="print the merged model/train/data settings as JSON",
         description="Print the settings `basegpt train` would use with the same --preset, "
-                    "--config and\nflags, every field filled in, as JSON.\n" + _defaults_note(preset),
+                    "--config and\nflags, every field filled in, as JSON.\n"
+                    + _defaults_note(preset),
         epilog="examples:\n  basegpt config show                       # the main job (laptop preset)\n"
                "  basegpt config show --preset seed --lr 0.003\n"
                "  basegpt config show --config my.json --max-steps 100",
