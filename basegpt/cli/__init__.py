@@ -27,8 +27,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 
-from basegpt.cli import _common
-from basegpt.cli._common import PATH_ERRNOS, USER_ERRORS, _Parser
+from basegpt.cli._common import PATH_ERRNOS, USER_ERRORS, _log, _Parser
 from basegpt.cli.data import _add_corpus, _add_prepare, _add_tokenizer
 from basegpt.cli.generating import _add_generate
 from basegpt.cli.interop import _add_export, _add_import
@@ -166,7 +165,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     """A warning as the command line shows it: one line, `basegpt: warning: ...`, through
     the progress bar if one is drawn (not Python's "file:line: UserWarning:" and the source
     line, which are for the library's developers)."""
-    _common._log(f"basegpt: warning: {message}")
+    _log(f"basegpt: warning: {message}")
 
 
 def _on_sigterm(handler: object) -> object:

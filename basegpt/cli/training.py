@@ -147,11 +147,11 @@ def _run_train(args: argparse.Namespace) -> int:
 def _default_out(spec: dict[str, Any], preset: str, overwrite: bool,
                  log: Callable[[str], None]) -> Path:
     """The run directory of a new run without --out: runs/NAME, NAME what the run trains on
-    (run_name), or the first free runs/NAME-2, runs/NAME-3, ... when runs/NAME is taken, so
+    (_run_name), or the first free runs/NAME-2, runs/NAME-3, ... when runs/NAME is taken, so
     that a second `basegpt train` never writes over the first. With `overwrite`, runs/NAME
     itself (the user asked to replace it)."""
     from basegpt import distributed
-    base = Path("runs") / run_name(spec, preset)
+    base = Path("runs") / _run_name(spec, preset)
     out, n = base, 1
     while out.exists() and not overwrite:
         n += 1
@@ -164,7 +164,7 @@ def _default_out(spec: dict[str, Any], preset: str, overwrite: bool,
     return out
 
 
-def run_name(spec: dict[str, Any], preset: str) -> str:
+def _run_name(spec: dict[str, Any], preset: str) -> str:
     """What a run trains on, as a folder name: the first input's name (notes.txt, notes/ and
     notes/*.txt -> "notes"), else a named dataset that is not the preset's own ("shakespeare"),
     else the preset's name ("laptop")."""
