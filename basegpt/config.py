@@ -231,7 +231,8 @@ class TrainConfig:
     checkpoint_every: int = 0           # steps between checkpoints; 0 = only at the end
     keep_checkpoints: int = 2           # latest checkpoints kept in run_dir/checkpoints/
     seed: int = 0
-    device: str = "auto"                # auto | cpu | cuda | cuda:N | mps; auto: cuda, mps, cpu
+    device: str = field(default="auto", metadata={
+        "help": "auto, cpu, cuda, cuda:N or mps (auto: the first of cuda, mps, cpu here)"})
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
     on_nonfinite: Literal["stop", "skip"] = "stop"
@@ -287,17 +288,30 @@ class TrainConfig:
         return cls(**d)
 
 
+DEFAULT_VAL_FRACTION = 0.05
+"""The share of documents held out for validation, unless set: `basegpt train` (DataConfig)
+and `basegpt prepare` (data.pipeline.prepare) both default to it, so a folder prepared by
+hand splits like the cached shards of a train run on the same text."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the text comes from and how it is tokenized."""
 
-    source: str = "stdlib"              # a named dataset (stdlib = the built-in corpus)
+    source: str = field(default="stdlib", metadata={
+        "help": "a named dataset: stdlib (the built-in corpus: this Python's standard "
+                "library) or shakespeare; INPUT files replace it"})
     inputs: tuple[str, ...] = ()        # files / folders / globs; replace `source` if given
-    max_bytes: int | None = DEFAULT_BUILTIN_BYTES   # cap of the built-in corpus
-    tokenizer: str | None = None        # an existing tokenizer.json; None = train one
-    vocab_size: int = 4096              # when training the tokenizer
-    pattern: str = DEFAULT_PATTERN      # when training the tokenizer
-    val_fraction: float = 0.05          # documents held out for validation
+    max_bytes: int | None = field(default=DEFAULT_BUILTIN_BYTES, metadata={
+        "help": "cap of the built-in corpus, in bytes"})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "an existing tokenizer.json to use (unset: train one on the data, cached)"})
+    vocab_size: int = field(default=4096, metadata={
+        "help": "of the tokenizer trained on the data, special tokens included"})
+    pattern: str = field(default=DEFAULT_PATTERN, metadata={
+        "help": "the tokenizer's pre-split: gpt2, gpt4, none, or a regex"})
+    val_fraction: float = field(default=DEFAULT_VAL_FRACTION, metadata={
+        "help": "share of documents held out for validation (of the text, for one document)"})
 
     def __post_init__(self) -> None:
         _check_types(self)

@@ -8,13 +8,21 @@ caps it, cutting the last file at a line boundary.
 
 Each source yields *documents* (one per file): the tokenizer never merges across two of them,
 and the data pipeline separates them with the end-of-text token.
+
+Text is UTF-8. `text_files` is `expand_paths` for training: what a folder or a glob finds
+that is not UTF-8 text (an image, a PDF, a file in Latin-1) is left out with a warning that
+names it, so one stray file does not stop a run; a file named on its own is always read, and
+then fails with a message naming the file, the byte and (only where the bytes look like text
+in a one-byte encoding) the `iconv` command that converts it.
 """
 
 from __future__ import annotations
 
+import codecs
 import glob
 import os
 import sysconfig
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -89,12 +97,45 @@ def expand_paths(inputs: Iterable[str | os.PathLike],
     that matches no file, and PermissionError naming a folder that may not be listed (rather
     than skipping it, or calling its files missing).
     """
+    return [path for path, _ in _expand(inputs, exclude)]
+
+
+def text_files(inputs: Iterable[str | os.PathLike],
+               exclude: Iterable[str | os.PathLike] = ()) -> list[Path]:
+    """`expand_paths`, less the files found by a folder or a glob that are not UTF-8 text.
+
+    Each file left out gets a warning naming it and why: a binary file (it holds a NUL byte,
+    which no text has), or bytes that are not UTF-8, with the command that converts them when
+    they look like Latin-1 or Windows-1252 text. A file named on its own is kept either way
+    (reading it fails with that message). Every file found is read once to check it. Raises
+    ValueError when no text is left. (Python shows a warning once per message, so a folder
+    read twice, for the tokenizer and then for the shards, names each such file once.)
+    """
+    inputs = list(inputs)
+    kept, left_out = [], []
+    for path, named in _expand(inputs, exclude):
+        problem = None if named else not_text(path)
+        if problem is None:
+            kept.append(path)
+        else:
+            left_out.append(path)
+            warnings.warn(f"skipped {path}: {problem}", stacklevel=2)
+    if not kept:
+        raise ValueError(f"no UTF-8 text in {', '.join(map(str, inputs))}: all "
+                         f"{len(left_out)} file(s) found were skipped (see the warnings "
+                         "above); give text files")
+    return kept
+
+
+def _expand(inputs: Iterable[str | os.PathLike],
+            exclude: Iterable[str | os.PathLike]) -> list[tuple[Path, bool]]:
+    """expand_paths' work: (file, whether it was named on its own) in order."""
     excluded = [Path(p).resolve() for p in exclude]
 
     def wanted(path: Path) -> bool:
         return path.is_file() and not any(path.resolve().is_relative_to(e) for e in excluded)
 
-    files: list[Path] = []
+    files: list[tuple[Path, bool]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -118,7 +159,7 @@ def expand_paths(inputs: Iterable[str | os.PathLike],
             _check_listable(item)       # glob skips a folder it may not read, silently
             raise FileNotFoundError(f"{item}: no such file, folder or glob match; "
                                     "check the path (folders are read recursively)")
-        files.extend(found)
+        files.extend((f, path.is_file()) for f in found)
     return files
 
 
@@ -147,8 +188,107 @@ def read_text_file(path: str | os.PathLike) -> str:
                                 "file in it")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    data = path.read_bytes()
     try:
-        return path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not valid UTF-8 (byte {error.start}: {error.reason}); "
-                         "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+        raise ValueError(f"{path} is {not_utf8(path, data, error.start, error.reason)}") from None
+
+
+def read_text_pieces(path: str | os.PathLike, block_bytes: int = 1 << 20) -> Iterator[str]:
+    """The text of a UTF-8 file, `block_bytes` bytes at a time (a character cut by a block's
+    end comes whole with the next piece). Bytes that are not UTF-8 are a ValueError naming
+    the file and the byte (see not_utf8), found when their block is read."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a text file")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    offset = 0
+    with open(path, "rb") as f:
+        while raw := f.read(block_bytes):
+            try:
+                text = decoder.decode(raw)
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path} is "
+                                 f"{not_utf8(path, raw, offset + error.start, error.reason)}"
+                                 ) from None
+            offset += len(raw)
+            yield text
+    buffered = len(decoder.getstate()[0])          # bytes of an unfinished character
+    if buffered:
+        cut = not_utf8(path, b"", offset - buffered, "the file ends inside a character")
+        raise ValueError(f"{path} is {cut}")
+
+
+# ------------------------------------------------------------------------ is it text?
+
+_READ_BYTES = 1 << 20
+_CONTROL = bytes(sorted(set(range(0x20)) - set(b"\t\n\f\r"))) + b"\x7f"
+"""Bytes that plain text does not hold, in any of the encodings below."""
+_C1 = bytes(range(0x80, 0xA0))
+"""Control codes in Latin-1, but printable in Windows-1252 (curly quotes, the euro sign)..."""
+_CP1252_UNDEFINED = b"\x81\x8d\x8f\x90\x9d"
+"""... except these five, which Windows-1252 leaves undefined."""
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def not_text(path: str | os.PathLike) -> str | None:
+    """Why the file at `path` is not UTF-8 text, or None if it is: "a binary file (a NUL
+    byte at byte N)", "UTF-16 text: convert it ...", or not_utf8's words. Reads the whole
+    file, a block at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    offset = 0
+    with open(path, "rb") as f:
+        while block := f.read(_READ_BYTES):
+            if offset == 0 and block.startswith(_UTF16_BOMS):
+                return (f"UTF-16 text, not UTF-8: convert it first, e.g. iconv -f utf-16 -t "
+                        f"utf-8 {path} > {_converted(path)}")
+            nul = block.find(b"\0")
+            if nul >= 0:            # valid UTF-8, but no text holds one
+                return f"a binary file (a NUL byte at byte {offset + nul})"
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                return not_utf8(path, block, offset + error.start, error.reason)
+            offset += len(block)
+    buffered = len(decoder.getstate()[0])
+    return (not_utf8(path, b"", offset - buffered, "the file ends inside a character")
+            if buffered else None)
+
+
+def not_utf8(path: str | os.PathLike, data: bytes, at: int, reason: str) -> str:
+    """What is wrong with a file that is not UTF-8, and (where its bytes `data`, all or a
+    part, look like text in a one-byte encoding) the iconv command that converts it:
+
+        not_utf8("a.txt", "café".encode("latin1"), 3, "invalid continuation byte")
+        -> "not valid UTF-8 (byte 3: invalid continuation byte); it looks like Latin-1 text:
+            convert it first, e.g. iconv -f latin1 -t utf-8 a.txt > a.utf8.txt"
+
+    Other bytes (a binary file, an unknown encoding) get no such advice: "not valid UTF-8 (byte 3:
+    ...); basegpt reads UTF-8 text".
+    """
+    where = f"not valid UTF-8 (byte {at}: {reason})"
+    encoding = _one_byte_encoding(data)
+    if encoding is None:
+        return f"{where}; basegpt reads UTF-8 text"
+    name, iconv = encoding
+    return (f"{where}; it looks like {name} text: convert it first, e.g. iconv -f {iconv} "
+            f"-t utf-8 {path} > {_converted(path)}")
+
+
+def _converted(path: str | os.PathLike) -> Path:
+    """Where the suggested conversion of `path` goes: notes.txt -> notes.utf8.txt."""
+    return Path(path).with_suffix(".utf8" + Path(path).suffix)
+
+
+def _one_byte_encoding(data: bytes) -> tuple[str, str] | None:
+    """(name, iconv's name) of the one-byte encoding that `data` looks like text in, if
+    any: no control bytes, and every byte above 0x7f printable in Latin-1 (or else in
+    Windows-1252). A binary file (an image, a zip) has control bytes all over."""
+    if not data or data.translate(None, delete=_CONTROL) != data:
+        return None
+    if data.translate(None, delete=_C1) == data:
+        return "Latin-1", "latin1"
+    if data.translate(None, delete=_CP1252_UNDEFINED) == data:
+        return "Windows-1252", "cp1252"
+    return None

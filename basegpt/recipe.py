@@ -14,6 +14,8 @@ Steps of `train_run(spec)`:
    second run skips it;
 2. the data: tokenized into shards (`basegpt.data.prepare`) and cached by (corpus,
    tokenizer hash, validation fraction);
+   a folder made by `basegpt prepare`, given as the only input, is both: its shards are
+   trained on as they are, with the tokenizer.json beside them (`prepared_input`);
 3. the model from the model section, vocab_size = len(tokenizer) (with init_from: the
    model of that run, starting from its weights, for fine-tuning);
 4. fit() into the run directory, evaluating on the held-out split.
@@ -155,8 +157,48 @@ def resolve_spec(preset: str | None = None, config_file: str | os.PathLike | Non
     if init_from is not None:
         spec["model"] = _init_model(init_from, explicit["model"])
         spec["data"]["tokenizer"] = _init_tokenizer(init_from, explicit["data"].get("tokenizer"))
-    check_spec(spec)
+    _, _, data = check_spec(spec)
+    folder = prepared_input(data)
+    if folder is not None:
+        _check_no_text_settings(folder, explicit["data"])
     return spec
+
+
+TEXT_SETTINGS = ("source", "max_bytes", "vocab_size", "pattern", "val_fraction")
+"""The data settings that say how to read, tokenize and split text: a prepared folder has
+had all of that done (`basegpt prepare`), so setting one for it is an error."""
+
+
+def prepared_input(data: DataConfig) -> Path | None:
+    """The folder made by `basegpt prepare` that data.inputs names, or None if it names
+    text. Such a folder is trained on as it is: its shards, its tokenizer, its validation
+    split. It must be the only input (its shards are tokens, not text to add to)."""
+    from basegpt.data.pipeline import is_prepared
+    folders = [Path(item) for item in data.inputs if is_prepared(item)]
+    if not folders:
+        return None
+    if len(data.inputs) > 1:
+        raise ValueError(f"{folders[0]} is a folder of token shards made by `basegpt prepare`, "
+                         "which trains as it is; give it as the only input, or give text files "
+                         "and folders only")
+    return folders[0]
+
+
+def _check_no_text_settings(folder: Path, given: dict[str, Any]) -> None:
+    """Refuse text settings (TEXT_SETTINGS) set for a prepared folder: they would be ignored."""
+    from basegpt.data import load_meta
+    for name in TEXT_SETTINGS:
+        if name in given:
+            meta = load_meta(folder)
+            flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+            raise ValueError(f"{folder} is already tokenized ({meta['vocab_size']}-token "
+                             f"vocabulary) and split (val_fraction {meta['val_fraction']:g}) "
+                             f"by `basegpt prepare`, so data.{name} ({flag}) would change "
+                             "nothing; drop it, or run `basegpt prepare` again with the "
+                             "setting you want")
+
+
+_FLAGS = {"source": "--data"}
 
 
 def _init_model(init_from: str | os.PathLike, changes: dict[str, Any]) -> dict[str, Any]:
@@ -242,9 +284,14 @@ def _documents(data: DataConfig) -> tuple[list, list[str]]:
 
 
 def get_tokenizer(data: DataConfig, progress: bool, log: Callable[[str], None]) -> Tokenizer:
-    """The tokenizer named by data.tokenizer, else a cached one, else train and cache it."""
+    """The tokenizer named by data.tokenizer, else a prepared folder's (the one its shards
+    were made with), else a cached one, else train and cache it."""
     if data.tokenizer is not None:
         return Tokenizer.load(data.tokenizer)
+    folder = prepared_input(data)
+    if folder is not None:
+        log(f"tokenizer: {folder / 'tokenizer.json'} (the one its shards were made with)")
+        return Tokenizer.load(folder / "tokenizer.json")
     from basegpt.data.datasets import cache_dir
     pattern_key = hashlib.sha256(data.pattern.encode()).hexdigest()[:8]
     path = cache_dir() / "tokenizers" / f"{_source_key(data)}-v{data.vocab_size}-{pattern_key}.json"
@@ -263,9 +310,14 @@ def get_tokenizer(data: DataConfig, progress: bool, log: Callable[[str], None]) 
 
 def get_shards(data: DataConfig, tokenizer: Tokenizer, progress: bool,
                log: Callable[[str], None]) -> Path:
-    """A folder of prepared shards for this corpus and tokenizer (cached)."""
+    """A folder of prepared shards for this corpus and tokenizer: the one data.inputs
+    names if it is one (prepared_input), else the cache's, prepared first if missing."""
     from basegpt.data.datasets import cache_dir
     from basegpt.data.pipeline import prepare
+    folder = prepared_input(data)
+    if folder is not None:
+        log(f"data: the shards prepared in {folder}")
+        return folder
     folder = (cache_dir() / "shards" /
               f"{_source_key(data)}-{tokenizer.hash[:12]}-val{data.val_fraction:g}")
     if (folder / "meta.json").is_file():
@@ -319,7 +371,9 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
     from basegpt.checkpoint import read_config
     from basegpt.runlock import run_lock
 
-    log = log or (lambda m: print(m, file=sys.stderr))
+    if log is None:
+        from tqdm.auto import tqdm
+        log = lambda m: tqdm.write(m, file=sys.stderr)      # noqa: E731 (above any bar)
     out = Path(out)
     if init_from is not None:
         if resume:

@@ -31,6 +31,7 @@ DistributedDataParallel under torchrun (distributed.py). `model.train(loader, ep
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import math
@@ -61,6 +62,7 @@ from basegpt.evaluation import evaluate, token_bytes, window_len
 from basegpt.model import B2lM
 from basegpt.optim import (decay_progress, learning_rate, make_optimizer, optimizer_kernels,
                            planned_steps, stop_reason)
+from basegpt.progress import progress_bar
 from basegpt.rundir import (checkpoint_to_resume, last_checkpoint, save_best, save_checkpoint,
                             start_afresh, tidy as tidy_run_dir)
 from basegpt.runlock import RunLock, run_lock
@@ -301,6 +303,7 @@ class Trainer:
         self.model.train()
         self.bar = _progress_bar(self.config, self.total_steps, self.steps, self.clock.before,
                                  show=progress and self.dist.is_main)
+        self.speed = _Speed()
         self.clock.begin()
         # Steps and epochs come out the same in every process; the clock and Ctrl-C do not,
         # so those are voted on inside each step's loss all-reduce (step). A process that
@@ -338,9 +341,10 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(),
                                                    config.grad_clip or float("inf")).item()
-        loss_total, clock_total, signals = dist.sum_all(
-            [loss_sum.item(), self.clock.now(), self.stop.raised])
+        loss_total, clock_total, signals, n_bytes = dist.sum_all(
+            [loss_sum.item(), self.clock.now(), self.stop.raised, self._target_bytes(batches)])
         loss = loss_total / max(n_real, 1)
+        bpb = loss_total / math.log(2) / n_bytes if n_bytes else None   # as evaluate's
         self.clock.elapsed = clock_total / dist.world      # the mean of the processes' clocks
         updated = self._update(loss, grad_norm, scale, lr)
         self.optimizer.zero_grad(set_to_none=True)
@@ -352,7 +356,16 @@ class Trainer:
             return None
         self.result.tokens += self.tokens_per_step
         self.result.train_loss.append((self.steps, loss))
-        return self._record(loss, lr, grad_norm, scale, self.clock.step_ends())
+        return self._record(loss, bpb, lr, grad_norm, scale, self.clock.step_ends())
+
+    def _target_bytes(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        """Bytes of text that the batches' real targets stand for (special tokens count 0,
+        as in evaluation.evaluate): the step's bits per byte divide by it. 0 without a
+        tokenizer, which alone knows them."""
+        if self.bytes_per_token is None:
+            return 0.0
+        return sum(float(self.bytes_per_token[y[y != IGNORE_INDEX].cpu()].sum())
+                   for _, y in batches)
 
     def _forward_backward(self, batches: list[tuple[torch.Tensor, torch.Tensor]],
                           n_real: int) -> torch.Tensor:
@@ -405,25 +418,32 @@ class Trainer:
             scaler.update()
         return False
 
-    def _record(self, loss: float, lr: float, grad_norm: float, scale: float | None,
-                seconds: float) -> dict[str, Any]:
-        """The step's metrics record (what metrics.jsonl gets), also shown on the bar."""
+    def _record(self, loss: float, bpb: float | None, lr: float, grad_norm: float,
+                scale: float | None, seconds: float) -> dict[str, Any]:
+        """The step's metrics record (what metrics.jsonl gets: this step's own speed), and
+        the bar's numbers (the speed over the last steps, which a single slow step does not
+        swing)."""
         tok_s = self.tokens_per_step / max(seconds, 1e-9)           # this step, no evals
         record = {"step": self.steps, "tokens": self.result.tokens,
-                  "epoch": round(self.stream.epoch, 4), "train_loss": loss, "lr": lr,
+                  "epoch": round(self.stream.epoch, 4), "train_loss": loss,
+                  **({"train_bpb": bpb} if bpb is not None else {}), "lr": lr,
                   "grad_norm": grad_norm if math.isfinite(grad_norm) else None,
                   "tokens_per_s": tok_s, "seconds": self.clock.now(),
                   "train_seconds": self.clock.train_seconds}
         if scale is not None:
             record["loss_scale"] = self.scaler.get_scale()
-        postfix = {"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_s:,.0f}"}
+        smooth = self.speed.add(self.tokens_per_step, seconds)
+        by_clock = self.total_steps is None
+        postfix = {"step": str(self.steps)} if by_clock else {}   # the bar counts seconds
+        postfix.update(loss=f"{loss:.3f}", lr=f"{lr:.2e}")
+        postfix["tok/s"] = f"{smooth:,.0f}"
         if self.peak:
             # tok_s counts every process's tokens; MFU is per device, against one's peak.
-            record["mfu"] = self.flops_per_token * tok_s / (self.peak * self.dist.world)
-            postfix["mfu"] = f"{record['mfu']:.1%}"
-        by_clock = self.total_steps is None
+            per_device_peak = self.peak * self.dist.world
+            record["mfu"] = self.flops_per_token * tok_s / per_device_peak
+            postfix["mfu"] = f"{self.flops_per_token * smooth / per_device_peak:.1%}"
+        self.bar.set_postfix(postfix, refresh=False)    # drawn by the update, when due
         self.bar.update(min(record["seconds"], self.bar.total) - self.bar.n if by_clock else 1)
-        self.bar.set_postfix(postfix)
         return record
 
     def validation_due(self) -> bool:
@@ -517,15 +537,29 @@ class _Clock:
 def _progress_bar(config: TrainConfig, total_steps: int | None, start_step: int,
                   seconds_before: float, show: bool) -> tqdm:
     """The bar counts steps; with only a time budget it counts seconds, so its ETA is the
-    budget's end."""
+    budget's end. At a terminal it is drawn in place; elsewhere it is a line every
+    progress.LOG_EVERY seconds (progress.py)."""
     by_clock = total_steps is None
     total = config.max_minutes * 60 if by_clock else total_steps
     # A resume past its budget trains nothing; capped, the bar shows it full (tqdm warns
     # "clamping frac" for a start beyond its total).
-    return tqdm(total=total, initial=min(seconds_before if by_clock else start_step, total),
-                desc="train", unit="s" if by_clock else "step", disable=not show,
-                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}{unit} "
-                "[{elapsed}<{remaining}{postfix}]" if by_clock else None)
+    return progress_bar(total, "train", "s" if by_clock else "step", show=show,
+                        initial=min(seconds_before if by_clock else start_step, total),
+                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}{unit} "
+                        "[{elapsed}<{remaining}{postfix}]" if by_clock else None)
+
+
+class _Speed:
+    """Tokens per second over the last `window` steps: the tokens they trained over the
+    seconds they took (not a mean of per-step rates, which a few fast steps would inflate)."""
+
+    def __init__(self, window: int = 20) -> None:
+        self.steps: collections.deque[tuple[int, float]] = collections.deque(maxlen=window)
+
+    def add(self, tokens: int, seconds: float) -> float:
+        """Count one more step; returns the speed over the window."""
+        self.steps.append((tokens, seconds))
+        return sum(t for t, _ in self.steps) / max(sum(s for _, s in self.steps), 1e-9)
 
 
 # ------------------------------------------------------------------------ helpers of fit

@@ -87,8 +87,9 @@ def _train_call(argv: list[str], monkeypatch) -> dict:
     return seen
 
 
-def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch):
+def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch, tmp_path):
     """`basegpt train` alone: the laptop preset into runs/laptop, on a stated time budget."""
+    monkeypatch.chdir(tmp_path)
     seen = _train_call([], monkeypatch)
     assert seen["out"] == Path("runs/laptop") and not seen["resume"], seen
     assert seen["spec"] == recipe.resolve_spec("laptop"), "the laptop preset, nothing added"
@@ -101,6 +102,28 @@ def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch):
     text = summary(B2lM(model.replace(vocab_size=300)), train, torch.device("cpu"),
                    torch.float32, model.n_context, 1, 1, None)
     assert "budget 4 min" in text, f"the budget is stated before training:\n{text}"
+
+
+@pytest.mark.parametrize("argv, name", [
+    ([], "laptop"), (["--preset", "seed"], "seed"), (["--data", "shakespeare"], "shakespeare"),
+    (["--preset", "shakespeare-char"], "shakespeare-char"), (["mytext.txt"], "mytext"),
+    (["mytext/"], "mytext"), (["notes/*.md", "mytext.txt"], "notes"),
+])
+def test_a_new_run_is_named_after_its_data_and_never_written_over(argv, name, monkeypatch,
+                                                                  tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for folder in ("mytext", "notes"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.md").write_text("text")
+    (tmp_path / "mytext.txt").write_text("text")
+    assert _train_call(argv, monkeypatch)["out"] == Path("runs", name)
+    (tmp_path / "runs" / name).mkdir(parents=True)          # taken: by a run, or anything
+    assert _train_call(argv, monkeypatch)["out"] == Path("runs", f"{name}-2")
+    (tmp_path / "runs" / f"{name}-2").mkdir()
+    assert _train_call(argv, monkeypatch)["out"] == Path("runs", f"{name}-3")
+    assert _train_call([*argv, "--overwrite"], monkeypatch)["out"] == Path("runs", name), \
+        "--overwrite: the run to replace"
+    assert _train_call([*argv, "--out", "mine"], monkeypatch)["out"] == Path("mine")
 
 
 @pytest.mark.parametrize("cls, section", [(ModelConfig, "model"), (TrainConfig, "train"),
@@ -168,6 +191,18 @@ def test_train_and_data_configs_check_types_themselves():
     assert DataConfig(inputs=["a.txt"], max_bytes=None).inputs == ("a.txt",), "JSON's list"
 
 
+def test_prepare_and_train_hold_out_the_same_share_by_default(monkeypatch):
+    """A folder prepared by hand splits like the shards `basegpt train` prepares itself."""
+    import inspect
+    from basegpt.cli import build_parser
+    from basegpt.data.pipeline import prepare
+    prepare_flag = build_parser().parse_args(["prepare", "--out", "x"]).val_fraction
+    library = inspect.signature(prepare).parameters["val_fraction"].default
+    train = recipe.check_spec(_train_call([], monkeypatch)["spec"])[2].val_fraction
+    assert prepare_flag == library == train == DataConfig().val_fraction, \
+        (prepare_flag, library, train)
+
+
 # ------------------------------------------------------------------------ docs tables
 
 def docs_table(header: str) -> dict[str, str]:
@@ -215,8 +250,9 @@ def metrics_run(tmp_path) -> Path:
     """A folder with the metrics.jsonl of a 2-step run: all that `basegpt plot` reads."""
     run = tmp_path / "run"
     run.mkdir()
-    records = [{"step": s, "tokens": 128 * s, "train_loss": 5.0 - s, "lr": 1e-3} for s in (1, 2)]
-    records[-1].update(val_loss=4.5)
+    records = [{"step": s, "tokens": 128 * s, "train_loss": 5.0 - s, "train_bpb": 2.0 - s / 2,
+                "lr": 1e-3} for s in (1, 2)]
+    records[-1].update(val_loss=4.5, val_bpb=1.5)
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run
 
@@ -297,6 +333,88 @@ def test_eval_of_too_short_a_text_says_so_in_cli_words(tiny_run, capsys):
     assert "texts=" not in line, f"library wording: {line}"
 
 
+# ------------------------------------------------------------------------ what train reads
+
+MODEL_ONLY = TINY[:TINY.index("--vocab-size")] + TINY[TINY.index("--eval-tokens"):]
+"""TINY without the text settings (--vocab-size, --max-bytes), which a prepared folder refuses."""
+
+
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory) -> Path:
+    """A folder of a user's notes: eight text files, a stray PNG and a Latin-1 file."""
+    from basegpt import builtin_corpus
+    folder = tmp_path_factory.mktemp("notes") / "notes"
+    folder.mkdir()
+    for i, text in enumerate(list(builtin_corpus(120_000))[:8]):
+        (folder / f"n{i}.txt").write_text(text, encoding="utf-8")
+    (folder / "diagram.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(256))
+    (folder / "old.txt").write_bytes("café crème\n".encode("latin-1"))
+    return folder
+
+
+def test_prepare_skips_what_is_not_text_naming_each_file(notes, tmp_path, capsys):
+    assert main(["tokenizer", "train", str(notes), "--vocab-size", "300", "--out",
+                 str(tmp_path / "tok.json"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"basegpt: warning: skipped {notes / 'diagram.png'}: a binary file" in err, err
+    assert main(["prepare", str(notes), "--tokenizer", str(tmp_path / "tok.json"), "--out",
+                 str(tmp_path / "shards"), "--workers", "1", "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 2, f"one line per skipped file: {warnings}"
+    binary, latin = sorted(warnings)
+    assert binary == f"basegpt: warning: skipped {notes / 'diagram.png'}: a binary file (a NUL " \
+                     "byte at byte 8)", binary
+    assert latin.startswith(f"basegpt: warning: skipped {notes / 'old.txt'}: not valid UTF-8") \
+        and "iconv -f latin1 -t utf-8" in latin, latin
+    meta = json.loads((tmp_path / "shards" / "meta.json").read_text())
+    assert sum(meta["documents"].values()) == 8, f"the eight text files: {meta['documents']}"
+
+
+@pytest.mark.slow                 # trains, evaluates, plots and samples: ~5 s on a busy CPU
+def test_train_on_a_prepared_folder_uses_its_shards_and_tokenizer(notes, tmp_path, capsys,
+                                                                  monkeypatch):
+    """`basegpt prepare` then `basegpt train DIR`: no tokenizer is trained and nothing is
+    tokenized again; the run's tokenizer is the folder's."""
+    from basegpt import Tokenizer
+    monkeypatch.setenv("BASEGPT_CACHE", str(tmp_path / "cache"))
+    shards = tmp_path / "shards"
+    tokenizer = Tokenizer(vocab_size=260).train(notes / "n0.txt", progress=False)
+    tokenizer.save(tmp_path / "tok.json")
+    assert main(["prepare", str(notes), "--tokenizer", str(tmp_path / "tok.json"), "--out",
+                 str(shards), "--workers", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(shards), *MODEL_ONLY, "--max-steps", "2",
+                 "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    assert "not valid UTF-8" not in capsys.readouterr().err
+    from basegpt.checkpoint import load_run
+    run = load_run(tmp_path / "run")
+    assert run.tokenizer.hash == tokenizer.hash and run.model.config.vocab_size == 260, \
+        "the folder's tokenizer, not one trained on the shards' bytes"
+    assert not (tmp_path / "cache").exists(), "no tokenizer trained, nothing tokenized again"
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert records[-1]["step"] == 2 and "val_loss" in records[-1], records[-1]
+
+
+def test_a_text_setting_for_a_prepared_folder_is_refused(notes, tmp_path, capsys, monkeypatch):
+    from basegpt import Tokenizer
+    monkeypatch.setenv("BASEGPT_CACHE", str(tmp_path / "cache"))
+    Tokenizer(vocab_size=258).save(tmp_path / "tok.json")
+    assert main(["prepare", str(notes / "n0.txt"), str(notes / "n1.txt"), "--tokenizer",
+                 str(tmp_path / "tok.json"), "--out", str(tmp_path / "shards"), "--quiet"]) == 0
+    capsys.readouterr()
+    for flags, named in ((["--val-fraction", "0.2"], "data.val_fraction (--val-fraction)"),
+                         (["--vocab-size", "512"], "data.vocab_size (--vocab-size)")):
+        assert main(["train", str(tmp_path / "shards"), *flags, "--out", str(tmp_path / "r")]) == 2
+        line = one_error_line(capsys)
+        assert f"{tmp_path / 'shards'} is already tokenized (258-token vocabulary) and split " \
+               f"(val_fraction 0.05) by `basegpt prepare`, so {named} would change nothing" \
+               in line, line
+    assert main(["train", str(tmp_path / "shards"), str(notes / "n2.txt"),
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "give it as the only input" in one_error_line(capsys)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "cache").exists(), "refused first"
+
+
 # ------------------------------------------------------------------------ the parser
 
 def test_an_unknown_flag_suggests_the_nearest(capsys):
@@ -310,6 +428,24 @@ def test_an_unknown_flag_suggests_the_nearest(capsys):
         main(["tokenizer", "train", "--bogus"])
     line = one_error_line(capsys)
     assert "--bogus" in line and "did you mean" not in line, f"nothing near --bogus: {line}"
+
+
+@pytest.mark.parametrize("argv", [["train"], ["config", "show"]])
+def test_help_shows_the_named_presets_values(argv, cli_help, capsys):
+    """`--preset seed --help` shows what that command would use: the seed preset's values."""
+    seed = recipe.load_preset("seed")
+    for args in ([*argv, "--preset", "seed"], [*argv, "--preset=seed"]):
+        entries = cli_help(args)
+        for section in ("model", "train", "data"):
+            for name, value in seed[section].items():
+                flag = "--" + name.replace("_", "-")
+                assert f"(default {value})" in entries[flag], f"{args}: {entries[flag]}"
+    with pytest.raises(SystemExit):
+        main([*argv, "--preset", "seed", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "The defaults shown are the seed preset's (--preset seed; without it, laptop)" \
+        in text, text
+    assert "model settings (override preset and --config; defaults: the seed preset's)" in text
 
 
 @pytest.mark.parametrize("argv", [["train"], ["config", "show"]])
@@ -339,6 +475,10 @@ def test_help_shows_the_default_presets_values_and_every_choice(argv, cli_help, 
     text = " ".join(capsys.readouterr().out.split())
     assert "The defaults shown are the laptop preset's (the default --preset)" in text, text
     assert "`basegpt config show --preset NAME` prints another preset's settings" in text, text
+    assert "A budget you set (--max-steps, --epochs, --max-minutes) replaces the preset's" \
+        in text, text
+    assert "a named dataset: stdlib (the built-in corpus: this Python's standard library) or " \
+           "shakespeare" in text, "--data lists the names it takes"
 
 
 @pytest.mark.parametrize("argv", [[], ["tokenizer"], ["import"], ["config", "show"]])

@@ -44,6 +44,10 @@ TINY_RUN = ["--n-embed", "32", "--n-head", "2", "--n-k", "16", "--n-v", "16", "-
             "--n-context", "32", "--batch-size", "4", "--vocab-size", "300",
             "--max-bytes", "200000", "--eval-tokens", "2048", "--device", "cpu",
             "--max-steps", "2"]
+# A run on a folder made by `basegpt prepare`: its text is tokenized already, so the text
+# settings (vocabulary, corpus size) are not given.
+PREPARED_RUN = [arg for flag, value in zip(TINY_RUN[::2], TINY_RUN[1::2])
+                if flag not in ("--vocab-size", "--max-bytes") for arg in (flag, value)]
 # A resume goes two steps further; a fine-tuning run keeps its source's model, so only the
 # training settings shrink.
 RESUME = ["--max-steps", "4"]
@@ -213,6 +217,9 @@ def shrunk(argv: list[str]) -> list[str]:
         return argv + RESUME
     if "--init-from" in argv:
         return argv + INIT_FROM
+    from basegpt.data.pipeline import is_prepared
+    if len(argv) > 1 and is_prepared(argv[1]):
+        return argv + PREPARED_RUN
     return argv + TINY_RUN
 
 
@@ -292,6 +299,7 @@ def test_every_code_block_runs(page, cache, tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.setattr("sys.stdin", io.StringIO("def \n"))       # for --interactive
     reader_files(tmp_path)
+    before = set(tmp_path.rglob("*"))
     for argv in BEFORE.get(page.name, []):
         run_basegpt(argv, f"{page.name} (before it)")
     namespace: dict = {"__name__": "__docs__"}
@@ -305,3 +313,22 @@ def test_every_code_block_runs(page, cache, tmp_path, monkeypatch):
                 run_command(words, block.where)
         elif block.lang == "json":
             json.loads(block.code)
+    written = sorted(p.relative_to(tmp_path) for p in set(tmp_path.rglob("*")) - before
+                     if p.is_file())
+    tracked = not_ignored(written)
+    assert not tracked, (f"{page.name} writes files that git would offer to commit, were its "
+                         f"commands run in the repository: {tracked}; add them to .gitignore")
+
+
+def not_ignored(paths: list[Path]) -> list[str]:
+    """Those of `paths` (relative to the repository root) that .gitignore does not cover."""
+    import subprocess
+    if not paths or not (ROOT / ".git").exists():        # no checkout: nothing to commit
+        return []
+    names = [p.as_posix() for p in paths]
+    # --no-index: the rules alone decide, whatever the index holds; exit 1 = none ignored
+    proc = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"],
+                          input="\n".join(names), capture_output=True, text=True)
+    assert proc.returncode in (0, 1), proc.stderr
+    ignored = set(proc.stdout.splitlines())
+    return [name for name in names if name not in ignored]

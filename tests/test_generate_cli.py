@@ -98,8 +98,26 @@ def test_interactive_reads_prompts_until_eof(run_dir, capsys, monkeypatch):
     out = capsys.readouterr().out
     alone = [library(run_dir, p, max_new_tokens=6, temperature=0) for p in prompts]
     assert len(set(alone)) == 3, f"the prompts must give different continuations: {alone}"
-    assert out == "".join(text + "\n" for text in alone), \
-        f"one line per non-empty prompt, each the text that prompt alone gives, in order: {out!r}"
+    # Piped in, nothing echoes the prompts: the output shows each after "> ", its answer
+    # below, and a blank line between one answer and the next prompt.
+    assert out == "\n".join(f"> {p}\n{text}\n" for p, text in zip(prompts, alone)), \
+        f"a transcript: each non-empty prompt, then the text it alone gives, in order: {out!r}"
+
+
+def test_interactive_at_a_terminal_prints_the_marker_before_reading(run_dir, capsys,
+                                                                   monkeypatch):
+    """At a terminal, which echoes what is typed, "> " comes first and the prompt is not
+    printed again; EOF ends the line the last marker started."""
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+    monkeypatch.setattr("sys.stdin", Terminal("hello\n\nx\n"))
+    assert main(["generate", str(run_dir), "--interactive", "--temperature", "0",
+                 "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    hello, x = (library(run_dir, p, max_new_tokens=6, temperature=0) for p in ("hello", "x"))
+    assert out == f"> {hello}\n\n> > {x}\n\n> \n", \
+        f"marker, (echoed prompt), answer, blank line; an empty line just asks again: {out!r}"
 
 
 def test_missing_or_incompatible_run_directory_exits_2(run_dir, capsys, tmp_path):

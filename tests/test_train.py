@@ -86,6 +86,22 @@ def test_bits_per_byte_by_hand(tokenizer, data):
     assert math.isclose(scores["val_ppl"], math.exp(scores["val_loss"]), rel_tol=1e-9)
 
 
+def test_each_steps_bits_per_byte_are_its_loss_over_the_bytes_of_its_targets(tokenizer, data):
+    """One step over every window: train_bpb = the summed loss in bits / the bytes of text
+    its targets stand for (special tokens 0, as in evaluation), the numbers `basegpt plot`
+    draws by default."""
+    records = []
+    fit(tiny(tokenizer), data, config=TrainConfig(max_steps=1, batch_size=len(data),
+                                                  dtype="float32"),
+        tokenizer=tokenizer, progress=False, on_step=records.append)
+    targets = [t for i in range(len(data)) for t in data[i][1].tolist() if t != -100]
+    n_bytes = sum(len(tokenizer.vocab[t]) for t in targets
+                  if t not in tokenizer.special_tokens.values())
+    assert n_bytes > len(targets), "merged tokens: more than a byte each"
+    expected = records[0]["train_loss"] * len(targets) / math.log(2) / n_bytes
+    assert math.isclose(records[0]["train_bpb"], expected, rel_tol=1e-6), (records[0], expected)
+
+
 def test_learning_rate_schedule_values():
     cfg = TrainConfig(max_steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert learning_rate(cfg, 0, 0.0) == pytest.approx(0.1), "warmup starts at lr/warmup"

@@ -24,9 +24,10 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 
-from basegpt.cli._common import PATH_ERRNOS, USER_ERRORS, _Parser
+from basegpt.cli._common import PATH_ERRNOS, USER_ERRORS, _log, _Parser
 from basegpt.cli.data import _add_corpus, _add_prepare, _add_tokenizer
 from basegpt.cli.generating import _add_generate
 from basegpt.cli.interop import _add_export, _add_import
@@ -34,8 +35,10 @@ from basegpt.cli.looking import _add_attention, _add_eval, _add_info
 from basegpt.cli.training import _add_config, _add_plot, _add_train
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full `basegpt` argument parser."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full `basegpt` argument parser. `argv` (default sys.argv[1:]) is only looked at
+    for `--preset NAME`, whose values the help of `train` and `config show` then shows: the
+    values the command would use."""
     parser = _Parser(
         prog="basegpt", description="A GPT from first principles.",
         epilog="examples:\n  basegpt train                  # the main job: a small GPT in a few minutes\n"
@@ -46,21 +49,38 @@ def build_parser() -> argparse.ArgumentParser:
                "  basegpt attention runs/laptop --prompt 'def add(a, b):' --out attn.png\n"
                "  basegpt COMMAND --help         # each command's flags and examples",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    from basegpt import __version__
+    parser.add_argument("--version", action="version", version=f"basegpt {__version__}",
+                        help="print basegpt's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
     _add_tokenizer(sub)
     _add_corpus(sub)
     _add_generate(sub)
     _add_prepare(sub)
-    _add_train(sub)
+    preset = _preset_named(sys.argv[1:] if argv is None else argv)
+    _add_train(sub, preset)
     _add_plot(sub)
-    _add_config(sub)
+    _add_config(sub, preset)
     _add_eval(sub)
     _add_info(sub)
     _add_attention(sub)
     _add_export(sub)
     _add_import(sub)
     return parser
+
+
+def _preset_named(argv: Sequence[str]) -> str:
+    """The preset `--preset NAME` (or `--preset=NAME`) in argv names, if it is one; else the
+    default preset (a bad name is the parser's to report)."""
+    from basegpt.recipe import DEFAULT_PRESET, preset_names
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        name = (argv[i + 1] if arg == "--preset" and i + 1 < len(argv)
+                else arg.partition("=")[2] if arg.startswith("--preset=") else None)
+        if name in preset_names():
+            return name
+    return DEFAULT_PRESET
 
 
 def _error_line(error: Exception) -> str:
@@ -109,8 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # instead of the process vanishing with no word. fit() takes SIGTERM over while it trains.
     previous = _on_sigterm(_terminate)
     try:
-        args = build_parser().parse_args(argv)
-        code = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            args = build_parser(argv).parse_args(argv)
+            code = args.run(args)
     except USER_ERRORS as error:
         print(f"basegpt: error: {_error_line(error)}", file=sys.stderr)
         return 2
@@ -136,6 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _on_sigterm(previous)
     return code or 0
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """A warning as the command line shows it: one line, `basegpt: warning: ...`, through
+    the progress bar if one is drawn (not Python's "file:line: UserWarning:" and the source
+    line, which are for the library's developers)."""
+    _log(f"basegpt: warning: {message}")
 
 
 def _on_sigterm(handler: object) -> object:

@@ -130,4 +130,7 @@ def field_values(args: argparse.Namespace, section: str) -> dict[str, Any]:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr)
+    """A line on stderr, written above the progress bar if one is drawn (tqdm.write), never
+    glued to its end."""
+    from tqdm.auto import tqdm
+    tqdm.write(message, file=sys.stderr)

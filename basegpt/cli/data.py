@@ -11,7 +11,7 @@ from pathlib import Path
 from basegpt._io import check_writable, new_folder, staged
 from basegpt.cli._common import _log
 from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, builtin_corpus_files, \
-    expand_paths, stdlib_root
+    expand_paths, stdlib_root, text_files
 from basegpt.tokenizer import BUILTIN_PATTERNS, DEFAULT_PATTERN, Tokenizer
 
 
@@ -121,7 +121,7 @@ def _run_tokenizer_train(args: argparse.Namespace) -> None:
                          "a folder; choose another --out name")
     check_writable(args.out)                  # before training, not after
     if args.inputs:
-        sources = expand_paths(args.inputs)
+        sources = text_files(args.inputs)
         what = f"{len(sources)} file(s)"
         n_bytes = sum(p.stat().st_size for p in sources)
     else:
@@ -197,7 +197,8 @@ def _run_tokenizer_stats(args: argparse.Namespace) -> None:
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     from basegpt.data.datasets import DATASETS, DEFAULT_DATASET
-    from basegpt.data.pipeline import DEFAULT_SHARD_TOKENS, DEFAULT_VAL_FRACTION
+    from basegpt.config import DEFAULT_VAL_FRACTION
+    from basegpt.data.pipeline import DEFAULT_SHARD_TOKENS
     p = sub.add_parser(
         "prepare", help="tokenize a corpus into token shards for training",
         description="Tokenize files, folders, globs or a named dataset into token shards "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from basegpt.cli._common import _log, add_field_flags, field_values
@@ -15,7 +16,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate", help="write text with a trained run's model (streams to the terminal)",
         description="Continue a prompt with a run's model. The prompt is printed, then the new "
-                    "text as it is generated (in --interactive mode only the new text). With no --prompt / --prompt-file the model starts "
+                    "text as it is generated (in --interactive mode: each prompt after '> ', "
+                    "the new text below it, a blank line between answers). With no --prompt "
+                    "/ --prompt-file the model starts "
                     "a new document (from the end-of-text token). Past the model's context "
                     "the window slides (see basegpt/generate.py).",
         epilog="examples:\n  basegpt generate runs/laptop --prompt 'def fib(n):' --temperature 0.8\n"
@@ -92,7 +95,37 @@ def _run_generate(args: argparse.Namespace) -> None:
         samples(prompt, echo=True)
         return
     _log(f"loaded {args.run_dir}: type a prompt and press Enter; Ctrl-D to leave")
-    for line in sys.stdin:
+    _prompt_loop(lambda line: samples(line, echo=False))
+
+
+PROMPT_MARKER = "> "
+"""Starts each prompt line of `generate --interactive`, as a transcript shows it."""
+
+
+def _prompt_loop(answer: Callable[[str], None]) -> None:
+    """Read prompts from stdin, one a line, until EOF, and `answer` each non-empty one.
+
+    The output reads as a transcript: each prompt after PROMPT_MARKER, its answer below it,
+    and a blank line between one answer and the next prompt. At a terminal the marker is
+    printed before reading (the terminal echoes what is typed); from a pipe or a file the
+    prompt is printed after the marker, since nothing echoes it.
+    """
+    at_terminal = sys.stdin.isatty()
+    answered = False
+    while True:
+        if at_terminal:
+            print(("\n" if answered else "") + PROMPT_MARKER, end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:                               # EOF (Ctrl-D)
+            if at_terminal:
+                print()                            # the shell's prompt on a line of its own
+            return
         line = line.rstrip("\n")
-        if line:
-            samples(line, echo=False)
+        if not line:
+            if at_terminal:
+                answered = False           # the echoed empty line already separates
+            continue
+        if not at_terminal:
+            print(("\n" if answered else "") + PROMPT_MARKER + line, flush=True)
+        answer(line)
+        answered = True

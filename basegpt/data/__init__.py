@@ -25,7 +25,7 @@ _LAZY = {
                      "fetch_dataset"], "basegpt.data.datasets"),
     **dict.fromkeys(["ResumableSampler", "ShardDataset", "check_tokenizer", "load_meta"],
                     "basegpt.data.memmap"),
-    **dict.fromkeys(["prepare", "validation_documents"], "basegpt.data.pipeline"),
+    **dict.fromkeys(["is_prepared", "prepare", "validation_documents"], "basegpt.data.pipeline"),
     **dict.fromkeys(["ShardWriter", "dtype_for_vocab", "open_shard", "read_header",
                      "write_shard"], "basegpt.data.shards"),
     **dict.fromkeys(["IGNORE_INDEX", "SlidingWindowDataset", "window_starts"],

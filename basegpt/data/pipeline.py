@@ -31,7 +31,6 @@ last val_fraction of bytes, starting at a line start, becomes the validation doc
 
 from __future__ import annotations
 
-import codecs
 import collections
 import contextlib
 import hashlib
@@ -45,12 +44,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from basegpt._io import atomic_write_text, check_writable, file_in_the_way, new_folder, staged
-from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, expand_paths
+from basegpt.config import DEFAULT_VAL_FRACTION
+from basegpt.corpus import DEFAULT_BUILTIN_BYTES, builtin_corpus, read_text_pieces, text_files
 from basegpt.data.datasets import DEFAULT_DATASET, fetch_dataset, get_dataset
 from basegpt.data.shards import ShardWriter, dtype_for_vocab
+from basegpt.progress import progress_bar
 from basegpt.tokenizer import Tokenizer
 from basegpt.tokenizer.pretokenize import Splitter
 
@@ -59,7 +59,6 @@ META_VERSION = 1
 SPLITS = ("train", "val")
 SHARD_NAME = "{split}_{{:06d}}.bin"          # train_000000.bin, val_000000.bin, ...
 DEFAULT_SHARD_TOKENS = 100_000_000           # 200 MB of uint16 per shard
-DEFAULT_VAL_FRACTION = 0.1
 BLOCK_CHARS = 1 << 20
 """Characters per block of a file: the unit of work sent to a worker process."""
 WARN_BLOCKS = 8
@@ -86,7 +85,9 @@ def prepare(inputs: Sequence[str | os.PathLike] | None, tokenizer: Tokenizer | s
 
     Args:
         inputs: UTF-8 text files, folders (recursive; hidden files and out_dir skipped) or
-            glob patterns, each file one document; None or [] means the named dataset `data`.
+            glob patterns, each file one document; what a folder or a glob finds that is not
+            UTF-8 text is skipped with a warning naming it. None or [] means the named
+            dataset `data`.
         tokenizer: a Tokenizer or the path of a tokenizer.json.
         out_dir: a folder, created if needed; gets train_*.bin, val_*.bin, meta.json,
             tokenizer.json. Shards of an earlier run there are replaced once the new ones
@@ -188,8 +189,8 @@ def _write_shards(folder: Path, tasks: Iterator[tuple[str, str | None, int]],
     with contextlib.ExitStack() as stack:
         writers = {split: stack.enter_context(ShardWriter(
             folder, SHARD_NAME.format(split=split), dtype, shard_tokens)) for split in SPLITS}
-        bar = stack.enter_context(tqdm(total=total_bytes, desc="prepare", unit="B",
-                                       unit_scale=True, disable=not progress))
+        bar = stack.enter_context(progress_bar(total_bytes, "prepare", "B", show=progress,
+                                               unit_scale=True))
         for (split, text, n_bytes), tokens in _encode_in_order(tasks, tokenizer, workers):
             if text is _EOT:
                 writers[split].write(eot)
@@ -208,20 +209,31 @@ def resolve_documents(inputs: Sequence[str | os.PathLike] | None, data: str | No
     """The documents to tokenize, and how to describe them in meta.json.
 
     Files, folders and globs give one document per file (missing ones raise
-    FileNotFoundError; folders and globs skip what is under `exclude`, see expand_paths);
-    no inputs give the named dataset `data` (default "stdlib").
+    FileNotFoundError; folders and globs skip what is under `exclude`, and with a warning
+    what is not UTF-8 text, see corpus.text_files); no inputs give the named dataset `data`
+    (default "stdlib").
     """
     if inputs and data is not None:
         raise ValueError(f"give input files or a named dataset (data={data!r}), not both")
     if inputs:
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
-        return list(expand_paths(inputs, exclude)), [str(item) for item in inputs]
+        return text_files(inputs, exclude), [str(item) for item in inputs]
     name = data if data is not None else DEFAULT_DATASET
     dataset = get_dataset(name)
     if dataset.url is None:      # the built-in corpus
         return list(builtin_corpus(max_bytes)), [f"data:{name} (max_bytes={max_bytes})"]
     return [fetch_dataset(name, cache_dir)], [f"data:{name} (sha256 {dataset.sha256})"]
+
+
+def is_prepared(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds what prepare() writes: a meta.json of this format (the shards
+    themselves are checked when read, by memmap.ShardDataset)."""
+    try:
+        meta = json.loads((Path(folder) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):            # no such file, a folder, not UTF-8, not JSON
+        return False
+    return isinstance(meta, dict) and meta.get("format") == META_FORMAT
 
 
 def validation_documents(n_documents: int, val_fraction: float) -> set[int]:
@@ -285,7 +297,7 @@ def _blocks(doc: Document, splitter: Splitter, block_chars: int) -> Iterator[tup
     pattern "none" or a custom one); past WARN_BLOCKS * block_chars characters without one,
     a warning says that the file is being read into memory whole.
     """
-    pieces = (_file_pieces(doc, block_chars) if isinstance(doc, Path)
+    pieces = (read_text_pieces(doc, block_chars) if isinstance(doc, Path)
               else (doc[i:i + block_chars] for i in range(0, len(doc), block_chars)))
     warned = False
 
@@ -308,29 +320,6 @@ def _no_cut_message(path: Path, splitter: Splitter, n_chars: int) -> str:
         why = "no safe cut is known for a custom split pattern"
     return (f"{path}: {n_chars:,} characters without a safe place to cut ({why}); the file "
             "is read into memory whole until one turns up, so memory grows with its size")
-
-
-def _file_pieces(path: Path, block_chars: int) -> Iterator[str]:
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
-    offset = 0
-    try:
-        with open(path, "rb") as f:
-            while raw := f.read(block_chars):
-                try:
-                    text = decoder.decode(raw)
-                except UnicodeDecodeError as error:
-                    raise ValueError(f"{path} is not valid UTF-8 (byte {offset + error.start}:"
-                                     f" {error.reason}); convert it first, e.g. iconv -f "
-                                     "latin1 -t utf-8") from None
-                offset += len(raw)
-                yield text
-            buffered = len(decoder.getstate()[0])      # bytes of an unfinished character
-            if buffered:
-                raise ValueError(f"{path} is not valid UTF-8 (byte {offset - buffered}: the "
-                                 "file ends inside a character); convert it first, e.g. "
-                                 "iconv -f latin1 -t utf-8")
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a folder, not a text file") from None
 
 
 # ------------------------------------------------------------------------ encoding

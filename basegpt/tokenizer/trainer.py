@@ -19,9 +19,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from basegpt.corpus import expand_paths
+from basegpt.corpus import expand_paths, read_text_pieces
+from basegpt.progress import progress_bar
 from basegpt.tokenizer.bpe_fast import train_fast
 from basegpt.tokenizer.bpe_reference import Pair, train_reference
 from basegpt.tokenizer.pretokenize import Splitter
@@ -66,12 +65,9 @@ def iter_documents(sources: str | Source | Iterable[Source], splitter: Splitter,
 def _file_blocks(path: Path, splitter: Splitter, block_chars: int) -> Iterator[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file to train the tokenizer on")
-    with open(path, encoding="utf-8", newline="") as f:  # newline="": keep \r\n as written
-        try:
-            yield from splitter.blocks(iter(lambda: f.read(block_chars), ""), block_chars)
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path} is not valid UTF-8 ({error.reason}); "
-                             "convert it first, e.g. iconv -f latin1 -t utf-8") from None
+    # Read as bytes and decoded here, so \r\n stays as written and a byte that is not
+    # UTF-8 is reported with the file's name and its offset.
+    yield from splitter.blocks(read_text_pieces(path, block_chars), block_chars)
 
 
 def count_chunks(texts: Iterable[str], splitter: Splitter) -> Counter:
@@ -101,8 +97,7 @@ def learn_merges(texts: Iterable[str], splitter: Splitter, n_merges: int,
     else:                         # the unique chunks as UTF-8, and how often each occurs
         words, counts = _unique_words(texts, splitter, use_c)
     # No bar for no text: Tokenizer.train turns that into an error message instead.
-    with tqdm(total=n_merges, desc="BPE merges", unit="merge",
-              disable=not progress or not words) as bar:
+    with progress_bar(n_merges, "BPE merges", "merge", show=progress and bool(words)) as bar:
         def on_merge(done: int) -> None:
             bar.update(done - bar.n)
         if backend == "reference":
