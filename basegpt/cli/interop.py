@@ -17,20 +17,32 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                     "--format hf: a directory that transformers loads offline "
                     "(GPT2LMHeadModel / AutoTokenizer .from_pretrained), for GPT-2-compatible "
                     "models (e.g. the gpt2-small preset). --format tiktoken: the tokenizer "
-                    "as a .tiktoken rank file plus a JSON with its pattern and special tokens.",
+                    "as a .tiktoken rank file plus a JSON with its pattern and special tokens. "
+                    "--format gguf: one file that llama.cpp runs, for GPT-2-compatible models "
+                    "and pre-norm RMSNorm + RoPE + SwiGLU models without biases.",
         epilog="examples:\n  basegpt export runs/gpt2 --format hf hf/gpt2\n"
-               "  basegpt export runs/gpt2 --format tiktoken hf/gpt2.tiktoken",
+               "  basegpt export runs/gpt2 --format tiktoken hf/gpt2.tiktoken\n"
+               "  basegpt export runs/gpt2 --format gguf gpt2.gguf --dtype f16",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("out", type=Path, metavar="OUT",
-                   help="output directory (hf), or .tiktoken file or directory (tiktoken)")
-    p.add_argument("--format", required=True, choices=["hf", "tiktoken"])
+                   help="output directory (hf), .tiktoken file or directory (tiktoken), "
+                        ".gguf file (gguf)")
+    p.add_argument("--format", required=True, choices=["hf", "tiktoken", "gguf"])
+    p.add_argument("--dtype", choices=["f32", "f16"],
+                   help="gguf only: f32 (default) or f16 matrices (norms and biases stay f32)")
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> None:
     from basegpt.interop.hf_gpt2 import export_hf, export_tiktoken
-    if args.format == "hf":
+    if args.dtype is not None and args.format != "gguf":
+        raise ValueError(f"--dtype is for --format gguf only, not {args.format}; drop --dtype")
+    if args.format == "gguf":
+        from basegpt.interop.gguf import export_gguf
+        out = export_gguf(args.run_dir, args.out, dtype=args.dtype or "f32")
+        print(f"wrote {out} ({args.dtype or 'f32'}; run it with llama.cpp: llama-cli -m {out})")
+    elif args.format == "hf":
         out = export_hf(args.run_dir, args.out)
         print(f"wrote {out}/: config.json, model.safetensors, tokenizer.json, "
               f"tokenizer_config.json (load with GPT2LMHeadModel.from_pretrained({str(out)!r}))")
