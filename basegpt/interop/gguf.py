@@ -80,10 +80,10 @@ PRE_TOKENIZERS = {"gpt2": "gpt-2", "gpt4": "dbrx"}
 
 "gpt-2" is GPT-2's pattern. GPT-4's (cl100k_base) pattern has no name of its own in llama.cpp;
 "dbrx" is DBRX's, whose tokenizer is cl100k_base, and llama.cpp splits it with exactly the
-pattern basegpt's gpt4 renders (contractions in either case, ASCII only). "llama-bpe" uses the
-same pattern but also turns every chunk that is a token as a whole into that token without
-merging (ignore_merges) and adds a BOS token, so basegpt's ids would differ from its. Patterns
-"none" and custom regexes have no llama.cpp counterpart and are refused."""
+pattern basegpt's gpt4 renders (contractions in either case, ASCII only). "llama-bpe" splits
+the same way but also turns every chunk that is a whole token into that token without merging
+(ignore_merges), which gives other ids than merging for the tokens that merging never reaches.
+Patterns "none" and custom regexes have no llama.cpp counterpart and are refused."""
 
 TOKEN_NORMAL, TOKEN_CONTROL = 1, 3
 """tokenizer.ggml.token_type values (llama.cpp's LLAMA_TOKEN_TYPE_NORMAL, _CONTROL)."""
@@ -114,7 +114,7 @@ def llama_incompatibilities(config: ModelConfig) -> list[str]:
 
 
 def gguf_architecture(config: ModelConfig) -> str:
-    """"gpt2" or "llama": the llama.cpp architecture that computes what `config` computes.
+    """The llama.cpp architecture, "gpt2" or "llama", that computes what `config` computes.
     Neither: a ValueError listing, for each, every field that differs and the value it needs."""
     gpt2, llama = hf_incompatibilities(config), llama_incompatibilities(config)
     if not gpt2:
