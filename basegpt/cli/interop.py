@@ -16,11 +16,11 @@ _NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export a run to Hugging Face (GPT-2 or Llama) or tiktoken format",
+        "export", help="export a run to Hugging Face (GPT-2 or Llama), GGUF or tiktoken format",
         description="Write a run's model and tokenizer in another ecosystem's format: a "
                     "directory that transformers\nloads offline with no custom code "
-                    "(AutoTokenizer and the model class .from_pretrained), or\na tiktoken "
-                    "rank file.\n"
+                    "(AutoTokenizer and the model class .from_pretrained), one\nfile that "
+                    "llama.cpp runs, or a tiktoken rank file.\n"
                     "  --format hf        GPT-2 (GPT2LMHeadModel), for GPT-2-compatible models: "
                     "pre-norm LayerNorm,\n"
                     "                     learned positions, GELU, biases (e.g. the gpt2-small "
@@ -32,27 +32,41 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                     "a model neither\n"
                     "                     expresses is an error naming each setting to change "
                     "and the preset to train\n"
+                    "  --format gguf      one GGUF file for llama.cpp (its gpt2 or llama "
+                    "architecture, as the\n"
+                    "                     model allows), with the tokenizer; --dtype f32 or f16\n"
                     "  --format tiktoken  the tokenizer only, as a .tiktoken rank file plus a "
                     "JSON with its\n"
                     "                     pattern and special tokens",
         epilog="examples:\n  basegpt export runs/gpt2 --format hf hf/gpt2\n"
                "  basegpt export runs/laptop-llama --format llama hf/laptop-llama\n"
                "  basegpt export runs/mine --format auto hf/mine\n"
+               "  basegpt export runs/laptop-llama --format gguf laptop-llama.gguf --dtype f16\n"
                "  basegpt export runs/gpt2 --format tiktoken hf/gpt2.tiktoken",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("out", type=Path, metavar="OUT",
-                   help="output directory (hf, llama, auto), or .tiktoken file or directory "
-                        "(tiktoken)")
-    p.add_argument("--format", required=True, choices=["hf", "llama", "auto", "tiktoken"],
+                   help="output directory (hf, llama, auto), .gguf file (gguf), or .tiktoken "
+                        "file or directory (tiktoken)")
+    p.add_argument("--format", required=True, choices=["hf", "llama", "auto", "gguf", "tiktoken"],
                    help="hf = Hugging Face GPT-2; llama = Hugging Face Llama; auto = GPT-2 "
-                        "when the model allows it, else Llama; tiktoken = the tokenizer only")
+                        "when the model allows it, else Llama; gguf = llama.cpp's file; "
+                        "tiktoken = the tokenizer only")
+    p.add_argument("--dtype", choices=["f32", "f16"],
+                   help="gguf only: f32 (default) or f16 matrices (norms and biases stay f32)")
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> None:
     from basegpt.interop.hf_gpt2 import export_hf, export_tiktoken
     from basegpt.interop.hf_llama import export_auto, export_llama
+    if args.dtype is not None and args.format != "gguf":
+        raise ValueError(f"--dtype is for --format gguf only, not {args.format}; drop --dtype")
+    if args.format == "gguf":
+        from basegpt.interop.gguf import export_gguf
+        out = export_gguf(args.run_dir, args.out, dtype=args.dtype or "f32")
+        print(f"wrote {out} ({args.dtype or 'f32'}; run it with llama.cpp: llama-cli -m {out})")
+        return
     if args.format == "tiktoken":
         ranks, meta = export_tiktoken(args.run_dir, args.out)
         print(f"wrote {ranks} and {meta} (load with "

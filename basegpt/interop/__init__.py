@@ -1,8 +1,8 @@
 """Conversions between basegpt and other ecosystems' formats.
 
-The only place where tiktoken, tokenizers and transformers may be used, and only inside the
-functions that need them, so `import basegpt` never imports them. (Import from HF needs none
-of them: it reads JSON and safetensors directly.)
+The only place where tiktoken, tokenizers, transformers and gguf may be used, and only inside
+the functions that need them, so `import basegpt` never imports them. (Import from HF needs
+none of them: it reads JSON and safetensors directly.)
 
     renumbered.py   RenumberedTokenizer: the Tokenizer speaking another tokenizer's ids
                     (native id -> public id), e.g. GPT-2's byte order
@@ -15,4 +15,6 @@ of them: it reads JSON and safetensors directly.)
     hf_llama.py     run directory <-> Hugging Face Llama directory (same files), and the
                     choice between GPT-2 and Llama for a model (`basegpt export --format
                     llama|auto`)
+    gguf.py         run directory -> one GGUF file that llama.cpp runs (its "gpt2" or "llama"
+                    architecture, f32 or f16, with the tokenizer); `basegpt export --format gguf`
 """
