@@ -113,7 +113,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_import_hf(args: argparse.Namespace) -> None:
-    from basegpt.interop.hf_gpt2 import PICKLE_RISK, import_hf
+    from basegpt.interop.hf_files import PICKLE_RISK
+    from basegpt.interop.hf_gpt2 import import_hf
     result = import_hf(args.hf_dir, args.run_dir, allow_pickle=args.allow_pickle,
                        overwrite=args.overwrite)
     if result.pickled:

@@ -64,7 +64,8 @@ from basegpt._io import check_writable, errors_name, fsync_dir, new_folder, open
 from basegpt._optional import require
 from basegpt.checkpoint import model_tensors, unwrap
 from basegpt.config import ModelConfig
-from basegpt.interop.hf_gpt2 import _check_folder_target, _source, hf_incompatibilities
+from basegpt.interop.hf_files import check_folder_target, source_model
+from basegpt.interop.hf_gpt2 import hf_incompatibilities
 from basegpt.interop.tokenizers import hf_tokenizer_json
 from basegpt.tokenizer import Tokenizer
 from basegpt.tokenizer.tokenizer import EOT, PAD
@@ -287,9 +288,9 @@ def export_gguf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     if out.is_dir():
         raise ValueError(f"{out} is a folder, but the GGUF file must go there; give a file "
                          f"path, e.g. {out / 'model.gguf'}")
-    _check_folder_target(out.parent, "the output folder")
+    check_folder_target(out.parent, "the output folder")
     check_writable(out)
-    model, tokenizer = _source(source)
+    model, tokenizer = source_model(source)
     config = model.config
     arch = gguf_architecture(config)
     if config.vocab_size != len(tokenizer):

@@ -55,9 +55,9 @@ import torch
 from basegpt._io import check_writable
 from basegpt.checkpoint import model_tensors, unwrap
 from basegpt.config import ModelConfig
-from basegpt.interop.hf_gpt2 import (HF_CONFIG, HF_WEIGHTS, _check_folder_target, _source,
-                                     dtype_keys, export_hf, hf_incompatibilities,
-                                     write_hf_dir)
+from basegpt.interop.hf_files import (HF_CONFIG, HF_WEIGHTS, check_folder_target, dtype_keys,
+                                      source_model, write_hf_dir)
+from basegpt.interop.hf_gpt2 import export_hf, hf_incompatibilities
 from basegpt.model import B2lM
 from basegpt.tokenizer import Tokenizer
 
@@ -271,9 +271,9 @@ def export_llama(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     out_dir when it is a file.
     """
     out = Path(out_dir)
-    _check_folder_target(out, "the output folder")
+    check_folder_target(out, "the output folder")
     check_writable(out)
-    model, tokenizer = _source(source)
+    model, tokenizer = source_model(source)
     problems = llama_incompatibilities(model.config)
     if problems:
         raise ValueError("this model cannot be exported to Llama format: " + "; ".join(problems)
@@ -301,8 +301,8 @@ def export_auto(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     """Export as GPT-2 when the model is GPT-2-compatible, else as Llama (`hf_format`).
     Returns (out_dir, "gpt2" or "llama"); a model neither expresses is a ValueError."""
     out = Path(out_dir)
-    _check_folder_target(out, "the output folder")
-    model, tokenizer = _source(source)
+    check_folder_target(out, "the output folder")
+    model, tokenizer = source_model(source)
     architecture = hf_format(model.config)
     export = export_hf if architecture == "gpt2" else export_llama
     return export((model, tokenizer), out), architecture
