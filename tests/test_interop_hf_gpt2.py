@@ -30,7 +30,8 @@ from basegpt.cli import main  # noqa: E402
 from basegpt.config import ModelConfig  # noqa: E402
 from basegpt.corpus import builtin_corpus  # noqa: E402
 from basegpt.interop.hf_files import read_hf_tokenizer  # noqa: E402
-from basegpt.interop.hf_gpt2 import export_hf, hf_incompatibilities, import_hf  # noqa: E402
+from basegpt.interop.hf import export_hf, import_hf  # noqa: E402
+from basegpt.interop.hf_gpt2 import hf_incompatibilities  # noqa: E402
 from basegpt.interop.tokenizers import load_tiktoken  # noqa: E402
 
 TEXT = ("Hello, world! Ça va? Grüße aus Köln. Привет, мир. 你好，世界。こんにちは。안녕하세요. "

@@ -1,4 +1,4 @@
-"""Hugging Face GPT-2 format, both ways: export a run, import a GPT-2-format directory.
+"""Hugging Face GPT-2 format, both ways: config.json and tensors, basegpt <-> GPT-2.
 
 A GPT-2-compatible B2lM (pre-norm LayerNorm blocks, learned positions, tanh-GELU, biases, plain
 multi-head attention with n_k == n_v == n_embed / n_head) computes exactly what HF's
@@ -30,33 +30,21 @@ rows are copied as they are. The imported run uses HF's ids end to end (tokenize
 model rows), and export writes the same ids back, so export(import(x)) reproduces x's tensors
 and ids bit for bit. Directories that basegpt exported have native ids: no numbering is stored.
 
-hf_llama.py does the same for Llama-format directories; both read and write the directory's
-files through hf_files.py (tokenizer files, weights reading, the all-or-nothing writer
-`write_hf_dir`). `import_hf` here reads either, by config.json's model_type
-(`hf_architecture`).
+hf_llama.py does the same for Llama. The directory's files (tokenizer, weights, the
+all-or-nothing writer) are hf_files.py's; hf.py's `export_hf` and `import_hf` put the two
+together.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from basegpt._io import check_writable, new_folder, staged
-from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, model_tensors,
-                                save_config, save_tensors, unwrap)
+from basegpt.checkpoint import model_tensors, unwrap
 from basegpt.config import ModelConfig
-from basegpt.interop.hf_files import (HF_CONFIG, HF_WEIGHTS, check_folder_target, dtype_keys,
-                                      read_hf_tokenizer, read_hf_weights, read_json,
-                                      source_model, write_hf_dir)
-from basegpt.interop.tokenizers import save_tiktoken
+from basegpt.interop.hf_files import HF_CONFIG, HF_WEIGHTS, dtype_keys
 from basegpt.model import B2lM
-from basegpt.rundir import clear_run
-from basegpt.runlock import run_lock
-from basegpt.tokenizer import Tokenizer
 
 GELU_TANH_NAMES = ("gelu_new", "gelu_pytorch_tanh")
 """HF activation names of the tanh-approximated GELU that basegpt's "gelu" computes."""
@@ -241,138 +229,5 @@ def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
     return out
 
 
-# ------------------------------------------------------------------------ export
-
-def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
-              out_dir: str | os.PathLike) -> Path:
-    """Write a Hugging Face GPT-2 directory for a run directory or a (model, tokenizer) pair:
-    config.json, model.safetensors, tokenizer.json, tokenizer_config.json, which
-    `GPT2LMHeadModel.from_pretrained(out_dir)` and `AutoTokenizer.from_pretrained(out_dir)`
-    load offline with no custom code. The HF ids are the tokenizer's (public) ids, so an
-    imported run goes back out with its original ids. Returns out_dir.
-
-    Raises ValueError listing every field that is not GPT-2-compatible (and saying whether
-    the model exports as Llama, or which preset trains an exportable model), or naming
-    out_dir when it is a file.
-    """
-    from basegpt.interop import hf_llama    # builds on this module: imported here, not above
-    out = Path(out_dir)
-    check_folder_target(out, "the output folder")
-    check_writable(out)
-    model, tokenizer = source_model(source)
-    problems = hf_incompatibilities(model.config)
-    if problems:
-        raise ValueError("this model cannot be exported to GPT-2 format: " + "; ".join(problems)
-                         + ". " + hf_llama.export_hint(model.config, refused="gpt2"))
-    write_hf_dir(out, model, tokenizer, hf_config, gpt2_tensors)
-    return out
-
-
-def export_tiktoken(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
-                    out: str | os.PathLike) -> tuple[Path, Path]:
-    """Write the tokenizer as a tiktoken rank file + JSON (`interop.tokenizers.save_tiktoken`).
-    `out` is the .tiktoken file, or a directory (then OUT/tokenizer.tiktoken). Ranks are
-    basegpt's ids (tiktoken merges by rank, which must follow merge order); for an imported
-    run they are HF's ids, when HF's merge tokens are numbered in merge order (as GPT-2's
-    are); other numberings cannot be tiktoken ranks (ValueError)."""
-    out = Path(out)
-    if out.is_dir() or out.suffix != ".tiktoken":
-        out = out / "tokenizer.tiktoken"
-    check_folder_target(out.parent, "the output folder")
-    check_writable(out)
-    if isinstance(source, tuple):
-        tokenizer = source[1]
-    else:
-        tokenizer = Tokenizer.load(Path(source) / TOKENIZER_FILE)
-    # Both files or neither: a full disk part-way leaves an earlier export whole.
-    with new_folder(out.parent), staged(out.parent) as stage:
-        ranks, meta = save_tiktoken(tokenizer, stage / out.name)
-    return out.parent / ranks.name, out.parent / meta.name
-
-
-# ------------------------------------------------------------------------ import
-
-@dataclass
-class HFImport:
-    """What `import_hf` did: the run written, the weights file read (and whether it was a
-    pickle), and the architecture it held ("gpt2" or "llama"). The run's token ids are HF's,
-    always."""
-
-    run_dir: Path
-    weights: Path
-    pickled: bool
-    architecture: str = "gpt2"
-
-
-def hf_architecture(hf: dict[str, Any], source: str = HF_CONFIG) -> str:
-    """"gpt2" or "llama": which of the architectures basegpt imports a parsed config.json
-    declares, by its model_type, else by its architectures. Any other is a ValueError naming
-    both keys and what basegpt imports."""
-    from basegpt.interop.hf_llama import LLAMA_ARCHITECTURES
-    if not isinstance(hf, dict):
-        raise ValueError(f"{source} holds a {type(hf).__name__}, not a model config (an "
-                         "object with model_type, ...)")
-    model_type, archs = hf.get("model_type"), hf.get("architectures") or []
-    if model_type in ("gpt2", "llama"):
-        return model_type
-    if model_type is None and set(archs) & set(GPT2_ARCHITECTURES):
-        return "gpt2"
-    if model_type is None and set(archs) & set(LLAMA_ARCHITECTURES):
-        return "llama"
-    raise ValueError(f"{source}: unknown architecture (model_type={model_type!r}, "
-                     f"architectures={archs}); basegpt imports GPT-2 models "
-                     f"({', '.join(GPT2_ARCHITECTURES)}) and Llama models "
-                     f"({', '.join(LLAMA_ARCHITECTURES)})")
-
-
-def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickle: bool = False,
-              overwrite: bool = False) -> HFImport:
-    """Build a basegpt run directory (config.json, model.safetensors, tokenizer.json) from a
-    local GPT-2- or Llama-format directory (config.json's model_type says which; hf_llama.py
-    reads Llama). `load_run(run_dir)` then gives a tokenizer whose ids are exactly HF's and
-    a model whose logits equal HF's on the same ids."""
-    from basegpt.interop import hf_llama    # builds on this module: imported here, not above
-    hf_dir, run_dir = Path(hf_dir), Path(run_dir)
-    if not hf_dir.is_dir():
-        raise FileNotFoundError(f"{hf_dir}: no such directory. basegpt imports local "
-                                "directories only and never downloads; for a hub model, "
-                                f"download it first (huggingface-cli download NAME --local-dir DIR)")
-    if not (hf_dir / HF_CONFIG).is_file():
-        raise FileNotFoundError(f"{hf_dir} has no {HF_CONFIG}; it is not a Hugging Face model "
-                                "directory")
-    check_folder_target(run_dir, "the run directory")
-    check_writable(run_dir)
-    if (run_dir / CONFIG_FILE).exists() and not overwrite:     # early: before reading weights
-        raise ValueError(f"{run_dir} already holds a run; choose another directory or pass "
-                         "overwrite=True (--overwrite)")
-    hf = read_json(hf_dir / HF_CONFIG)
-    architecture = hf_architecture(hf, str(hf_dir / HF_CONFIG))
-    config_of, tensors_of = ((hf_llama.config_from_llama, hf_llama.basegpt_tensors)
-                             if architecture == "llama" else (config_from_hf, basegpt_tensors))
-    config = config_of(hf, str(hf_dir / HF_CONFIG))
-    tokenizer = read_hf_tokenizer(hf_dir, config.vocab_size)
-    hf_tensors, weights, pickled = read_hf_weights(hf_dir, allow_pickle)
-    tensors = tensors_of(hf_tensors, config, str(weights))
-
-    extra: dict[str, Any] = {"imported_from": {"format": f"hf-{architecture}",
-                                               "path": str(hf_dir.resolve()),
-                                               "weights": weights.name}}
-    # All three files or none (config.json last: a run is complete once it exists), so a
-    # full disk part-way leaves a run being overwritten whole, and no half-made folder; and
-    # one writer at a time.
-    with new_folder(run_dir), run_lock(run_dir, "basegpt import hf"):
-        if (run_dir / CONFIG_FILE).exists() and not overwrite:   # again, now as the one writer
-            raise ValueError(f"{run_dir} already holds a run; choose another directory or "
-                             "pass overwrite=True (--overwrite)")
-        with staged(run_dir, commit_record=CONFIG_FILE) as stage:
-            tokenizer.save(stage / TOKENIZER_FILE)
-            save_tensors(stage / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-            save_config(stage, config, tokenizer, extra=extra)
-            # Only now, with the new run written: nothing of the run it replaces may stay
-            # (its checkpoints would resume under this config).
-            clear_run(run_dir)
-    return HFImport(run_dir=run_dir, weights=weights, pickled=pickled, architecture=architecture)
-
-
-__all__ = ["HFImport", "basegpt_tensors", "config_from_hf", "export_hf", "export_tiktoken",
-           "gpt2_tensors", "hf_architecture", "hf_config", "hf_incompatibilities", "import_hf"]
+__all__ = ["GPT2_ARCHITECTURES", "basegpt_tensors", "config_from_hf", "gpt2_tensors",
+           "hf_config", "hf_incompatibilities"]
