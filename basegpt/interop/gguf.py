@@ -4,7 +4,7 @@ tokenizer), written with the `gguf` package, llama.cpp's own writer.
 llama.cpp has no "basegpt" architecture, but two of its architectures compute what some B2lMs
 compute, so the export picks the one that fits the config:
 
-    "gpt2"   a GPT-2-compatible config (hf_gpt2.hf_incompatibilities is empty): pre-norm
+    "gpt2"   a GPT-2-compatible config (hf_gpt2.gpt2_incompatibilities is empty): pre-norm
              LayerNorm, learned positions, tanh-GELU, biases, n_k == n_v == n_embed / n_head
     "llama"  pre-norm RMSNorm, RoPE, SwiGLU, no biases, n_k == n_v; any n_kv_head dividing
              n_head (grouped-query, multi-query); tied or untied head
@@ -65,7 +65,7 @@ from basegpt._optional import require
 from basegpt.checkpoint import model_tensors, unwrap
 from basegpt.config import ModelConfig
 from basegpt.interop.hf_files import check_folder_target, source_model
-from basegpt.interop.hf_gpt2 import hf_incompatibilities
+from basegpt.interop.hf_gpt2 import gpt2_incompatibilities
 from basegpt.interop.tokenizers import hf_tokenizer_json
 from basegpt.tokenizer import Tokenizer
 from basegpt.tokenizer.tokenizer import EOT, PAD
@@ -117,7 +117,7 @@ def llama_incompatibilities(config: ModelConfig) -> list[str]:
 def gguf_architecture(config: ModelConfig) -> str:
     """The llama.cpp architecture, "gpt2" or "llama", that computes what `config` computes.
     Neither: a ValueError listing, for each, every field that differs and the value it needs."""
-    gpt2, llama = hf_incompatibilities(config), llama_incompatibilities(config)
+    gpt2, llama = gpt2_incompatibilities(config), llama_incompatibilities(config)
     if not gpt2:
         return "gpt2"
     if not llama:

@@ -1,15 +1,14 @@
-"""Hugging Face entry points over both architectures: export a run as GPT-2 or Llama (or
-whichever fits), import a GPT-2- or Llama-format directory, and write a run's tokenizer for
-tiktoken. What `basegpt export` and `basegpt import hf` call.
+"""Hugging Face entry points over both architectures, as `basegpt export` (all formats but
+gguf) and `basegpt import hf` call them:
 
     export_hf        run -> GPT-2 directory (hf_gpt2.py maps config and tensors)
-    export_llama     run -> Llama directory (hf_llama.py)
+    export_llama     run -> Llama directory (hf_llama.py maps them)
     export_auto      run -> GPT-2 if the model is GPT-2-compatible, else Llama (`hf_format`)
     import_hf        GPT-2 or Llama directory -> run, by config.json (`hf_architecture`)
-    export_tiktoken  run's tokenizer -> .tiktoken rank file + JSON (tokenizers.py)
+    export_tiktoken  run's tokenizer -> .tiktoken rank file + JSON (tokenizers.py writes them)
 
 The directory's files are hf_files.py's (one writer, one weights reader, one tokenizer
-reader); this module chooses the architecture and passes its mapping to them. A model that a
+reader); this module picks the architecture and hands its mapping to them. A model that a
 format cannot express is refused with every field named and what to do instead
 (`export_hint`): the other format when it fits, else the nearest shipped preset that exports
 and the command that trains it.
@@ -28,11 +27,12 @@ import torch
 from basegpt._io import check_writable, new_folder, staged
 from basegpt.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, save_config, save_tensors
 from basegpt.config import ModelConfig
-from basegpt.interop import hf_gpt2, hf_llama
 from basegpt.interop.hf_files import (HF_CONFIG, check_folder_target, read_hf_tokenizer,
                                       read_hf_weights, read_json, source_model, write_hf_dir)
-from basegpt.interop.hf_gpt2 import GPT2_ARCHITECTURES, hf_incompatibilities
-from basegpt.interop.hf_llama import LLAMA_ARCHITECTURES, llama_incompatibilities
+from basegpt.interop.hf_gpt2 import (GPT2_ARCHITECTURES, config_from_gpt2, gpt2_config,
+                                     gpt2_incompatibilities, gpt2_tensors, tensors_from_gpt2)
+from basegpt.interop.hf_llama import (LLAMA_ARCHITECTURES, config_from_llama, llama_config,
+                                      llama_incompatibilities, llama_tensors, tensors_from_llama)
 from basegpt.interop.tokenizers import save_tiktoken
 from basegpt.model import B2lM
 from basegpt.recipe import load_preset, preset_names
@@ -44,8 +44,7 @@ FORMAT_NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
 _KERNELS = ("attention", "norm_kernel", "activation_kernel")
 """ModelConfig fields that choose how, not what, the model computes."""
 _READERS: dict[str, tuple[Callable[..., ModelConfig], Callable[..., dict[str, torch.Tensor]]]] = {
-    "gpt2": (hf_gpt2.config_from_hf, hf_gpt2.basegpt_tensors),
-    "llama": (hf_llama.config_from_llama, hf_llama.basegpt_tensors)}
+    "gpt2": (config_from_gpt2, tensors_from_gpt2), "llama": (config_from_llama, tensors_from_llama)}
 """architecture -> (config.json -> ModelConfig, HF tensors -> basegpt tensors)."""
 
 
@@ -67,11 +66,11 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     check_folder_target(out, "the output folder")
     check_writable(out)
     model, tokenizer = source_model(source)
-    problems = hf_incompatibilities(model.config)
+    problems = gpt2_incompatibilities(model.config)
     if problems:
         raise ValueError("this model cannot be exported to GPT-2 format: " + "; ".join(problems)
                          + ". " + export_hint(model.config, refused="gpt2"))
-    write_hf_dir(out, model, tokenizer, hf_gpt2.hf_config, hf_gpt2.gpt2_tensors)
+    write_hf_dir(out, model, tokenizer, gpt2_config, gpt2_tensors)
     return out
 
 
@@ -95,15 +94,15 @@ def export_llama(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     if problems:
         raise ValueError("this model cannot be exported to Llama format: " + "; ".join(problems)
                          + ". " + export_hint(model.config, refused="llama"))
-    write_hf_dir(out, model, tokenizer, hf_llama.llama_config, hf_llama.llama_tensors)
+    write_hf_dir(out, model, tokenizer, llama_config, llama_tensors)
     return out
 
 
 def hf_format(config: ModelConfig) -> str:
     """The Hugging Face architecture that expresses `config`: "gpt2" when GPT-2 does
-    (`hf_incompatibilities` is empty), else "llama" when Llama does. Neither: a ValueError
+    (`gpt2_incompatibilities` is empty), else "llama" when Llama does. Neither: a ValueError
     listing what each needs, the nearest exportable preset and the command that trains one."""
-    gpt2, llama = hf_incompatibilities(config), llama_incompatibilities(config)
+    gpt2, llama = gpt2_incompatibilities(config), llama_incompatibilities(config)
     if not gpt2:
         return "gpt2"
     if not llama:
@@ -132,7 +131,7 @@ def export_hint(config: ModelConfig, refused: str | None = None) -> str:
     if refused == "gpt2" and not llama_incompatibilities(config):
         return ("It exports to Llama format as it is: basegpt export RUN --format llama OUT "
                 "(or --format auto; export_llama in Python)")
-    if refused == "llama" and not hf_incompatibilities(config):
+    if refused == "llama" and not gpt2_incompatibilities(config):
         return ("It exports to GPT-2 format as it is: basegpt export RUN --format hf OUT "
                 "(or --format auto; export_hf in Python)")
     name, architecture, differs = nearest_exportable_preset(config)
@@ -153,9 +152,9 @@ def nearest_exportable_preset(config: ModelConfig) -> tuple[str, str, list[str]]
         for name in preset_names():
             preset = ModelConfig.from_dict(load_preset(name).get("model", {})).replace(
                 vocab_size=config.vocab_size)
-            if hf_incompatibilities(preset) and llama_incompatibilities(preset):
+            if gpt2_incompatibilities(preset) and llama_incompatibilities(preset):
                 continue
-            architecture = "llama" if hf_incompatibilities(preset) else "gpt2"
+            architecture = "llama" if gpt2_incompatibilities(preset) else "gpt2"
             ours, theirs = config.to_dict(), preset.to_dict()
             differs = [key for key in ours if key not in ("vocab_size", *_KERNELS)
                        and ours[key] != theirs[key]]
@@ -225,7 +224,7 @@ def hf_architecture(hf: dict[str, Any], source: str = HF_CONFIG) -> str:
 def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickle: bool = False,
               overwrite: bool = False) -> HFImport:
     """Build a basegpt run directory (config.json, model.safetensors, tokenizer.json) from a
-    local GPT-2- or Llama-format directory (config.json's model_type says which; hf_llama.py
+    local GPT-2- or Llama-format directory (config.json's model_type says which; py
     reads Llama). `load_run(run_dir)` then gives a tokenizer whose ids are exactly HF's and
     a model whose logits equal HF's on the same ids."""
     hf_dir, run_dir = Path(hf_dir), Path(run_dir)

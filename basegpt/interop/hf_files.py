@@ -197,5 +197,5 @@ def read_hf_tokenizer(hf_dir: Path, n_vocab: int | None = None) -> Tokenizer:
 
 
 __all__ = ["HF_CONFIG", "HF_PICKLE", "HF_TOKENIZER", "HF_TOKENIZER_CONFIG", "HF_WEIGHTS",
-           "HF_WEIGHTS_INDEX", "PICKLE_RISK", "check_folder_target", "dtype_keys", "read_hf_tokenizer",
-           "read_hf_weights", "read_json", "source_model", "write_hf_dir"]
+           "HF_WEIGHTS_INDEX", "PICKLE_RISK", "check_folder_target", "dtype_keys",
+           "read_hf_tokenizer", "read_hf_weights", "read_json", "source_model", "write_hf_dir"]

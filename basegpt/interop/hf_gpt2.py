@@ -67,7 +67,7 @@ _BLOCK_NAMES = (
 
 # ------------------------------------------------------------------------ configs
 
-def hf_incompatibilities(config: ModelConfig) -> list[str]:
+def gpt2_incompatibilities(config: ModelConfig) -> list[str]:
     """Every field that keeps `config` from being a GPT-2 model, each with the value it would
     need, e.g. "positional='sinusoidal' (needs 'learned')". Empty: the model exports."""
     problems = []
@@ -94,7 +94,7 @@ def hf_incompatibilities(config: ModelConfig) -> list[str]:
     return problems
 
 
-def hf_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
+def gpt2_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
               pad_id: int | None, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """The transformers GPT2Config (config.json) of a GPT-2-compatible ModelConfig.
 
@@ -124,7 +124,7 @@ def hf_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
     }
 
 
-def config_from_hf(hf: dict[str, Any], source: str = HF_CONFIG) -> ModelConfig:
+def config_from_gpt2(hf: dict[str, Any], source: str = HF_CONFIG) -> ModelConfig:
     """The ModelConfig of a transformers GPT-2 config.json (parsed). Anything GPT-2 can be
     set to that basegpt does not compute the same way is a ValueError listing each field."""
     model_type, archs = hf.get("model_type"), hf.get("architectures") or []
@@ -190,7 +190,7 @@ def gpt2_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
+def tensors_from_gpt2(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
                     source: str = HF_WEIGHTS
                     ) -> dict[str, torch.Tensor]:
     """GPT-2 tensors -> basegpt's names and layouts; every missing, unexpected or misshapen
@@ -229,5 +229,5 @@ def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
     return out
 
 
-__all__ = ["GPT2_ARCHITECTURES", "basegpt_tensors", "config_from_hf", "gpt2_tensors",
-           "hf_config", "hf_incompatibilities"]
+__all__ = ["GPT2_ARCHITECTURES", "config_from_gpt2", "gpt2_config", "gpt2_incompatibilities",
+           "gpt2_tensors", "tensors_from_gpt2"]

@@ -210,7 +210,7 @@ def llama_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
+def tensors_from_llama(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
                     source: str = HF_WEIGHTS) -> dict[str, torch.Tensor]:
     """Llama tensors -> basegpt's names, q, k and v joined into qkv_proj; every missing,
     unexpected or misshapen tensor is a ValueError naming it and the shape `config` needs."""
@@ -242,5 +242,5 @@ def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
             for name, ts in parts.items()}
 
 
-__all__ = ["LLAMA_ARCHITECTURES", "basegpt_tensors", "config_from_llama", "llama_config",
-           "llama_incompatibilities", "llama_tensors"]
+__all__ = ["LLAMA_ARCHITECTURES", "config_from_llama", "llama_config", "llama_incompatibilities",
+           "llama_tensors", "tensors_from_llama"]
