@@ -59,9 +59,12 @@ _IGNORED_BUFFERS = ("rotary_emb.inv_freq",)
 
 # ------------------------------------------------------------------------ configs
 
-def llama_incompatibilities(config: ModelConfig) -> list[str]:
-    """Every field that keeps `config` from being a Llama model, each with the value it would
-    need, e.g. "activation='gelu' (needs 'swiglu')". Empty: the model exports as Llama."""
+def llama_model_incompatibilities(config: ModelConfig) -> list[str]:
+    """Every field that keeps `config` from computing what a Llama model computes, in any
+    runtime (transformers', llama.cpp's), each with the value it would need, e.g.
+    "activation='gelu' (needs 'swiglu')": pre-norm RMSNorm blocks with RoPE and SwiGLU, one
+    head width, all blocks alike. Each format adds its own needs on top (`llama_incompatibilities`
+    here, gguf.py's `gguf_llama_incompatibilities`)."""
     problems = []
     needs = {"norm_position": "pre", "norm": "rmsnorm", "positional": "rope",
              "activation": "swiglu"}
@@ -71,15 +74,23 @@ def llama_incompatibilities(config: ModelConfig) -> list[str]:
     if config.n_v != config.n_k:
         problems.append(f"n_v={config.n_v} (needs n_k={config.n_k}: Llama's heads have one "
                         "width for queries, keys and values)")
-    C, H = config.n_embed, config.n_head
-    if C % H:
-        problems.append(f"n_head={H} (needs a divisor of n_embed={C}: transformers' "
-                        "LlamaConfig refuses others, even with head_dim set)")
     for i, override in enumerate(config.blocks):
         for name, value in override.to_dict().items():
             if name != "attention" and value != getattr(config, name):   # kernels agree
                 problems.append(f"blocks[{i}].{name}={value!r} (needs {getattr(config, name)!r}: "
                                 "Llama's blocks are all alike)")
+    return problems
+
+
+def llama_incompatibilities(config: ModelConfig) -> list[str]:
+    """Every field that keeps `config` from exporting as a Hugging Face Llama: those of
+    `llama_model_incompatibilities`, and n_head must divide n_embed. Empty: the model exports
+    as Llama."""
+    problems = llama_model_incompatibilities(config)
+    C, H = config.n_embed, config.n_head
+    if C % H:
+        problems.append(f"n_head={H} (needs a divisor of n_embed={C}: transformers' "
+                        "LlamaConfig refuses others, even with head_dim set)")
     return problems
 
 
@@ -243,4 +254,4 @@ def tensors_from_llama(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
 
 
 __all__ = ["LLAMA_ARCHITECTURES", "config_from_llama", "llama_config", "llama_incompatibilities",
-           "llama_tensors", "tensors_from_llama"]
+           "llama_model_incompatibilities", "llama_tensors", "tensors_from_llama"]
