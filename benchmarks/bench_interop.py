@@ -7,7 +7,7 @@ transformers' own `generate` on the same weights and prompt, CPU, in one process
 Steps: transformers builds a random-init GPT2LMHeadModel of GPT-2 small's shape (124M
 parameters: 12 x 768, 12 heads, context 1024, vocab 50257, tied head) and saves it with
 save_pretrained, beside a byte-level BPE trained here with `tokenizers` (4,096 tokens; the model's
-other rows become unused tokens); `basegpt.interop.hf_gpt2.import_hf` turns the directory into
+other rows become unused tokens); `basegpt.interop.hf.import_hf` turns the directory into
 a run, which `load_run` loads. Both then continue the same prompt greedily for --new-tokens
 tokens, each on its KV cache: basegpt with `generate_ids(temperature=0)`, transformers with
 `generate(do_sample=False)`. The tokens must be identical (the run speaks HF's token ids);
@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from basegpt.checkpoint import load_run  # noqa: E402
 from basegpt.corpus import builtin_corpus  # noqa: E402
 from basegpt.generate import generate_ids  # noqa: E402
-from basegpt.interop.hf_gpt2 import import_hf  # noqa: E402
+from basegpt.interop.hf import import_hf  # noqa: E402
 
 PROMPT = "def greet(name):\n    \"\"\"Say hello to someone by name.\"\"\"\n    return f'Hello, {name}!'\n"
 

@@ -58,7 +58,7 @@ from basegpt.config import ModelConfig  # noqa: E402
 from basegpt.corpus import builtin_corpus  # noqa: E402
 from basegpt.generate import generate_ids  # noqa: E402
 from basegpt.interop.gguf import export_gguf, gguf_architecture  # noqa: E402
-from basegpt.interop.hf_gpt2 import export_hf  # noqa: E402
+from basegpt.interop.hf import export_hf  # noqa: E402
 from basegpt.model import B2lM  # noqa: E402
 
 PROMPT = "def greet(name):\n    \"\"\"Say hello to someone by name.\"\"\"\n    return f'Hello, {name}!'\n"

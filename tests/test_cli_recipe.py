@@ -51,10 +51,10 @@ def test_seed_preset_is_the_original_design():
 
 
 def test_gpt2_small_preset_is_gpt2_small():
-    from basegpt.interop.hf_gpt2 import hf_incompatibilities
+    from basegpt.interop.hf_gpt2 import gpt2_incompatibilities
     model, _, data = configs("gpt2-small")
     assert model.vocab_size == data.vocab_size == 50257, "GPT-2's vocabulary"
-    assert hf_incompatibilities(model) == [], "exportable to Hugging Face GPT-2 as it is"
+    assert gpt2_incompatibilities(model) == [], "exportable to Hugging Face GPT-2 as it is"
     with torch.device("meta"):                      # sizes only: no 500 MB of weights
         n = B2lM(model).num_parameters()
     assert n == 124_439_808, f"GPT-2 small has 124,439,808 parameters (tied head), got {n:,}"

@@ -378,7 +378,8 @@ def test_a_model_neither_architecture_computes_is_refused_naming_each_field(tok,
     assert msg.startswith("this model cannot be exported to GGUF: "), msg
     for part in ("as llama.cpp's 'llama' architecture: norm_position='post' (needs 'pre'), "
                  "norm='layernorm' (needs 'rmsnorm'), positional='sinusoidal' (needs 'rope'), "
-                 "activation='relu' (needs 'swiglu'), bias=True (needs False), n_v=4 (needs n_k=8",
+                 "activation='relu' (needs 'swiglu'), n_v=4 (needs n_k=8: Llama's heads have one "
+                 "width for queries, keys and values), bias=True (needs False)",
                  "as llama.cpp's 'gpt2' architecture: norm_position='post' (needs 'pre')",
                  "positional='sinusoidal' (needs 'learned')", "n_v=4 (needs 8 = n_embed / n_head)",
                  "--norm-position pre --norm rmsnorm --positional rope --activation swiglu "
@@ -400,8 +401,8 @@ def test_the_nearer_architecture_is_named_first(tok, tmp_path):
 def test_per_block_overrides_are_refused(tok, tmp_path):
     model = B2lM(_model("llama-mha-untied", len(tok)).config.replace(
         blocks=[{"n_ff": 32}, {"attention": "manual"}]))
-    with pytest.raises(ValueError, match=r"blocks\[0\].n_ff=32 \(needs 64: the exported "
-                                         r"blocks are all alike\)") as e:
+    with pytest.raises(ValueError, match=r"blocks\[0\].n_ff=32 \(needs 64: Llama's blocks "
+                                         r"are all alike\)") as e:
         export_gguf((model, tok), tmp_path / "m.gguf")
     assert "blocks[1]" not in str(e.value), "a kernel choice computes the same"
 

@@ -29,8 +29,9 @@ from basegpt.checkpoint import load_run, save_run  # noqa: E402
 from basegpt.cli import main  # noqa: E402
 from basegpt.config import ModelConfig  # noqa: E402
 from basegpt.corpus import builtin_corpus  # noqa: E402
-from basegpt.interop.hf_gpt2 import (export_hf, hf_incompatibilities, import_hf,  # noqa: E402
-                                     read_hf_tokenizer)
+from basegpt.interop.hf_files import read_hf_tokenizer  # noqa: E402
+from basegpt.interop.hf import export_hf, import_hf  # noqa: E402
+from basegpt.interop.hf_gpt2 import gpt2_incompatibilities  # noqa: E402
 from basegpt.interop.tokenizers import load_tiktoken  # noqa: E402
 
 TEXT = ("Hello, world! Ça va? Grüße aus Köln. Привет, мир. 你好，世界。こんにちは。안녕하세요. "
@@ -329,10 +330,10 @@ def test_each_non_exportable_option_is_named(changes, named, tmp_path):
 
 
 def test_every_incompatible_field_is_listed_at_once():
-    problems = "; ".join(hf_incompatibilities(ModelConfig()))   # the original design's model
+    problems = "; ".join(gpt2_incompatibilities(ModelConfig()))   # the original design's model
     for field in ("norm_position", "positional", "activation"):
         assert field in problems, problems
-    assert hf_incompatibilities(_compatible(blocks=[{"attention": "manual"}, {}])) == [], \
+    assert gpt2_incompatibilities(_compatible(blocks=[{"attention": "manual"}, {}])) == [], \
         "the attention kernel does not change the numbers"
 
 
@@ -421,7 +422,8 @@ def test_gpt2_small_preset_and_the_documented_flags_make_exportable_models():
     from basegpt.recipe import check_spec, resolve_spec
 
     def problems(preset, **model):
-        return hf_incompatibilities(check_spec(resolve_spec(preset, overrides={"model": model}))[0])
+        config = check_spec(resolve_spec(preset, overrides={"model": model}))[0]
+        return gpt2_incompatibilities(config)
 
     assert problems("gpt2-small") == [], problems("gpt2-small")
     laptop = dict(positional="learned", norm="layernorm", bias=True)

@@ -31,9 +31,9 @@ from basegpt.checkpoint import load_run, save_run  # noqa: E402
 from basegpt.cli import main  # noqa: E402
 from basegpt.config import ModelConfig  # noqa: E402
 from basegpt.corpus import builtin_corpus  # noqa: E402
-from basegpt.interop.hf_gpt2 import export_hf, import_hf  # noqa: E402
-from basegpt.interop.hf_llama import (export_auto, export_llama, hf_format,  # noqa: E402
-                                      llama_incompatibilities)
+from basegpt.interop.hf import (export_auto, export_hf, export_llama, hf_format,  # noqa: E402
+                                import_hf)
+from basegpt.interop.hf_llama import llama_incompatibilities  # noqa: E402
 
 TEXT = ("Hello, world! Ça va? Grüße aus Köln. Привет, мир. 你好，世界。こんにちは。 😀👍🏽 e\u0301 ﬁ ½\n"
         "def add(a, b):\n    return a + b  # it's they'll\n\tx = 12345678; y = 3.14\r\n  end\n"

@@ -514,7 +514,7 @@ def test_train_run_seed_fixes_the_initial_weights(tmp_path: Path, monkeypatch, s
 
 def test_import_over_a_trained_run_leaves_none_of_it_and_waits_for_no_one(
         tokenizer, data, tmp_path: Path):
-    from basegpt.interop.hf_gpt2 import export_hf, import_hf
+    from basegpt.interop.hf import export_hf, import_hf
     model = tiny(tokenizer, n_head=4, n_k=8, n_v=8, norm_position="pre", positional="learned",
                  activation="gelu")
     export_hf((model, tokenizer), tmp_path / "hf")

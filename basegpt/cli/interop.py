@@ -58,8 +58,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> None:
-    from basegpt.interop.hf_gpt2 import export_hf, export_tiktoken
-    from basegpt.interop.hf_llama import export_auto, export_llama
+    from basegpt.interop.hf import export_auto, export_hf, export_llama, export_tiktoken
     if args.dtype is not None and args.format != "gguf":
         raise ValueError(f"--dtype is for --format gguf only, not {args.format}; drop --dtype")
     if args.format == "gguf":
@@ -113,7 +112,8 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_import_hf(args: argparse.Namespace) -> None:
-    from basegpt.interop.hf_gpt2 import PICKLE_RISK, import_hf
+    from basegpt.interop.hf_files import PICKLE_RISK
+    from basegpt.interop.hf import import_hf
     result = import_hf(args.hf_dir, args.run_dir, allow_pickle=args.allow_pickle,
                        overwrite=args.overwrite)
     if result.pickled:

@@ -4,10 +4,11 @@ tokenizer), written with the `gguf` package, llama.cpp's own writer.
 llama.cpp has no "basegpt" architecture, but two of its architectures compute what some B2lMs
 compute, so the export picks the one that fits the config:
 
-    "gpt2"   a GPT-2-compatible config (hf_gpt2.hf_incompatibilities is empty): pre-norm
+    "gpt2"   a GPT-2-compatible config (hf_gpt2.gpt2_incompatibilities is empty): pre-norm
              LayerNorm, learned positions, tanh-GELU, biases, n_k == n_v == n_embed / n_head
-    "llama"  pre-norm RMSNorm, RoPE, SwiGLU, no biases, n_k == n_v; any n_kv_head dividing
-             n_head (grouped-query, multi-query); tied or untied head
+    "llama"  a Llama model (hf_llama.llama_model_incompatibilities is empty): pre-norm
+             RMSNorm, RoPE, SwiGLU, n_k == n_v; and no biases; any n_kv_head dividing n_head
+             (grouped-query, multi-query); tied or untied head
 
 Anything else is a ValueError listing, for each architecture, the fields that keep the model
 out of it and the values they would need.
@@ -64,7 +65,9 @@ from basegpt._io import check_writable, errors_name, fsync_dir, new_folder, open
 from basegpt._optional import require
 from basegpt.checkpoint import model_tensors, unwrap
 from basegpt.config import ModelConfig
-from basegpt.interop.hf_gpt2 import _check_folder_target, _source, hf_incompatibilities
+from basegpt.interop.hf_files import check_folder_target, source_model
+from basegpt.interop.hf_gpt2 import gpt2_incompatibilities
+from basegpt.interop.hf_llama import llama_model_incompatibilities
 from basegpt.interop.tokenizers import hf_tokenizer_json
 from basegpt.tokenizer import Tokenizer
 from basegpt.tokenizer.tokenizer import EOT, PAD
@@ -88,8 +91,6 @@ Patterns "none" and custom regexes have no llama.cpp counterpart and are refused
 TOKEN_NORMAL, TOKEN_CONTROL = 1, 3
 """tokenizer.ggml.token_type values (llama.cpp's LLAMA_TOKEN_TYPE_NORMAL, _CONTROL)."""
 
-_LLAMA_NEEDS = {"norm_position": "pre", "norm": "rmsnorm", "positional": "rope",
-                "activation": "swiglu", "bias": False}
 _LLAMA_FLAGS = "--norm-position pre --norm rmsnorm --positional rope --activation swiglu --no-bias"
 _GPT2_FLAGS = ("--norm-position pre --norm layernorm --positional learned --activation gelu "
                "--bias and n_k = n_v = n_embed / n_head")
@@ -97,26 +98,22 @@ _GPT2_FLAGS = ("--norm-position pre --norm layernorm --positional learned --acti
 
 # ------------------------------------------------------------------------ configs
 
-def llama_incompatibilities(config: ModelConfig) -> list[str]:
-    """Every field that keeps `config` out of llama.cpp's "llama" architecture, each with the
-    value it would need, e.g. "activation='gelu' (needs 'swiglu')". Empty: it fits."""
-    problems = [f"{name}={getattr(config, name)!r} (needs {value!r})"
-                for name, value in _LLAMA_NEEDS.items() if getattr(config, name) != value]
-    if config.n_v != config.n_k:
-        problems.append(f"n_v={config.n_v} (needs n_k={config.n_k}: llama.cpp's llama blocks "
-                        "have one head width for keys and values)")
-    for i, override in enumerate(config.blocks):
-        for name, value in override.to_dict().items():
-            if name != "attention" and value != getattr(config, name):   # kernels agree
-                problems.append(f"blocks[{i}].{name}={value!r} (needs {getattr(config, name)!r}: "
-                                "the exported blocks are all alike)")
+def gguf_llama_incompatibilities(config: ModelConfig) -> list[str]:
+    """Every field that keeps `config` out of llama.cpp's "llama" architecture as this export
+    writes it, each with the value it would need: those of any Llama model
+    (`hf_llama.llama_model_incompatibilities`), and no biases (none is written). Unlike
+    transformers, n_head need not divide n_embed: the head width is written as
+    attention.key_length (`gguf_metadata`). Empty: it fits."""
+    problems = llama_model_incompatibilities(config)
+    if config.bias:
+        problems.append("bias=True (needs False)")
     return problems
 
 
 def gguf_architecture(config: ModelConfig) -> str:
     """The llama.cpp architecture, "gpt2" or "llama", that computes what `config` computes.
     Neither: a ValueError listing, for each, every field that differs and the value it needs."""
-    gpt2, llama = hf_incompatibilities(config), llama_incompatibilities(config)
+    gpt2, llama = gpt2_incompatibilities(config), gguf_llama_incompatibilities(config)
     if not gpt2:
         return "gpt2"
     if not llama:
@@ -287,9 +284,9 @@ def export_gguf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     if out.is_dir():
         raise ValueError(f"{out} is a folder, but the GGUF file must go there; give a file "
                          f"path, e.g. {out / 'model.gguf'}")
-    _check_folder_target(out.parent, "the output folder")
+    check_folder_target(out.parent, "the output folder")
     check_writable(out)
-    model, tokenizer = _source(source)
+    model, tokenizer = source_model(source)
     config = model.config
     arch = gguf_architecture(config)
     if config.vocab_size != len(tokenizer):
@@ -338,6 +335,6 @@ def _write(gguf, path: str, arch: str, metadata: dict, tensors: dict[str, torch.
         os.fsync(f.fileno())
 
 
-__all__ = ["DTYPES", "PRE_TOKENIZERS", "export_gguf", "gguf_architecture", "gguf_metadata",
-           "gguf_tensors", "gguf_tokenizer", "interleave_rope_rows", "llama_incompatibilities",
-           "stored_dtype"]
+__all__ = ["DTYPES", "PRE_TOKENIZERS", "export_gguf", "gguf_architecture",
+           "gguf_llama_incompatibilities", "gguf_metadata", "gguf_tensors", "gguf_tokenizer",
+           "interleave_rope_rows", "stored_dtype"]

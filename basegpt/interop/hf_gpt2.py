@@ -1,4 +1,4 @@
-"""Hugging Face GPT-2 format, both ways: export a run, import a GPT-2-format directory.
+"""Hugging Face GPT-2 format, both ways: config.json and tensors, basegpt <-> GPT-2.
 
 A GPT-2-compatible B2lM (pre-norm LayerNorm blocks, learned positions, tanh-GELU, biases, plain
 multi-head attention with n_k == n_v == n_embed / n_head) computes exactly what HF's
@@ -30,54 +30,27 @@ rows are copied as they are. The imported run uses HF's ids end to end (tokenize
 model rows), and export writes the same ids back, so export(import(x)) reproduces x's tensors
 and ids bit for bit. Directories that basegpt exported have native ids: no numbering is stored.
 
-hf_llama.py does the same for Llama-format directories with this module's shared parts
-(tokenizer files, weights reading, the all-or-nothing writer `write_hf_dir`); `import_hf`
-here reads either, by config.json's model_type (`hf_architecture`).
-
-Only safetensors weights load by default. A legacy `pytorch_model.bin` is a pickle; it is read
-only with allow_pickle=True, through torch.load(weights_only=True), which is the one call of
-torch.load in basegpt (checkpoint.py says why pickles are refused everywhere else).
-Nothing here downloads: a directory without weights is an error that says so.
+hf_llama.py does the same for Llama. The directory's files (tokenizer, weights, the
+all-or-nothing writer) are hf_files.py's; hf.py's `export_hf` and `import_hf` put the two
+together.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from basegpt._io import atomic_write_text, check_writable, file_in_the_way, new_folder, staged
-from basegpt.checkpoint import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, load_run,
-                                load_tensors, model_tensors, save_config, save_tensors, unwrap)
+from basegpt.checkpoint import model_tensors, unwrap
 from basegpt.config import ModelConfig
-from basegpt.interop.tokenizers import (from_hf_tokenizer_json, hf_json_from_vocab_merges,
-                                        hf_tokenizer_json, save_tiktoken)
+from basegpt.interop.hf_files import HF_CONFIG, HF_WEIGHTS, dtype_keys
 from basegpt.model import B2lM
-from basegpt.rundir import clear_run
-from basegpt.runlock import run_lock
-from basegpt.tokenizer import Tokenizer
-from basegpt.tokenizer.tokenizer import EOT, PAD
-
-HF_CONFIG = "config.json"
-HF_WEIGHTS = "model.safetensors"
-HF_WEIGHTS_INDEX = "model.safetensors.index.json"
-HF_PICKLE = "pytorch_model.bin"
-HF_TOKENIZER = "tokenizer.json"
-HF_TOKENIZER_CONFIG = "tokenizer_config.json"
 
 GELU_TANH_NAMES = ("gelu_new", "gelu_pytorch_tanh")
 """HF activation names of the tanh-approximated GELU that basegpt's "gelu" computes."""
 GPT2_ARCHITECTURES = ("GPT2LMHeadModel", "GPT2Model", "GPT2DoubleHeadsModel")
 _IGNORED_BUFFERS = (".attn.bias", ".attn.masked_bias")
 """Causal-mask buffers that old transformers versions saved with the weights; not weights."""
-PICKLE_RISK = ("a pytorch_model.bin is a Python pickle: loading it runs an unpickler, and even "
-                "torch.load(weights_only=True)'s restricted one has had code-execution bypasses "
-                "(CVE-2025-32434, CVE-2026-24747); a safetensors file holds only tensors and "
-                "runs no code")
 
 # GPT-2 block tensor <- basegpt block tensor; True = Conv1D weight, stored transposed.
 _BLOCK_NAMES = (
@@ -94,7 +67,7 @@ _BLOCK_NAMES = (
 
 # ------------------------------------------------------------------------ configs
 
-def hf_incompatibilities(config: ModelConfig) -> list[str]:
+def gpt2_incompatibilities(config: ModelConfig) -> list[str]:
     """Every field that keeps `config` from being a GPT-2 model, each with the value it would
     need, e.g. "positional='sinusoidal' (needs 'learned')". Empty: the model exports."""
     problems = []
@@ -121,7 +94,7 @@ def hf_incompatibilities(config: ModelConfig) -> list[str]:
     return problems
 
 
-def hf_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
+def gpt2_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
               pad_id: int | None, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """The transformers GPT2Config (config.json) of a GPT-2-compatible ModelConfig.
 
@@ -151,14 +124,7 @@ def hf_config(config: ModelConfig, bos_id: int | None, eos_id: int | None,
     }
 
 
-def dtype_keys(dtype: torch.dtype) -> dict[str, str]:
-    """The weights' dtype as config.json states it: "dtype" (transformers 5) and
-    "torch_dtype" (the name older transformers and other tools read)."""
-    name = str(dtype).removeprefix("torch.")
-    return {"dtype": name, "torch_dtype": name}
-
-
-def config_from_hf(hf: dict[str, Any], source: str = HF_CONFIG) -> ModelConfig:
+def config_from_gpt2(hf: dict[str, Any], source: str = HF_CONFIG) -> ModelConfig:
     """The ModelConfig of a transformers GPT-2 config.json (parsed). Anything GPT-2 can be
     set to that basegpt does not compute the same way is a ValueError listing each field."""
     model_type, archs = hf.get("model_type"), hf.get("architectures") or []
@@ -224,7 +190,7 @@ def gpt2_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
+def tensors_from_gpt2(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
                     source: str = HF_WEIGHTS
                     ) -> dict[str, torch.Tensor]:
     """GPT-2 tensors -> basegpt's names and layouts; every missing, unexpected or misshapen
@@ -263,269 +229,5 @@ def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
     return out
 
 
-# ------------------------------------------------------------------------ export
-
-def _check_folder_target(path: Path, what: str) -> None:
-    """A folder can be made at `path`: neither it nor a folder above it is an existing file.
-    Checked before any work, so a bad path fails at once, naming it."""
-    blocker = file_in_the_way(path)
-    if blocker is not None:
-        where = "is a file" if blocker == path else f"is inside {blocker}, which is a file"
-        raise ValueError(f"{path} {where}, but {what} must go there; move the file away or "
-                         "choose another path")
-
-
-def _source(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer]
-            ) -> tuple[B2lM, Tokenizer]:
-    if isinstance(source, tuple):
-        model, tokenizer = source
-        return unwrap(model), tokenizer
-    run = load_run(source)
-    return run.model, run.tokenizer
-
-
-def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
-              out_dir: str | os.PathLike) -> Path:
-    """Write a Hugging Face GPT-2 directory for a run directory or a (model, tokenizer) pair:
-    config.json, model.safetensors, tokenizer.json, tokenizer_config.json, which
-    `GPT2LMHeadModel.from_pretrained(out_dir)` and `AutoTokenizer.from_pretrained(out_dir)`
-    load offline with no custom code. The HF ids are the tokenizer's (public) ids, so an
-    imported run goes back out with its original ids. Returns out_dir.
-
-    Raises ValueError listing every field that is not GPT-2-compatible (and saying whether
-    the model exports as Llama, or which preset trains an exportable model), or naming
-    out_dir when it is a file.
-    """
-    from basegpt.interop import hf_llama    # builds on this module: imported here, not above
-    out = Path(out_dir)
-    _check_folder_target(out, "the output folder")
-    check_writable(out)
-    model, tokenizer = _source(source)
-    problems = hf_incompatibilities(model.config)
-    if problems:
-        raise ValueError("this model cannot be exported to GPT-2 format: " + "; ".join(problems)
-                         + ". " + hf_llama.export_hint(model.config, refused="gpt2"))
-    write_hf_dir(out, model, tokenizer, hf_config, gpt2_tensors)
-    return out
-
-
-def write_hf_dir(out: Path, model: B2lM, tokenizer: Tokenizer,
-                 hf_config_of: Callable[..., dict[str, Any]],
-                 tensors_of: Callable[[torch.nn.Module], dict[str, torch.Tensor]]) -> None:
-    """Write the four files of a Hugging Face model directory into `out`: config.json
-    (`hf_config_of(config, bos_id, eos_id, pad_id, dtype)`), model.safetensors
-    (`tensors_of(model)`), tokenizer.json and tokenizer_config.json. All four or none: a full
-    disk part-way leaves an earlier export whole; and one export at a time into a folder
-    (two would mix their files)."""
-    config = model.config
-    if config.vocab_size != len(tokenizer):
-        raise ValueError(f"model vocab_size={config.vocab_size} but the tokenizer has "
-                         f"{len(tokenizer)} tokens")
-    tok_json = hf_tokenizer_json(tokenizer)
-    eot = tokenizer.special_tokens.get(EOT)
-    pad = tokenizer.special_tokens.get(PAD)
-    tensors = tensors_of(model)
-    tok_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.n_context,
-                  "clean_up_tokenization_spaces": False, "add_prefix_space": False}
-    if eot is not None:
-        tok_config |= {"bos_token": EOT, "eos_token": EOT}
-    if pad is not None:
-        tok_config["pad_token"] = PAD
-    config_json = hf_config_of(config, eot, eot, pad, model.tok_emb.weight.dtype)
-    with new_folder(out), run_lock(out, "basegpt export"), staged(out) as stage:
-        save_tensors(stage / HF_WEIGHTS, tensors, metadata={"format": "pt"})
-        atomic_write_text(stage / HF_CONFIG, json.dumps(config_json, indent=2) + "\n")
-        atomic_write_text(stage / HF_TOKENIZER, json.dumps(tok_json, ensure_ascii=False) + "\n")
-        atomic_write_text(stage / HF_TOKENIZER_CONFIG, json.dumps(tok_config, indent=2) + "\n")
-
-
-def export_tiktoken(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
-                    out: str | os.PathLike) -> tuple[Path, Path]:
-    """Write the tokenizer as a tiktoken rank file + JSON (`interop.tokenizers.save_tiktoken`).
-    `out` is the .tiktoken file, or a directory (then OUT/tokenizer.tiktoken). Ranks are
-    basegpt's ids (tiktoken merges by rank, which must follow merge order); for an imported
-    run they are HF's ids, when HF's merge tokens are numbered in merge order (as GPT-2's
-    are); other numberings cannot be tiktoken ranks (ValueError)."""
-    out = Path(out)
-    if out.is_dir() or out.suffix != ".tiktoken":
-        out = out / "tokenizer.tiktoken"
-    _check_folder_target(out.parent, "the output folder")
-    check_writable(out)
-    if isinstance(source, tuple):
-        tokenizer = source[1]
-    else:
-        tokenizer = Tokenizer.load(Path(source) / TOKENIZER_FILE)
-    # Both files or neither: a full disk part-way leaves an earlier export whole.
-    with new_folder(out.parent), staged(out.parent) as stage:
-        ranks, meta = save_tiktoken(tokenizer, stage / out.name)
-    return out.parent / ranks.name, out.parent / meta.name
-
-
-# ------------------------------------------------------------------------ import
-
-@dataclass
-class HFImport:
-    """What `import_hf` did: the run written, the weights file read (and whether it was a
-    pickle), and the architecture it held ("gpt2" or "llama"). The run's token ids are HF's,
-    always."""
-
-    run_dir: Path
-    weights: Path
-    pickled: bool
-    architecture: str = "gpt2"
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error})") from None
-
-
-def _check_not_pointer(path: Path) -> None:
-    # A Git LFS clone without `git lfs pull` leaves ~130-byte text pointers instead of weights.
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if head.startswith(b"version https://git-lfs"):
-        raise ValueError(f"{path} is a Git LFS pointer, not the weights; fetch them (git lfs "
-                         "pull) first: basegpt never downloads")
-
-
-def read_hf_weights(hf_dir: Path, allow_pickle: bool = False
-                    ) -> tuple[dict[str, torch.Tensor], Path, bool]:
-    """(tensors, file read, pickled?) from model.safetensors, a sharded safetensors index, or,
-    with allow_pickle only, pytorch_model.bin."""
-    single, index, pickle = hf_dir / HF_WEIGHTS, hf_dir / HF_WEIGHTS_INDEX, hf_dir / HF_PICKLE
-    if single.is_file():
-        _check_not_pointer(single)
-        return load_tensors(single), single, False
-    if index.is_file():
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(_read_json(index).get("weight_map", {}).values())):
-            if not (hf_dir / shard).is_file():
-                raise FileNotFoundError(f"{hf_dir / shard} (listed in {index.name}) is missing; "
-                                        "basegpt never downloads: fetch every shard first")
-            _check_not_pointer(hf_dir / shard)
-            tensors |= load_tensors(hf_dir / shard)
-        return tensors, index, False
-    if pickle.is_file():
-        if not allow_pickle:
-            raise ValueError(f"{hf_dir} has weights only as {HF_PICKLE}, a pickle; "
-                             f"{PICKLE_RISK}. Convert it to model.safetensors, or, for a file "
-                             "you trust, pass allow_pickle=True (--allow-pickle)")
-        _check_not_pointer(pickle)
-        try:
-            state = torch.load(pickle, map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise ValueError(f"{pickle} could not be loaded with weights_only=True ({error})") from None
-        if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-            raise ValueError(f"{pickle} does not hold a dict of tensors")
-        return state, pickle, True
-    raise FileNotFoundError(f"{hf_dir} has no weights ({HF_WEIGHTS}, {HF_WEIGHTS_INDEX} or "
-                            f"{HF_PICKLE}): only part of the model was downloaded. basegpt "
-                            "never downloads; fetch the weights into the directory first (e.g. "
-                            f"huggingface-cli download NAME --local-dir {hf_dir})")
-
-
-def read_hf_tokenizer(hf_dir: Path, n_vocab: int | None = None) -> Tokenizer:
-    """A basegpt Tokenizer with HF's ids from tokenizer.json, or else vocab.json + merges.txt
-    (GPT-2's original files; special tokens from tokenizer_config.json /
-    special_tokens_map.json)."""
-    if (hf_dir / HF_TOKENIZER).is_file():
-        data, source = _read_json(hf_dir / HF_TOKENIZER), hf_dir / HF_TOKENIZER
-    elif (hf_dir / "vocab.json").is_file() and (hf_dir / "merges.txt").is_file():
-        vocab = _read_json(hf_dir / "vocab.json")
-        merges = (hf_dir / "merges.txt").read_text(encoding="utf-8")
-        settings: dict[str, Any] = {}
-        for name in (HF_TOKENIZER_CONFIG, "special_tokens_map.json"):
-            if (hf_dir / name).is_file():
-                settings = _read_json(hf_dir / name) | settings
-        specials = [settings.get(k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")]
-        specials = [s["content"] if isinstance(s, dict) else s for s in specials if s]
-        specials += [t.get("content") for t in (settings.get("added_tokens_decoder") or {}).values()]
-        data = hf_json_from_vocab_merges(vocab, merges, list(dict.fromkeys(specials)),
-                                         bool(settings.get("add_prefix_space", False)))
-        source = hf_dir / "vocab.json"
-    else:
-        raise FileNotFoundError(f"{hf_dir} has no tokenizer ({HF_TOKENIZER}, or vocab.json + "
-                                "merges.txt); basegpt never downloads: copy them there first")
-    try:
-        return from_hf_tokenizer_json(data, n_vocab)
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
-
-
-def hf_architecture(hf: dict[str, Any], source: str = HF_CONFIG) -> str:
-    """"gpt2" or "llama": which of the architectures basegpt imports a parsed config.json
-    declares, by its model_type, else by its architectures. Any other is a ValueError naming
-    both keys and what basegpt imports."""
-    from basegpt.interop.hf_llama import LLAMA_ARCHITECTURES
-    if not isinstance(hf, dict):
-        raise ValueError(f"{source} holds a {type(hf).__name__}, not a model config (an "
-                         "object with model_type, ...)")
-    model_type, archs = hf.get("model_type"), hf.get("architectures") or []
-    if model_type in ("gpt2", "llama"):
-        return model_type
-    if model_type is None and set(archs) & set(GPT2_ARCHITECTURES):
-        return "gpt2"
-    if model_type is None and set(archs) & set(LLAMA_ARCHITECTURES):
-        return "llama"
-    raise ValueError(f"{source}: unknown architecture (model_type={model_type!r}, "
-                     f"architectures={archs}); basegpt imports GPT-2 models "
-                     f"({', '.join(GPT2_ARCHITECTURES)}) and Llama models "
-                     f"({', '.join(LLAMA_ARCHITECTURES)})")
-
-
-def import_hf(hf_dir: str | os.PathLike, run_dir: str | os.PathLike, allow_pickle: bool = False,
-              overwrite: bool = False) -> HFImport:
-    """Build a basegpt run directory (config.json, model.safetensors, tokenizer.json) from a
-    local GPT-2- or Llama-format directory (config.json's model_type says which; hf_llama.py
-    reads Llama). `load_run(run_dir)` then gives a tokenizer whose ids are exactly HF's and
-    a model whose logits equal HF's on the same ids."""
-    from basegpt.interop import hf_llama    # builds on this module: imported here, not above
-    hf_dir, run_dir = Path(hf_dir), Path(run_dir)
-    if not hf_dir.is_dir():
-        raise FileNotFoundError(f"{hf_dir}: no such directory. basegpt imports local "
-                                "directories only and never downloads; for a hub model, "
-                                f"download it first (huggingface-cli download NAME --local-dir DIR)")
-    if not (hf_dir / HF_CONFIG).is_file():
-        raise FileNotFoundError(f"{hf_dir} has no {HF_CONFIG}; it is not a Hugging Face model "
-                                "directory")
-    _check_folder_target(run_dir, "the run directory")
-    check_writable(run_dir)
-    if (run_dir / CONFIG_FILE).exists() and not overwrite:     # early: before reading weights
-        raise ValueError(f"{run_dir} already holds a run; choose another directory or pass "
-                         "overwrite=True (--overwrite)")
-    hf = _read_json(hf_dir / HF_CONFIG)
-    architecture = hf_architecture(hf, str(hf_dir / HF_CONFIG))
-    config_of, tensors_of = ((hf_llama.config_from_llama, hf_llama.basegpt_tensors)
-                             if architecture == "llama" else (config_from_hf, basegpt_tensors))
-    config = config_of(hf, str(hf_dir / HF_CONFIG))
-    tokenizer = read_hf_tokenizer(hf_dir, config.vocab_size)
-    hf_tensors, weights, pickled = read_hf_weights(hf_dir, allow_pickle)
-    tensors = tensors_of(hf_tensors, config, str(weights))
-
-    extra: dict[str, Any] = {"imported_from": {"format": f"hf-{architecture}",
-                                               "path": str(hf_dir.resolve()),
-                                               "weights": weights.name}}
-    # All three files or none (config.json last: a run is complete once it exists), so a
-    # full disk part-way leaves a run being overwritten whole, and no half-made folder; and
-    # one writer at a time.
-    with new_folder(run_dir), run_lock(run_dir, "basegpt import hf"):
-        if (run_dir / CONFIG_FILE).exists() and not overwrite:   # again, now as the one writer
-            raise ValueError(f"{run_dir} already holds a run; choose another directory or "
-                             "pass overwrite=True (--overwrite)")
-        with staged(run_dir, commit_record=CONFIG_FILE) as stage:
-            tokenizer.save(stage / TOKENIZER_FILE)
-            save_tensors(stage / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
-            save_config(stage, config, tokenizer, extra=extra)
-            # Only now, with the new run written: nothing of the run it replaces may stay
-            # (its checkpoints would resume under this config).
-            clear_run(run_dir)
-    return HFImport(run_dir=run_dir, weights=weights, pickled=pickled, architecture=architecture)
-
-
-__all__ = ["HFImport", "basegpt_tensors", "config_from_hf", "dtype_keys", "export_hf",
-           "export_tiktoken", "gpt2_tensors", "hf_architecture", "hf_config",
-           "hf_incompatibilities", "import_hf", "read_hf_tokenizer", "read_hf_weights",
-           "write_hf_dir"]
+__all__ = ["GPT2_ARCHITECTURES", "config_from_gpt2", "gpt2_config", "gpt2_incompatibilities",
+           "gpt2_tensors", "tensors_from_gpt2"]

@@ -1,4 +1,4 @@
-"""Hugging Face Llama format, both ways, and the choice between GPT-2 and Llama for a model.
+"""Hugging Face Llama format, both ways: config.json and tensors, basegpt <-> Llama.
 
 A Llama-compatible B2lM (pre-norm RMSNorm blocks, RoPE, SwiGLU, one head width D for queries,
 keys and values, all blocks alike) computes exactly what HF's LlamaForCausalLM computes:
@@ -30,52 +30,41 @@ conversion only renames tensors and cuts the fused qkv_proj in three; nothing is
     lm_head.weight         (V, C)       lm_head.weight                 absent when tied
 
 (norms: their .weight; with bias=True each projection's .bias follows its weight, cut the
-same way.) Token ids, the tokenizer files, reading weights (safetensors only unless
-allow_pickle) and the all-or-nothing writer are hf_gpt2.py's; its `import_hf` reads Llama
-directories through `config_from_llama` and `basegpt_tensors` here.
+same way.) Token ids are as for GPT-2 (hf_gpt2.py's docstring); the directory's files are
+read and written by hf_files.py, and hf.py's `export_llama` and `import_hf` put the two
+together.
 
 Dropout is a training setting: Llama's config has only attention_dropout, so embed_dropout
 and resid_dropout are not exported (in eval mode the model computes the same without them).
-
-`hf_format` picks the architecture for a model, GPT-2 first (the format more tools read),
-and `export_auto` exports with it; a model that neither expresses is refused with every field
-named, the nearest exportable preset and the command that trains one (`export_hint`).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from basegpt._io import check_writable
 from basegpt.checkpoint import model_tensors, unwrap
 from basegpt.config import ModelConfig
-from basegpt.interop.hf_gpt2 import (HF_CONFIG, HF_WEIGHTS, _check_folder_target, _source,
-                                     dtype_keys, export_hf, hf_incompatibilities,
-                                     write_hf_dir)
+from basegpt.interop.hf_files import HF_CONFIG, HF_WEIGHTS, dtype_keys
 from basegpt.model import B2lM
-from basegpt.tokenizer import Tokenizer
 
 LLAMA_ARCHITECTURES = ("LlamaForCausalLM",)
 SILU_NAMES = ("silu", "swish")
 """HF activation names of silu(x) = x * sigmoid(x), the gate of basegpt's SwiGLU."""
 _IGNORED_BUFFERS = ("rotary_emb.inv_freq",)
 """RoPE frequencies that early Llama conversions saved with the weights; not weights."""
-FORMAT_NAMES = {"gpt2": "GPT-2", "llama": "Llama"}
-_KERNELS = ("attention", "norm_kernel", "activation_kernel")
-"""ModelConfig fields that choose how, not what, the model computes."""
 
 
 # ------------------------------------------------------------------------ configs
 
-def llama_incompatibilities(config: ModelConfig) -> list[str]:
-    """Every field that keeps `config` from being a Llama model, each with the value it would
-    need, e.g. "activation='gelu' (needs 'swiglu')". Empty: the model exports as Llama."""
+def llama_model_incompatibilities(config: ModelConfig) -> list[str]:
+    """Every field that keeps `config` from computing what a Llama model computes, in any
+    runtime (transformers', llama.cpp's), each with the value it would need, e.g.
+    "activation='gelu' (needs 'swiglu')": pre-norm RMSNorm blocks with RoPE and SwiGLU, one
+    head width, all blocks alike. Each format adds its own needs on top (`llama_incompatibilities`
+    here, gguf.py's `gguf_llama_incompatibilities`)."""
     problems = []
     needs = {"norm_position": "pre", "norm": "rmsnorm", "positional": "rope",
              "activation": "swiglu"}
@@ -85,15 +74,23 @@ def llama_incompatibilities(config: ModelConfig) -> list[str]:
     if config.n_v != config.n_k:
         problems.append(f"n_v={config.n_v} (needs n_k={config.n_k}: Llama's heads have one "
                         "width for queries, keys and values)")
-    C, H = config.n_embed, config.n_head
-    if C % H:
-        problems.append(f"n_head={H} (needs a divisor of n_embed={C}: transformers' "
-                        "LlamaConfig refuses others, even with head_dim set)")
     for i, override in enumerate(config.blocks):
         for name, value in override.to_dict().items():
             if name != "attention" and value != getattr(config, name):   # kernels agree
                 problems.append(f"blocks[{i}].{name}={value!r} (needs {getattr(config, name)!r}: "
                                 "Llama's blocks are all alike)")
+    return problems
+
+
+def llama_incompatibilities(config: ModelConfig) -> list[str]:
+    """Every field that keeps `config` from exporting as a Hugging Face Llama: those of
+    `llama_model_incompatibilities`, and n_head must divide n_embed. Empty: the model exports
+    as Llama."""
+    problems = llama_model_incompatibilities(config)
+    C, H = config.n_embed, config.n_head
+    if C % H:
+        problems.append(f"n_head={H} (needs a divisor of n_embed={C}: transformers' "
+                        "LlamaConfig refuses others, even with head_dim set)")
     return problems
 
 
@@ -224,7 +221,7 @@ def llama_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
+def tensors_from_llama(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
                     source: str = HF_WEIGHTS) -> dict[str, torch.Tensor]:
     """Llama tensors -> basegpt's names, q, k and v joined into qkv_proj; every missing,
     unexpected or misshapen tensor is a ValueError naming it and the shape `config` needs."""
@@ -256,100 +253,5 @@ def basegpt_tensors(hf_tensors: dict[str, torch.Tensor], config: ModelConfig,
             for name, ts in parts.items()}
 
 
-# ------------------------------------------------------------------------ export
-
-def export_llama(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
-                 out_dir: str | os.PathLike) -> Path:
-    """Write a Hugging Face Llama directory for a run directory or a (model, tokenizer) pair:
-    config.json, model.safetensors, tokenizer.json, tokenizer_config.json, which
-    `LlamaForCausalLM.from_pretrained(out_dir)` and `AutoTokenizer.from_pretrained(out_dir)`
-    load offline with no custom code, with the tokenizer's ids (as `export_hf`). Returns
-    out_dir.
-
-    Raises ValueError listing every field that is not Llama-compatible (and saying whether
-    the model exports as GPT-2, or which preset trains an exportable model), or naming
-    out_dir when it is a file.
-    """
-    out = Path(out_dir)
-    _check_folder_target(out, "the output folder")
-    check_writable(out)
-    model, tokenizer = _source(source)
-    problems = llama_incompatibilities(model.config)
-    if problems:
-        raise ValueError("this model cannot be exported to Llama format: " + "; ".join(problems)
-                         + ". " + export_hint(model.config, refused="llama"))
-    write_hf_dir(out, model, tokenizer, llama_config, llama_tensors)
-    return out
-
-
-def hf_format(config: ModelConfig) -> str:
-    """The Hugging Face architecture that expresses `config`: "gpt2" when GPT-2 does
-    (`hf_incompatibilities` is empty), else "llama" when Llama does. Neither: a ValueError
-    listing what each needs, the nearest exportable preset and the command that trains one."""
-    gpt2, llama = hf_incompatibilities(config), llama_incompatibilities(config)
-    if not gpt2:
-        return "gpt2"
-    if not llama:
-        return "llama"
-    raise ValueError("this model cannot be exported to a Hugging Face format. As GPT-2: "
-                     + "; ".join(gpt2) + ". As Llama: " + "; ".join(llama) + ". "
-                     + export_hint(config))
-
-
-def export_auto(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
-                out_dir: str | os.PathLike) -> tuple[Path, str]:
-    """Export as GPT-2 when the model is GPT-2-compatible, else as Llama (`hf_format`).
-    Returns (out_dir, "gpt2" or "llama"); a model neither expresses is a ValueError."""
-    out = Path(out_dir)
-    _check_folder_target(out, "the output folder")
-    model, tokenizer = _source(source)
-    architecture = hf_format(model.config)
-    export = export_hf if architecture == "gpt2" else export_llama
-    return export((model, tokenizer), out), architecture
-
-
-def export_hint(config: ModelConfig, refused: str | None = None) -> str:
-    """What to do about a model that `refused` ("gpt2", "llama"; None: both) cannot express:
-    the other format when it fits, else the shipped preset nearest to `config` among those
-    that export, and the command that trains it."""
-    if refused == "gpt2" and not llama_incompatibilities(config):
-        return ("It exports to Llama format as it is: basegpt export RUN --format llama OUT "
-                "(or --format auto; export_llama in Python)")
-    if refused == "llama" and not hf_incompatibilities(config):
-        return ("It exports to GPT-2 format as it is: basegpt export RUN --format hf OUT "
-                "(or --format auto; export_hf in Python)")
-    name, architecture, differs = nearest_exportable_preset(config)
-    return (f"The nearest exportable preset is {name} ({FORMAT_NAMES[architecture]} format; "
-            f"it sets {', '.join(differs)} differently); train one with: basegpt train "
-            f"--preset {name} (adding the data arguments your run had, if any)")
-
-
-def nearest_exportable_preset(config: ModelConfig) -> tuple[str, str, list[str]]:
-    """(preset, architecture, fields): among the shipped presets that export as GPT-2 or
-    Llama, the one nearest to `config` in size (parameters at config's vocabulary, by ratio;
-    then in the fewest differing fields), its architecture, and the model fields (kernels
-    and vocab_size aside) it sets differently. Size first: a model like yours that exports
-    is most use when it trains in about the time yours did."""
-    from basegpt.recipe import load_preset, preset_names
-    with torch.device("meta"):                         # sizes only: no memory, no init
-        n_ours = B2lM(config).num_parameters()
-        found = []
-        for name in preset_names():
-            preset = ModelConfig.from_dict(load_preset(name).get("model", {})).replace(
-                vocab_size=config.vocab_size)
-            if hf_incompatibilities(preset) and llama_incompatibilities(preset):
-                continue
-            architecture = "llama" if hf_incompatibilities(preset) else "gpt2"
-            ours, theirs = config.to_dict(), preset.to_dict()
-            differs = [key for key in ours if key not in ("vocab_size", *_KERNELS)
-                       and ours[key] != theirs[key]]
-            size = abs(math.log(B2lM(preset).num_parameters() / n_ours))
-            found.append((size, len(differs), name, architecture, differs))
-    assert found, "basegpt ships exportable presets (gpt2-small, laptop-llama)"
-    *_, name, architecture, differs = min(found)
-    return name, architecture, differs
-
-
-__all__ = ["LLAMA_ARCHITECTURES", "basegpt_tensors", "config_from_llama", "export_auto",
-           "export_hint", "export_llama", "hf_format", "llama_config",
-           "llama_incompatibilities", "llama_tensors", "nearest_exportable_preset"]
+__all__ = ["LLAMA_ARCHITECTURES", "config_from_llama", "llama_config", "llama_incompatibilities",
+           "llama_model_incompatibilities", "llama_tensors", "tensors_from_llama"]
