@@ -53,12 +53,17 @@ def decode(size: str) -> float:
 
 def train(dtype: str) -> float:
     import torch
-    from basegpt import B2lM, Tokenizer, fast
+    from basegpt import B2lM, Tokenizer
     from basegpt.corpus import builtin_corpus
     from basegpt.data import SlidingWindowDataset
     from basegpt.train import fit
-    if fast.enabled():
-        fast.keep_freed_memory()                      # as `basegpt train` asks on a CPU
+    try:
+        from basegpt.fast import enabled, keep_freed_memory
+    except ImportError:                               # --against a checkout from before it
+        from basegpt.devices import keep_freed_memory
+        enabled = lambda: True                        # noqa: E731
+    if enabled():
+        keep_freed_memory()                           # as `basegpt train` asks on a CPU
     text = TEXT.read_text()[:400_000] if TEXT.is_file() else "".join(builtin_corpus(400_000))
     tokenizer = Tokenizer(vocab_size=512).train(text, progress=False)
     data = SlidingWindowDataset(tokenizer=tokenizer, n_context=64, texts=[text])

@@ -59,7 +59,7 @@ from basegpt.corpus import builtin_corpus  # noqa: E402
 from basegpt.generate import generate_ids  # noqa: E402
 from basegpt.interop.gguf import export_gguf, gguf_architecture  # noqa: E402
 from basegpt.interop.hf import export_hf  # noqa: E402
-from basegpt.model import B2lM  # noqa: E402
+from basegpt import B2lM  # noqa: E402  (laid out as basegpt builds models: basegpt.fast)
 
 PROMPT = "def greet(name):\n    \"\"\"Say hello to someone by name.\"\"\"\n    return f'Hello, {name}!'\n"
 SIZE = SIZES["larger 6x256"]
