@@ -46,6 +46,9 @@ _KERNELS = ("attention", "norm_kernel", "activation_kernel")
 _READERS: dict[str, tuple[Callable[..., ModelConfig], Callable[..., dict[str, torch.Tensor]]]] = {
     "gpt2": (config_from_gpt2, tensors_from_gpt2), "llama": (config_from_llama, tensors_from_llama)}
 """architecture -> (config.json -> ModelConfig, HF tensors -> basegpt tensors)."""
+_WRITERS = {"gpt2": (gpt2_incompatibilities, gpt2_config, gpt2_tensors),
+            "llama": (llama_incompatibilities, llama_config, llama_tensors)}
+"""architecture -> (what keeps a config out, ModelConfig -> config.json, model -> HF tensors)."""
 
 
 # ------------------------------------------------------------------------ export
@@ -62,16 +65,7 @@ def export_hf(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     the model exports as Llama, or which preset trains an exportable model), or naming
     out_dir when it is a file.
     """
-    out = Path(out_dir)
-    check_folder_target(out, "the output folder")
-    check_writable(out)
-    model, tokenizer = source_model(source)
-    problems = gpt2_incompatibilities(model.config)
-    if problems:
-        raise ValueError("this model cannot be exported to GPT-2 format: " + "; ".join(problems)
-                         + ". " + export_hint(model.config, refused="gpt2"))
-    write_hf_dir(out, model, tokenizer, gpt2_config, gpt2_tensors)
-    return out
+    return _export(source, out_dir, "gpt2")
 
 
 def export_llama(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
@@ -86,15 +80,23 @@ def export_llama(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
     the model exports as GPT-2, or which preset trains an exportable model), or naming
     out_dir when it is a file.
     """
+    return _export(source, out_dir, "llama")
+
+
+def _export(source: str | os.PathLike | tuple[torch.nn.Module, Tokenizer],
+            out_dir: str | os.PathLike, architecture: str) -> Path:
+    """export_hf's and export_llama's work, for `architecture` ("gpt2" or "llama")."""
+    incompatibilities, config_of, tensors_of = _WRITERS[architecture]
     out = Path(out_dir)
     check_folder_target(out, "the output folder")
     check_writable(out)
     model, tokenizer = source_model(source)
-    problems = llama_incompatibilities(model.config)
+    problems = incompatibilities(model.config)
     if problems:
-        raise ValueError("this model cannot be exported to Llama format: " + "; ".join(problems)
-                         + ". " + export_hint(model.config, refused="llama"))
-    write_hf_dir(out, model, tokenizer, llama_config, llama_tensors)
+        raise ValueError(f"this model cannot be exported to {FORMAT_NAMES[architecture]} "
+                         "format: " + "; ".join(problems) + ". "
+                         + export_hint(model.config, refused=architecture))
+    write_hf_dir(out, model, tokenizer, config_of, tensors_of)
     return out
 
 
