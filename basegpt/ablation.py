@@ -543,15 +543,20 @@ def _train_or_resume(run_dir: Path, spec: dict[str, Any], progress: bool,
     """Train the run, resume it if it stopped before its budget, or leave it if it is done."""
     from basegpt.optim import stop_reason
     if not (run_dir / "config.json").is_file():
-        train_run(spec, run_dir, progress=progress, log=log)
-        return
-    done = saved_progress(run_dir)
-    train = check_spec(spec)[1]
-    if done is not None and stop_reason(train, done["step"], None, done["seconds"]):
-        log(f"{run_dir}: finished before, kept")
-        return
-    log(f"{run_dir}: unfinished, resuming")
-    train_run({"train": {}}, run_dir, resume=True, progress=progress, log=log)
+        result, _, _ = train_run(spec, run_dir, progress=progress, log=log)
+    else:
+        done = saved_progress(run_dir)
+        train = check_spec(spec)[1]
+        if done is not None and stop_reason(train, done["step"], None, done["seconds"]):
+            log(f"{run_dir}: finished before, kept")
+            return
+        log(f"{run_dir}: unfinished, resuming")
+        result, _, _ = train_run({"train": {}}, run_dir, resume=True, progress=progress,
+                                 log=log)
+    if result.stopped_by == "signal":
+        # fit saved the run and returned on Ctrl-C / SIGTERM; the comparison stops too
+        # (the next call resumes it), rather than going on to the next run.
+        raise KeyboardInterrupt
 
 
 def write_outputs(table: CompareTable, out: Path) -> None:

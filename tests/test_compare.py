@@ -212,6 +212,21 @@ def test_an_interrupted_compare_reruns_only_what_did_not_finish(env, tmp_path, m
     assert again.rows() == table.rows()
 
 
+def test_ctrl_c_in_a_run_stops_the_whole_comparison(env, tmp_path, monkeypatch):
+    from basegpt.train import TrainResult
+    calls = []
+
+    def interrupted(spec, out, **kwargs):                # fit saves and returns on Ctrl-C
+        calls.append(Path(out).parent.name)
+        return TrainResult(stopped_by="signal"), None, None
+    monkeypatch.setattr(ablation, "train_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ablation.compare({"a": {"lr": 0.002}}, spec=env, preset="seed", budget=("tokens", 128),
+                         out=tmp_path / "c", progress=False)
+    assert calls == ["base"], calls
+    assert not (tmp_path / "c" / "compare.json").exists()
+
+
 def test_a_run_made_with_other_settings_is_not_reused(env, tmp_path):
     out = tmp_path / "c"
     ablation.compare({"a": {"lr": 0.002}}, spec=env, preset="seed", budget=("tokens", 128),
