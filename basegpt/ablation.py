@@ -373,6 +373,15 @@ class CompareTable:
                               "flops_per_token": v.flops_per_token, "max_steps": v.max_steps,
                               "runs": v.runs} for v in self.variants]}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompareTable:
+        """The table back from what to_dict() gave (compare.json)."""
+        variants = [VariantResult(v["name"], v["overrides"], v["params"],
+                                  v["flops_per_token"], v["max_steps"], v["runs"])
+                    for v in d["variants"]]
+        budget = (d["budget"]["kind"], d["budget"]["amount"])
+        return cls(variants, budget, d["seeds"], d["match_params"], d.get("command"))
+
     def __str__(self) -> str:
         kind, amount = self.budget
         lines = [f"Budget: {amount:,g} {BUDGETS[kind]} per run; {self.seeds} seed(s) per "
@@ -565,6 +574,17 @@ def write_outputs(table: CompareTable, out: Path) -> None:
     atomic_write_text(out / "compare.json", json.dumps(table.to_dict(), indent=2) + "\n")
     atomic_write_text(out / "compare.md", "# Comparison\n\n" + str(table))
     plot_compare(table, out / "compare.png")
+
+
+def redraw(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """compare.png again (or `out`) from a comparison's compare.json, for `basegpt plot`."""
+    path = Path(folder) / "compare.json"
+    try:
+        table = CompareTable.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged ({type(error).__name__}: {error}); run the "
+                         "comparison again to rewrite it") from None
+    return plot_compare(table, Path(out) if out is not None else Path(folder) / "compare.png")
 
 
 def plot_compare(table: CompareTable, out: Path) -> Path:

@@ -279,6 +279,15 @@ def test_a_2x2_compare_writes_json_markdown_and_png(cli_compare, capsys):
 
 
 @pytest.mark.slow
+def test_basegpt_plot_redraws_compare_png_from_compare_json(cli_compare, tmp_path, capsys):
+    from basegpt.cli import main
+    out, _ = cli_compare
+    assert main(["plot", str(out), "--out", str(tmp_path / "again.png")]) == 0
+    assert (tmp_path / "again.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'again.png'}\n"
+
+
+@pytest.mark.slow
 def test_the_same_variant_and_seed_give_the_same_numbers(cli_compare):
     out, _ = cli_compare
     data = json.loads((out / "compare.json").read_text())
