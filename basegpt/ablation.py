@@ -109,12 +109,13 @@ def _parse_value(name: str, text: str) -> Any:
 
 
 def _choices(name: str) -> set[str]:
-    from basegpt.cli._common import _choices as literal_choices
-    from typing import get_type_hints
+    """The text choices of a field's Literal type (`positional` -> {"none", "rope", ...})."""
+    from typing import Literal, get_args, get_origin, get_type_hints
     for cls in (ModelConfig, TrainConfig):
-        hints = get_type_hints(cls)
-        if name in hints:
-            return set(literal_choices(hints[name]))
+        hint = get_type_hints(cls).get(name)
+        if hint is not None:
+            members = (hint, *get_args(hint))            # Literal[...] or Literal[...] | None
+            return {str(c) for m in members if get_origin(m) is Literal for c in get_args(m)}
     return set()
 
 
