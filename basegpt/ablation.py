@@ -450,6 +450,12 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
     if log is None:
         from tqdm.auto import tqdm
         log = lambda m: tqdm.write(m, file=sys.stderr) if progress else None  # noqa: E731
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every process would decide for itself whether a run is finished while process 0
+        # is still writing it; one process, one run after another, is what is supported.
+        raise ValueError("compare trains its runs one after another in one process; run it "
+                         "without torchrun (train one variant with `torchrun ... basegpt "
+                         "train` instead)")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r}: must be an integer >= 1")
     budget = _check_budget(budget)

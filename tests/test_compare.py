@@ -170,6 +170,14 @@ def test_bad_vary_flags_are_one_line_errors_before_any_work(flags, message, tmp_
     assert not (tmp_path / "c").exists()
 
 
+def test_compare_under_torchrun_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="run it without torchrun"):
+        ablation.compare({"a": {"lr": 0.002}}, preset="seed", out=tmp_path / "c",
+                         progress=False)
+    assert not (tmp_path / "c").exists()
+
+
 def test_vary_reads_values_as_their_fields_take_them():
     variants = ablation.vary(["positional=none,rope", "n_kv_head=none,1", "tie_weights=true"])
     assert [v.name for v in variants][:2] == ["positional=none,n_kv_head=none,tie_weights=true",
