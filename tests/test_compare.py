@@ -11,6 +11,8 @@ from basegpt import B2lM, builtin_corpus
 from basegpt.config import ModelConfig, TrainConfig
 from basegpt.model.memory import parameter_count
 
+from basegpt.ablation_table import verdict
+
 ablation = importlib.import_module("basegpt.ablation")   # basegpt.compare is the function
 
 # Tiny runs: 2 blocks x 32, context 16, batch 4 -> 64 tokens a step, evaluated every 2 steps.
@@ -105,7 +107,7 @@ def test_match_params_lands_within_two_percent_and_counts_exactly():
     ([1.0], [2.0], "1 seed: no spread"),
 ])
 def test_verdict_flags_differences_within_the_seed_spread(base, other, expected):
-    assert ablation.verdict(base, other) == expected
+    assert verdict(base, other) == expected
 
 
 # ------------------------------------------------------------------------ bad grids
@@ -315,7 +317,7 @@ def test_seeds_change_the_numbers_and_widen_the_spread(env, tmp_path):
     low, high = base.spread
     assert low < high, base.finals                           # two seeds, two results
     row = table.rows()[1]
-    assert row["verdict"] == ablation.verdict(base.finals, table.variants[1].finals)
+    assert row["verdict"] == verdict(base.finals, table.variants[1].finals)
     assert row["diff_vs_base"] == pytest.approx(table.variants[1].mean - base.mean)
 
 

@@ -244,7 +244,7 @@ def _run_plot(args: argparse.Namespace) -> None:
         if not run.is_dir():
             raise FileNotFoundError(f"{run}: no such run directory")
     if len(args.runs) == 1 and (args.runs[0] / "compare.json").is_file():
-        from basegpt.ablation import redraw              # a `basegpt compare` folder
+        from basegpt.ablation_table import redraw        # a `basegpt compare` folder
         print(f"wrote {redraw(args.runs[0], args.out)}")
         return
     out = args.out or (args.runs[0] / "loss.png" if len(args.runs) == 1 else Path("compare.png"))
