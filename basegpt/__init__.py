@@ -9,7 +9,9 @@ The public API, as in the original design:
     model.train(loader, epochs=10)
 
 B2lM and load_run come from basegpt/api.py, where the conveniences that join the layers
-live (a model that trains itself, a run that generates).
+live (a model that trains itself, a run that generates); compare, the ablation lab behind
+`basegpt compare`, from basegpt/ablation.py (its own module name, so that the package
+attribute `basegpt.compare` stays the function).
 
 The tokenizer needs no torch, so `import basegpt` and `from basegpt import Tokenizer` do not
 import it: names that need torch (the model, the datasets) are imported on first use.
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 # name -> module that defines it; imported when the name is first looked up (PEP 562).
 _LAZY = {
     "B2lM": "basegpt.api",
+    "compare": "basegpt.ablation",
     "load_run": "basegpt.api",
     "ModelConfig": "basegpt.config",
     "SlidingWindowDataset": "basegpt.data",

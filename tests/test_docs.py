@@ -51,6 +51,10 @@ PREPARED_RUN = [arg for flag, value in zip(TINY_RUN[::2], TINY_RUN[1::2])
 # A resume goes two steps further; a fine-tuning run keeps its source's model, so only the
 # training settings shrink.
 RESUME = ["--max-steps", "4"]
+# A comparison: each run tiny and two steps long, one seed (its budget flag replaces the page's).
+COMPARE_RUN = [arg for flag, value in zip(TINY_RUN[::2], TINY_RUN[1::2])
+               if flag != "--max-steps" for arg in (flag, value)] + [
+    "--budget-tokens", "256", "--seeds", "1"]
 INIT_FROM = ["--batch-size", "4", "--eval-tokens", "2048", "--device", "cpu", "--max-steps", "2"]
 
 # Blocks that are not run, by (page, first line): why, and what tests the claim instead.
@@ -211,6 +215,8 @@ def test_readme_links_every_docs_page():
 # ------------------------------------------------------------------------ running the pages
 
 def shrunk(argv: list[str]) -> list[str]:
+    if argv[:1] == ["compare"]:
+        return [arg for i, arg in enumerate(argv) if not _is_budget(argv, i)] + COMPARE_RUN
     if argv[:1] != ["train"]:
         return argv
     if "--resume" in argv:
@@ -223,9 +229,15 @@ def shrunk(argv: list[str]) -> list[str]:
     return argv + TINY_RUN
 
 
+def _is_budget(argv: list[str], i: int) -> bool:
+    """argv[i] is a --budget-* flag or its value (which COMPARE_RUN replaces: the budgets
+    exclude one another)."""
+    return argv[i].startswith("--budget-") or (i > 0 and argv[i - 1].startswith("--budget-"))
+
+
 def reader_files(folder: Path) -> None:
-    """What the pages assume a reader has: notes and books of their own, a prompt file, and
-    the config file that docs/training.md shows."""
+    """What the pages assume a reader has: notes and books of their own, a prompt file, the
+    config file that docs/training.md shows and the grid file that docs/compare.md shows."""
     from basegpt import builtin_corpus
     docs = list(builtin_corpus(400_000))
     pieces = ["".join(docs[i::6]) for i in range(6)]
@@ -240,6 +252,9 @@ def reader_files(folder: Path) -> None:
     config = next(b.code for b in code_blocks(ROOT / "docs" / "training.md")
                   if b.lang == "json" and b.code.startswith('{"model"'))
     (folder / "my.json").write_text(config, encoding="utf-8")
+    grid = next(b.code for b in code_blocks(ROOT / "docs" / "compare.md")
+                if b.lang == "text" and b.code.startswith("# grid.toml"))
+    (folder / "grid.toml").write_text(grid, encoding="utf-8")
 
 
 # What a page expects to exist before it starts, made the way its text says: generation.md

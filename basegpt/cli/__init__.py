@@ -5,6 +5,7 @@ calls the library and prints. One module per group of subcommands:
 
     data.py        corpus, tokenizer train/encode/decode/stats, prepare
     training.py    train, plot, config show (and the flags derived from the settings dataclasses)
+    comparing.py   compare (the ablation lab)
     looking.py     eval, info, attention
     generating.py  generate
     interop.py     export, import
@@ -28,6 +29,7 @@ import warnings
 from collections.abc import Sequence
 
 from basegpt.cli._common import PATH_ERRNOS, USER_ERRORS, _log, _Parser
+from basegpt.cli.comparing import _add_compare
 from basegpt.cli.data import _add_corpus, _add_prepare, _add_tokenizer
 from basegpt.cli.generating import _add_generate
 from basegpt.cli.interop import _add_export, _add_import
@@ -46,6 +48,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                "  basegpt eval runs/laptop\n"
                "  basegpt info runs/laptop\n"
                "  basegpt plot runs/laptop\n"
+               "  basegpt compare --preset seed --vary positional=sinusoidal,rope --seeds 3\n"
                "  basegpt attention runs/laptop --prompt 'def add(a, b):' --out attn.png\n"
                "  basegpt COMMAND --help         # each command's flags and examples",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,6 +63,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_prepare(sub)
     preset = _preset_named(sys.argv[1:] if argv is None else argv)
     _add_train(sub, preset)
+    _add_compare(sub, preset)
     _add_plot(sub)
     _add_config(sub, preset)
     _add_eval(sub)
@@ -132,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             args = build_parser(argv).parse_args(argv)
+            # The command line as typed, for the commands that record it (compare).
+            args.argv = list(sys.argv[1:] if argv is None else argv)
             code = args.run(args)
     except USER_ERRORS as error:
         print(f"basegpt: error: {_error_line(error)}", file=sys.stderr)

@@ -219,7 +219,8 @@ def _check_folder_path(path: Path, flag: str) -> None:
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:
     from basegpt.plot import UNITS
-    p = sub.add_parser("plot", help="draw loss curves of one or more runs into a PNG",
+    p = sub.add_parser("plot", help="draw loss curves of one or more runs (or the folder of a "
+                                    "`basegpt compare`) into a PNG",
                        description="Loss by step and by tokens seen, and the learning rate, "
                                    "of each run; several runs overlaid. Losses in bits per "
                                    "byte, which compare across tokenizers (--units nats: "
@@ -242,6 +243,10 @@ def _run_plot(args: argparse.Namespace) -> None:
     for run in args.runs:
         if not run.is_dir():
             raise FileNotFoundError(f"{run}: no such run directory")
+    if len(args.runs) == 1 and (args.runs[0] / "compare.json").is_file():
+        from basegpt.ablation_table import redraw        # a `basegpt compare` folder
+        print(f"wrote {redraw(args.runs[0], args.out)}")
+        return
     out = args.out or (args.runs[0] / "loss.png" if len(args.runs) == 1 else Path("compare.png"))
     print(f"wrote {plot_runs(args.runs, out, units=args.units)}")
 

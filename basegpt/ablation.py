@@ -1,0 +1,429 @@
+"""The ablation lab behind `basegpt compare`: train variants of one spec under one budget,
+several seeds each, and tabulate what changed.
+
+    table = compare([Variant("rope", {"positional": "rope"})], preset="seed",
+                    budget=("tokens", 2_000_000), seeds=3, out="runs/compare-rope")
+    print(table)              # variant, params, tokens/s, FLOPs/token, val bits/byte, ...
+
+A variant is a name and a flat dict of overrides of the base spec (ModelConfig or TrainConfig
+fields, `blocks` included). Every variant sees the same data, the same tokenizer (trained
+once into OUT/tokenizer.json), the same validation split and the same budget:
+
+    tokens   max_steps = tokens // tokens per step (batch_tokens, or batch_size x n_context)
+    flops    max_steps = flops // (FLOPs per token x tokens per step), FLOPs per token as
+             B2lM.flops_per_token counts them (6N + attention, PaLM's appendix B)
+    minutes  max_minutes = M, the same wall clock for each: machine-dependent
+
+Seeds change TrainConfig.seed only (initial weights, data order, dropout). Each (variant,
+seed) is an ordinary run directory, OUT/VARIANT/seedK, made by recipe.train_run; a second
+call with the same settings skips runs that have used their budget and resumes the others.
+A run's spread is the range (min to max) of final validation bits per byte over seeds; a
+difference to the base no larger than the larger of the two ranges is "no clear difference".
+
+Above recipe and train in the import graph: nothing below imports this module. The table,
+its files and its plot are ablation_table.py's.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from basegpt.ablation_table import (BUDGETS, CompareTable, VariantResult, run_numbers,
+                                    write_outputs)
+from basegpt.config import ModelConfig, TrainConfig
+from basegpt.recipe import (check_spec, get_shards, get_tokenizer, load_config_file,
+                            merge_specs, prepared_input, read_spec, resolve_spec,
+                            saved_progress, train_run)
+from basegpt.tokenizer import Tokenizer
+
+DEFAULT_BUDGET = ("tokens", 1_048_576)
+BASE = "base"
+MATCH_TOLERANCE = 0.02           # --match-params: within 2% of the base's parameters
+
+MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")
+FIXED_TRAIN = {"seed": "seeds are the compare's own (seeds=N: 0..N-1)",
+               "max_steps": "the budget is the compare's own (--budget-tokens/-flops/-minutes)",
+               "epochs": "the budget is the compare's own (--budget-tokens/-flops/-minutes)",
+               "max_minutes": "the budget is the compare's own (--budget-minutes)"}
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in FIXED_TRAIN)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")   # a variant's folder name
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of a comparison: a name (its folder under OUT) and overrides of the base
+    spec, e.g. Variant("rope", {"positional": "rope", "lr": 3e-3})."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------ variants
+
+def vary(items: Sequence[str]) -> list[Variant]:
+    """The cartesian product of `--vary FIELD=a,b,c` flags, one Variant each, named after
+    its choices: vary(["norm=layernorm,rmsnorm", "lr=1e-3"]) -> "norm=layernorm,lr=1e-3" and
+    "norm=rmsnorm,lr=1e-3". Values read as JSON where they parse (3, 1e-3, true, null),
+    else as text ("rope"); "none" is None unless the field has a choice "none"."""
+    axes: list[list[tuple[str, Any, str]]] = []
+    seen: set[str] = set()
+    for item in items:
+        name, eq, values = item.partition("=")
+        name = name.strip()
+        if not eq or not name or not values.strip():
+            raise ValueError(f"--vary {item!r}: write FIELD=VALUE[,VALUE...], e.g. "
+                             "--vary positional=sinusoidal,rope")
+        if name in seen:
+            raise ValueError(f"--vary names {name!r} twice; give all its values in one flag, "
+                             f"e.g. --vary {name}=a,b")
+        seen.add(name)
+        _section(name, f"--vary {item}")
+        axes.append([(name, _parse_value(name, v.strip()), v.strip())
+                     for v in values.split(",")])
+    return [Variant(",".join(f"{n}={text}" for n, _, text in combo),
+                    {n: value for n, value, _ in combo})
+            for combo in itertools.product(*axes)]
+
+
+def _parse_value(name: str, text: str) -> Any:
+    """A --vary value: a choice of the field's Literal as it is, else JSON, else text."""
+    if text in _choices(name):
+        return text
+    if text.lower() == "none":
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _choices(name: str) -> set[str]:
+    """The text choices of a field's Literal type (`positional` -> {"none", "rope", ...})."""
+    from typing import Literal, get_args, get_origin, get_type_hints
+    for cls in (ModelConfig, TrainConfig):
+        hint = get_type_hints(cls).get(name)
+        if hint is not None:
+            members = (hint, *get_args(hint))            # Literal[...] or Literal[...] | None
+            return {str(c) for m in members if get_origin(m) is Literal for c in get_args(m)}
+    return set()
+
+
+def load_grid(path: str | os.PathLike) -> tuple[list[Variant], str | None]:
+    """Named variants from a TOML (or JSON) file, and the name of the base if it names one:
+
+        base = "post"                  # optional; else a variant "base" with no overrides
+        [variants.post]
+        norm_position = "post"
+        [variants.pre-rope]
+        norm_position = "pre"
+        positional = "rope"
+        blocks = [{}, {n_head = 2}]    # layer-wise overrides, one table per block
+    """
+    grid = load_config_file(path) if Path(path).suffix in (".toml", ".json") else None
+    if grid is None:
+        raise ValueError(f"{path}: a grid is a .toml or .json file")
+    unknown = set(grid) - {"base", "variants"}
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; a grid has "
+                         "`base = \"NAME\"` (optional) and one [variants.NAME] table each")
+    table = grid.get("variants")
+    if not isinstance(table, dict) or not table:
+        raise ValueError(f"{path}: no variants; add one [variants.NAME] table of overrides "
+                         "per variant")
+    variants = []
+    for name, overrides in table.items():
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{path}: variants.{name} must be a table of overrides, e.g. "
+                             f"[variants.{name}] positional = \"rope\"")
+        variants.append(Variant(name, dict(overrides)))
+    base = grid.get("base")
+    if base is not None and base not in table:
+        raise ValueError(f"{path}: base = {base!r} names no variant (variants: "
+                         f"{', '.join(table)})")
+    return variants, base
+
+
+def _section(name: str, where: str) -> str:
+    """"model" or "train" for a field a variant may set; a ValueError naming it otherwise."""
+    if name in MODEL_FIELDS:
+        return "model"
+    if name in TRAIN_FIELDS:
+        return "train"
+    if name in FIXED_TRAIN:
+        raise ValueError(f"{where}: {name} cannot vary: {FIXED_TRAIN[name]}")
+    near = difflib.get_close_matches(name, MODEL_FIELDS + TRAIN_FIELDS, n=1)
+    raise ValueError(f"{where}: unknown field {name!r}"
+                     + (f"; did you mean {near[0]!r}?" if near else "")
+                     + " (a variant sets ModelConfig or TrainConfig fields)")
+
+
+def variant_spec(base: dict[str, Any], variant: Variant) -> dict[str, Any]:
+    """The base spec with the variant's overrides, each in its section, checked by the
+    configs themselves: a bad field or value is a ValueError naming the variant."""
+    where = f"variant {variant.name!r}"
+    split: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    for name, value in variant.overrides.items():
+        split[_section(name, where)][name] = value
+    spec = merge_specs(base, split)
+    try:
+        check_spec(spec)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{where}: {error}") from None
+    return spec
+
+
+def check_variants(base: dict[str, Any], variants: Sequence[Variant],
+                   base_name: str | None = None) -> list[Variant]:
+    """The variants to run, the base first: `base_name`'s, else a Variant("base") with no
+    overrides. Duplicate or unusable names and bad overrides are ValueErrors."""
+    if not variants and base_name is None:
+        raise ValueError("nothing to compare: give variants (--vary FIELD=a,b or --grid FILE)")
+    names: set[str] = set()
+    for v in variants:
+        if v.name in names:
+            raise ValueError(f"variant {v.name!r} is named twice; give each variant its own "
+                             "name (and each --vary value once)")
+        if not _NAME.match(v.name):
+            raise ValueError(f"variant {v.name!r}: a name becomes a folder; use letters, "
+                             "digits and . _ = , + -")
+        names.add(v.name)
+        variant_spec(base, v)
+    if base_name is None:
+        if BASE in names:
+            raise ValueError(f"variant {BASE!r} is the base spec's own name; rename it, or "
+                             f"name it the base (grid: base = \"{BASE}\")")
+        return [Variant(BASE), *variants]
+    first = next(v for v in variants if v.name == base_name)
+    return [first, *(v for v in variants if v.name != base_name)]
+
+
+# ------------------------------------------------------------------------ budgets
+
+def flops_per_token(config: ModelConfig) -> int:
+    """B2lM(config).flops_per_token(), from the config alone (no model is built): 6 x the
+    parameters a token's matmuls use, plus attention's 6 * H * (D + Dv) * T per block."""
+    from basegpt.model.memory import parameter_count
+    C, V, T = config.n_embed, config.vocab_size, config.n_context
+    n = parameter_count(config) - V * C                        # no lookup table...
+    if config.positional == "learned":
+        n -= T * C
+    if config.tie_weights:
+        n += V * C                                             # ...but the head's matmul runs
+    attn = sum(6 * b.n_head * (b.n_k + b.n_v) * T for b in config.block_configs)
+    return 6 * n + attn
+
+
+def tokens_per_step(model: ModelConfig, train: TrainConfig) -> int:
+    """The tokens of one optimizer step on one process: batch_tokens, or batch x context."""
+    return train.batch_tokens or train.batch_size * model.n_context
+
+
+def budget_settings(budget: tuple[str, float], model: ModelConfig,
+                    train: TrainConfig) -> dict[str, Any]:
+    """The train settings that spend `budget` ("tokens" | "flops" | "minutes", amount):
+    {"max_steps": n, "epochs": None, "max_minutes": None} or the minutes alone."""
+    kind, amount = budget
+    if kind == "minutes":
+        return {"max_steps": None, "epochs": None, "max_minutes": amount}
+    per_step = tokens_per_step(model, train)
+    cost = per_step * (flops_per_token(model) if kind == "flops" else 1)
+    steps = int(amount // cost)
+    if steps < 1:
+        raise ValueError(f"a budget of {amount:g} {BUDGETS[kind]} is less than one step "
+                         f"({cost:,} {kind} with batch {per_step:,} tokens); raise it")
+    return {"max_steps": steps, "epochs": None, "max_minutes": None}
+
+
+def _check_budget(budget: tuple[str, float]) -> tuple[str, float]:
+    if not (isinstance(budget, tuple) and len(budget) == 2 and budget[0] in BUDGETS):
+        raise ValueError(f"budget={budget!r}: give (KIND, AMOUNT), KIND one of "
+                         f"{', '.join(BUDGETS)}, e.g. ('tokens', 1_000_000)")
+    kind, amount = budget
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not (
+            math.isfinite(amount) and amount > 0):
+        raise ValueError(f"budget {kind}={amount!r}: must be a number > 0")
+    return kind, amount
+
+
+def match_n_ff(base: ModelConfig, model: ModelConfig, name: str) -> ModelConfig:
+    """`model` with the n_ff that brings its parameter count within MATCH_TOLERANCE of
+    `base`'s (the count is linear in n_ff, so one division finds it); a ValueError naming
+    the variant where no n_ff can."""
+    from basegpt.model.memory import parameter_count
+    target = parameter_count(base)
+    at0 = parameter_count(model.replace(n_ff=1))
+    slope = parameter_count(model.replace(n_ff=2)) - at0
+    if slope == 0:
+        raise ValueError(f"variant {name!r}: every block sets its own n_ff, so --match-params "
+                         "(which scales the model-wide n_ff) cannot change its size")
+    n_ff = max(1, round(1 + (target - at0) / slope))
+    matched = model.replace(n_ff=n_ff)
+    if abs(parameter_count(matched) - target) > MATCH_TOLERANCE * target:
+        raise ValueError(f"variant {name!r}: no n_ff brings its {parameter_count(model):,} "
+                         f"parameters within {MATCH_TOLERANCE:.0%} of the base's {target:,} "
+                         f"(n_ff={n_ff} gives {parameter_count(matched):,}); change its width "
+                         "instead, or drop --match-params")
+    return matched
+
+
+# ------------------------------------------------------------------------ the comparison
+
+def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
+            spec: dict[str, Any] | None = None, preset: str | None = None,
+            base: str | None = None, seeds: int = 1,
+            budget: tuple[str, float] = DEFAULT_BUDGET,
+            out: str | os.PathLike = "runs/compare", match_params: bool = False,
+            progress: bool = True, command: str | None = None,
+            log: Callable[[str], None] | None = None) -> CompareTable:
+    """Train each variant `seeds` times under `budget` and tabulate them.
+
+    Args:
+        variants: Variant objects (see `vary`, `load_grid`) or {name: overrides}.
+        spec: the base spec's settings ({"model": ..., "train": ..., "data": ...}) over
+            `preset` (default laptop), as `basegpt train` merges them.
+        base: the variant that is the base; None adds Variant("base"), the spec itself.
+        seeds: runs per variant, with TrainConfig.seed = the spec's seed + 0..seeds-1.
+        budget: ("tokens", N), ("flops", F) or ("minutes", M), the same for every run.
+        out: OUT/VARIANT/seedK run directories, OUT/tokenizer.json, compare.json/.md/.png.
+        match_params: scale each variant's n_ff to the base's parameter count (within 2%).
+        command: the command line to record in compare.json and compare.md.
+
+    Every variant is checked before anything is trained. A second call with the same
+    settings and `out` skips finished runs and resumes unfinished ones; a run in `out`
+    made with other settings is a ValueError.
+    """
+    from tqdm.auto import tqdm
+    if log is None:
+        log = lambda m: tqdm.write(m, file=sys.stderr) if progress else None  # noqa: E731
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every process would decide for itself whether a run is finished while process 0
+        # is still writing it; one process, one run after another, is what is supported.
+        raise ValueError("compare trains its runs one after another in one process; run it "
+                         "without torchrun (train one variant with `torchrun ... basegpt "
+                         "train` instead)")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r}: must be an integer >= 1")
+    budget = _check_budget(budget)
+    if isinstance(variants, dict):
+        variants = [Variant(name, dict(o)) for name, o in variants.items()]
+    base_spec = resolve_spec(preset, None, spec or {})
+    ordered = check_variants(base_spec, list(variants), base)
+    out = Path(out)
+    tokenizer = _shared_tokenizer(base_spec, out, progress, log)
+    if prepared_input(check_spec(base_spec)[2]) is None:
+        base_spec = merge_specs(base_spec, {"data": {"tokenizer": str(out / "tokenizer.json")}})
+    get_shards(check_spec(base_spec)[2], tokenizer, progress, log)      # once, for all
+    plans = _plan(base_spec, ordered, budget, len(tokenizer), match_params, seeds, out)
+    for plan in plans:                                                   # before training
+        for run_dir, run_spec in plan["runs"]:
+            _check_same_settings(run_dir, run_spec)
+    results = []
+    bar = tqdm(total=len(plans) * seeds, desc="compare", unit="run", disable=not progress,
+               position=0)
+    with bar:
+        for plan in plans:
+            v = plan["variant"]
+            result = VariantResult(v.name, v.overrides, plan["params"],
+                                   plan["flops_per_token"], plan["max_steps"])
+            for run_dir, run_spec in plan["runs"]:
+                _train_or_resume(run_dir, run_spec, progress, log)
+                numbers = {"seed": run_spec["train"]["seed"], "run_dir": str(run_dir),
+                           **run_numbers(run_dir)}
+                result.runs.append(numbers)
+                log(f"{v.name} seed {numbers['seed']}: val bits/byte {numbers['val_bpb']:.4f} "
+                    f"after {numbers['tokens']:,} tokens -> {run_dir}")
+                bar.update(1)
+            results.append(result)
+    table = CompareTable(results, budget, seeds, match_params, command, out)
+    write_outputs(table, out)
+    return table
+
+
+def _shared_tokenizer(spec: dict[str, Any], out: Path, progress: bool,
+                      log: Callable[[str], None]) -> Tokenizer:
+    """OUT/tokenizer.json, trained (or taken from the cache, the spec or a prepared folder)
+    and saved there the first time."""
+    path = out / "tokenizer.json"
+    if path.is_file():
+        return Tokenizer.load(path)
+    tokenizer = get_tokenizer(check_spec(spec)[2], progress, log)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(path)
+    return tokenizer
+
+
+def _plan(base_spec: dict[str, Any], variants: list[Variant], budget: tuple[str, float],
+          vocab_size: int, match_params: bool, seeds: int, out: Path) -> list[dict[str, Any]]:
+    """Per variant: its size, FLOPs per token, budget in steps and the (run_dir, spec) of
+    each seed, all decided before the first run trains."""
+    from basegpt.model.memory import parameter_count
+    plans = []
+    base_model = None
+    for v in variants:
+        spec = variant_spec(base_spec, v)
+        model, train, _ = check_spec(spec)
+        model = model.replace(vocab_size=vocab_size)
+        if base_model is None:
+            base_model = model
+        elif match_params:
+            if "n_ff" in v.overrides:
+                raise ValueError(f"variant {v.name!r} sets n_ff, which --match-params scales; "
+                                 "drop one of them")
+            model = match_n_ff(base_model, model, v.name)
+            spec = merge_specs(spec, {"model": {"n_ff": model.n_ff}})
+        settings = budget_settings(budget, model, train)
+        spec = merge_specs(spec, {"train": settings})
+        runs = []
+        for k in range(seeds):
+            run_spec = merge_specs(spec, {"train": {"seed": train.seed + k}})
+            runs.append((out / v.name / f"seed{k}", run_spec))
+        plans.append({"variant": v, "params": parameter_count(model),
+                      "flops_per_token": flops_per_token(model),
+                      "max_steps": settings["max_steps"], "runs": runs})
+    return plans
+
+
+def _check_same_settings(run_dir: Path, spec: dict[str, Any]) -> None:
+    """A run already in `run_dir` must have been made with `spec`: resuming it, or taking
+    its numbers, under other settings would compare runs that did not get them."""
+    if not (run_dir / "config.json").is_file():
+        return
+    saved = read_spec(run_dir)
+    wanted = json.loads(json.dumps(spec))
+    changed = sorted(f"{section}.{key}" for section in wanted
+                     for key in set(wanted[section]) | set(saved.get(section, {}))
+                     if wanted[section].get(key) != saved.get(section, {}).get(key))
+    if changed:
+        raise ValueError(f"{run_dir} holds a run made with other settings ({', '.join(changed)}); "
+                         "give this comparison another --out, or delete that folder")
+
+
+def _train_or_resume(run_dir: Path, spec: dict[str, Any], progress: bool,
+                     log: Callable[[str], None]) -> None:
+    """Train the run, resume it if it stopped before its budget, or leave it if it is done."""
+    from basegpt.optim import stop_reason
+    if not (run_dir / "config.json").is_file():
+        result, _, _ = train_run(spec, run_dir, progress=progress, log=log)
+    else:
+        done = saved_progress(run_dir)
+        train = check_spec(spec)[1]
+        if done is not None and stop_reason(train, done["step"], None, done["seconds"]):
+            log(f"{run_dir}: finished before, kept")
+            return
+        log(f"{run_dir}: unfinished, resuming")
+        result, _, _ = train_run({"train": {}}, run_dir, resume=True, progress=progress,
+                                 log=log)
+    if result.stopped_by == "signal":
+        # fit saved the run and returned on Ctrl-C / SIGTERM; the comparison stops too
+        # (the next call resumes it), rather than going on to the next run.
+        raise KeyboardInterrupt

@@ -1,0 +1,218 @@
+"""The results of a comparison (basegpt/ablation.py): per variant and seed the final
+validation bits per byte, curve and speed; the table compare.md prints, compare.json, and
+compare.png (validation bits per byte against tokens, a band over seeds).
+
+A variant's spread is the range (min to max) of its seeds' final validation bits per byte.
+`verdict` calls a difference to the base that is no larger than the larger of the two ranges
+"no clear difference": the seeds cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from basegpt._io import atomic_write_text
+
+BUDGETS = {"tokens": "tokens seen", "flops": "training FLOPs",
+           "minutes": "wall-clock minutes (machine-dependent)"}
+SPREAD = "min-max over seeds"
+
+
+@dataclass
+class VariantResult:
+    """One variant's numbers: its settings and size, and per seed its final validation bits
+    per byte, curve and speed."""
+
+    name: str
+    overrides: dict[str, Any]
+    params: int
+    flops_per_token: int
+    max_steps: int | None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finals(self) -> list[float]:
+        """Each seed's final validation bits per byte."""
+        return [r["val_bpb"] for r in self.runs]
+
+    @property
+    def mean(self) -> float:
+        """The mean of `finals`."""
+        return sum(self.finals) / len(self.finals)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """The lowest and highest of `finals`."""
+        return min(self.finals), max(self.finals)
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Training tokens per second, mean over seeds (evaluations excluded)."""
+        return sum(r["tokens_per_s"] for r in self.runs) / len(self.runs)
+
+    @property
+    def tokens(self) -> int:
+        """The tokens seen by the longest of the variant's runs."""
+        return max(r["tokens"] for r in self.runs)
+
+    @property
+    def best_step(self) -> int:
+        """The step of the lowest mean validation bits per byte over the seeds (steps that
+        every seed evaluated)."""
+        curves = [{step: bpb for step, _, bpb in r["curve"]} for r in self.runs]
+        common = set.intersection(*(set(c) for c in curves))
+        if not common:                      # a time budget: seeds evaluate at other steps
+            return min(self.runs[0]["curve"], key=lambda p: p[2])[0]
+        return min(sorted(common), key=lambda s: sum(c[s] for c in curves))
+
+
+def verdict(base: Sequence[float], other: Sequence[float]) -> str:
+    """"no clear difference" where |mean(other) - mean(base)| is within the seed spread
+    (the larger range, max - min, of the two), "clear" beyond it, "1 seed: no spread"
+    where either has one seed. verdict([1.0, 1.2], [1.25, 1.3]) -> "no clear difference"."""
+    if len(base) < 2 or len(other) < 2:
+        return "1 seed: no spread"
+    diff = sum(other) / len(other) - sum(base) / len(base)
+    spread = max(max(base) - min(base), max(other) - min(other))
+    return "no clear difference" if abs(diff) <= spread else "clear"
+
+
+@dataclass
+class CompareTable:
+    """What compare() returns: one VariantResult per variant, the base first, and how they
+    were compared. str() is the Markdown table compare.md holds."""
+
+    variants: list[VariantResult]
+    budget: tuple[str, float]
+    seeds: int
+    match_params: bool
+    command: str | None = None
+    out: Path | None = None
+
+    @property
+    def base(self) -> VariantResult:
+        """The variant the others are compared with (the first)."""
+        return self.variants[0]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The table's numbers, one dict per variant."""
+        base = self.base
+        rows = []
+        for v in self.variants:
+            low, high = v.spread
+            rows.append({"variant": v.name, "params": v.params, "tokens": v.tokens,
+                         "tokens_per_s": v.tokens_per_s, "flops_per_token": v.flops_per_token,
+                         "val_bpb_mean": v.mean, "val_bpb_min": low, "val_bpb_max": high,
+                         "best_step": v.best_step, "diff_vs_base": v.mean - base.mean,
+                         "verdict": "" if v is base else verdict(base.finals, v.finals)})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything compare.json holds: the command, the budget, every run's numbers."""
+        kind, amount = self.budget
+        return {"command": self.command, "budget": {"kind": kind, "amount": amount,
+                                                    "unit": BUDGETS[kind],
+                                                    "machine_dependent": kind == "minutes"},
+                "seeds": self.seeds, "match_params": self.match_params, "spread": SPREAD,
+                "base": self.base.name, "rows": self.rows(),
+                "variants": [{"name": v.name, "overrides": v.overrides, "params": v.params,
+                              "flops_per_token": v.flops_per_token, "max_steps": v.max_steps,
+                              "runs": v.runs} for v in self.variants]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompareTable:
+        """The table back from what to_dict() gave (compare.json)."""
+        variants = [VariantResult(v["name"], v["overrides"], v["params"],
+                                  v["flops_per_token"], v["max_steps"], v["runs"])
+                    for v in d["variants"]]
+        budget = (d["budget"]["kind"], d["budget"]["amount"])
+        return cls(variants, budget, d["seeds"], d["match_params"], d.get("command"))
+
+    def __str__(self) -> str:
+        kind, amount = self.budget
+        lines = [f"Budget: {amount:,g} {BUDGETS[kind]} per run; {self.seeds} seed(s) per "
+                 f"variant; val bits/byte is the final validation, mean and range "
+                 f"({SPREAD}); diff is against {self.base.name!r}.",
+                 "", "| variant | params | tokens | tokens/s | FLOPs/token | val bits/byte "
+                 "(min-max) | best step | diff vs base | |",
+                 "|---|---:|---:|---:|---:|---|---:|---:|---|"]
+        for r in self.rows():
+            lines.append(f"| {r['variant']} | {r['params']:,} | {r['tokens']:,} | "
+                         f"{r['tokens_per_s']:,.0f} | {r['flops_per_token']:,} | "
+                         f"{r['val_bpb_mean']:.4f} ({r['val_bpb_min']:.4f}-"
+                         f"{r['val_bpb_max']:.4f}) | {r['best_step']} | "
+                         f"{r['diff_vs_base']:+.4f} | {r['verdict']} |")
+        if kind == "minutes":
+            lines += ["", "A time budget depends on the machine: another one trains other "
+                          "numbers of tokens."]
+        if self.command:
+            lines = [f"`{self.command}`", "", *lines]
+        return "\n".join(lines) + "\n"
+
+
+def run_numbers(run_dir: Path) -> dict[str, Any]:
+    """A finished run's numbers from its metrics.jsonl: final and best validation bits per
+    byte, tokens seen, training seconds and speed, and the curve [(step, tokens, bpb)]."""
+    from basegpt.train_state import read_metrics
+    records = read_metrics(run_dir)
+    curve = [(r["step"], r["tokens"], r["val_bpb"]) for r in records if "val_bpb" in r]
+    if not curve:
+        raise ValueError(f"{run_dir}: no validation bits per byte in metrics.jsonl; delete "
+                         "the folder to train it again")
+    last = records[-1]
+    seconds = last.get("train_seconds") or last["seconds"]
+    return {"val_bpb": curve[-1][2], "tokens": last["tokens"], "steps": last["step"],
+            "train_seconds": seconds, "tokens_per_s": last["tokens"] / max(seconds, 1e-9),
+            "curve": curve}
+
+
+def write_outputs(table: CompareTable, out: Path) -> None:
+    """compare.json (every number), compare.md (the table) and compare.png (the curves)."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "compare.json", json.dumps(table.to_dict(), indent=2) + "\n")
+    atomic_write_text(out / "compare.md", "# Comparison\n\n" + str(table))
+    plot_compare(table, out / "compare.png")
+
+
+def redraw(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """compare.png again (or `out`) from a comparison's compare.json, for `basegpt plot`."""
+    path = Path(folder) / "compare.json"
+    try:
+        table = CompareTable.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is damaged ({type(error).__name__}: {error}); run the "
+                         "comparison again to rewrite it") from None
+    return plot_compare(table, Path(out) if out is not None else Path(folder) / "compare.png")
+
+
+def plot_compare(table: CompareTable, out: Path) -> Path:
+    """Validation bits per byte against tokens seen: one colour per variant, its mean over
+    seeds as a line and the range over seeds as a band."""
+    from basegpt._optional import require
+    from basegpt.plot import save_figure
+    require("matplotlib", "drawing compare.png").use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, v in enumerate(table.variants):
+        n = min(len(r["curve"]) for r in v.runs)        # points every seed has
+        tokens = [v.runs[0]["curve"][j][1] for j in range(n)]
+        values = [[r["curve"][j][2] for r in v.runs] for j in range(n)]
+        colour = f"C{i % 10}"
+        ax.plot(tokens, [sum(p) / len(p) for p in values], "o-", color=colour, markersize=3,
+                label=f"{v.name} ({v.params:,} params)")
+        if len(v.runs) > 1:
+            ax.fill_between(tokens, [min(p) for p in values], [max(p) for p in values],
+                            color=colour, alpha=0.2, linewidth=0)
+    kind, amount = table.budget
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(f"{amount:,g} {BUDGETS[kind]} per run, {table.seeds} seed(s): "
+                 f"mean, band = {SPREAD}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out)
