@@ -41,6 +41,7 @@ from typing import Any
 from basegpt.ablation_table import (BUDGETS, CompareTable, VariantResult, run_numbers,
                                     write_outputs)
 from basegpt.config import ModelConfig, TrainConfig
+from basegpt.progress import progress_bar
 from basegpt.recipe import (check_spec, get_shards, get_tokenizer, load_config_file,
                             merge_specs, prepared_input, read_spec, resolve_spec,
                             saved_progress, train_run)
@@ -328,8 +329,7 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
         for run_dir, run_spec in plan["runs"]:
             _check_same_settings(run_dir, run_spec)
     results = []
-    bar = tqdm(total=len(plans) * seeds, desc="compare", unit="run", disable=not progress,
-               position=0)
+    bar = progress_bar(len(plans) * seeds, "compare", "run", show=progress, position=0)
     with bar:
         for plan in plans:
             v = plan["variant"]

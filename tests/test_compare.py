@@ -324,3 +324,19 @@ def test_seeds_change_the_numbers_and_widen_the_spread(env, tmp_path):
 def test_basegpt_compare_is_the_function():
     import basegpt
     assert basegpt.compare is ablation.compare
+
+
+@pytest.mark.slow
+def test_off_a_terminal_progress_comes_as_lines_not_redraws(corpus, tmp_path, capsys,
+                                                          monkeypatch):
+    """Sent to a file, the overall bar is plain lines (basegpt.progress), as train's is: a
+    tqdm bar there writes carriage returns and redraws that a log keeps forever."""
+    from basegpt.cli import main
+    monkeypatch.setenv("BASEGPT_CACHE", str(corpus.parent / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = ["compare", str(corpus), *TINY_FLAGS, "--vary", "positional=rope",
+            "--budget-tokens", "128", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err, err[-2000:]
+    assert "compare: 2/2 run (100%)" in err, err[-2000:]
