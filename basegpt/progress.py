@@ -38,8 +38,14 @@ def progress_bar(total: float | None, desc: str, unit: str, *, show: bool = True
     if not show or at_terminal(file):
         return tqdm(total=total, desc=desc, unit=unit, file=file, disable=not show,
                     dynamic_ncols=True, bar_format=bar_format, **tqdm_args)
+    # A line stands alone: position 0 whatever other bars are open, since tqdm moves the
+    # cursor (escape codes, in a file) to draw a stacked bar; and seconds are counted whole
+    # (the bar's n is a float).
+    tqdm_args["position"] = 0
+    line_format = (LINE_FORMAT.replace("{n_fmt}/{total_fmt}", "{n:.0f}/{total:.0f}")
+                   if unit == "s" else LINE_FORMAT)
     return tqdm(total=total, desc=desc, unit=unit, file=_Lines(file), mininterval=LOG_EVERY,
-                bar_format=LINE_FORMAT, ascii=True, **tqdm_args)
+                bar_format=line_format, ascii=True, **tqdm_args)
 
 
 def at_terminal(file: TextIO) -> bool:

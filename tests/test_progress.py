@@ -26,6 +26,22 @@ class Terminal(io.StringIO):
         return True
 
 
+def test_lines_in_a_file_count_whole_seconds_and_never_move_the_cursor(monkeypatch):
+    """A time-budget bar counts float seconds, and `basegpt compare` opens train's bar inside
+    its own: in a file each line says 30/240 s (not 30.06778401200063/240.0) and no bar
+    writes the cursor moves that stack bars at a terminal."""
+    log = io.StringIO()
+    monkeypatch.setattr(basegpt.progress, "LOG_EVERY", 0.0)
+    with progress_bar(2, "compare", "run", file=log, position=0) as outer:
+        with progress_bar(240.0, "train", "s", file=log) as inner:
+            inner.update(30.06778401200063)
+        outer.update(1)
+    text = log.getvalue()
+    assert "\x1b" not in text, repr(text)
+    assert "train: 30/240 s (13%)" in text, text
+    assert "compare: 1/2 run (50%)" in text, text
+
+
 def test_a_bar_in_a_file_is_a_line_at_most_every_log_every_seconds(monkeypatch):
     log = io.StringIO()
     monkeypatch.setattr(basegpt.progress, "LOG_EVERY", 0.0)    # a line for every update
