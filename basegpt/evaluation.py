@@ -55,13 +55,19 @@ def evaluate(model: torch.nn.Module, data: Dataset, batch_size: int, device: tor
         nll += losses[real].double().sum().item()
         count += int(real.sum())
         if bytes_per_token is not None:
-            n_bytes += bytes_per_token[y.flatten()[real].cpu()].sum().item()
+            n_bytes += target_bytes(bytes_per_token, y)
     model.train(was_training)
     loss = nll / max(count, 1)
     out = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)), "val_tokens": count}
     if n_bytes:
         out["val_bpb"] = nll / math.log(2) / n_bytes
     return out
+
+
+def target_bytes(bytes_per_token: torch.Tensor, targets: torch.Tensor) -> float:
+    """Bytes of text that `targets`' real ids stand for (IGNORE_INDEX padding left out,
+    special tokens 0 bytes): the divisor of bits per byte, in evaluation and training."""
+    return float(bytes_per_token[targets[targets != IGNORE_INDEX].cpu()].sum())
 
 
 def window_len(data: Dataset) -> int:

@@ -58,7 +58,7 @@ from basegpt.devices import autocast as make_autocast
 from basegpt.devices import (compile_decision, dtype_decision, peak_flops,
                              pick_device)
 from basegpt.fast import malloc_setting, training_kernels
-from basegpt.evaluation import evaluate, token_bytes, window_len
+from basegpt.evaluation import evaluate, target_bytes, token_bytes, window_len
 from basegpt.model import B2lM
 from basegpt.optim import (decay_progress, learning_rate, make_optimizer, optimizer_kernels,
                            planned_steps, stop_reason)
@@ -364,8 +364,7 @@ class Trainer:
         tokenizer, which alone knows them."""
         if self.bytes_per_token is None:
             return 0.0
-        return sum(float(self.bytes_per_token[y[y != IGNORE_INDEX].cpu()].sum())
-                   for _, y in batches)
+        return sum(target_bytes(self.bytes_per_token, y) for _, y in batches)
 
     def _forward_backward(self, batches: list[tuple[torch.Tensor, torch.Tensor]],
                           n_real: int) -> torch.Tensor:
