@@ -97,6 +97,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.init_from is not None and args.out is None:
         raise ValueError("--init-from starts a new run: name its directory with --out, e.g. "
                          "--out runs/finetuned")
+    log = (lambda m: None) if args.quiet else _log          # above the progress bar
     if args.resume is not None:
         if args.preset or args.config or overrides["model"] or overrides["data"]:
             raise ValueError("--resume continues a run with its own model and data settings; "
@@ -105,12 +106,11 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         spec = resolve_spec(args.preset, args.config, overrides, init_from=args.init_from)
         out = args.out or _default_out(spec, args.preset or DEFAULT_PRESET, args.overwrite,
-                                       log=(lambda m: None) if args.quiet else _log)
+                                       log=log)
         _check_folder_path(out, "--out")        # before minutes of tokenizer training
         _check_memory(spec)
     if args.resume is None or out.is_dir():      # a missing run is train_run's to report
         check_writable(out)                      # read-only, no permission, no space: now
-    log = (lambda m: None) if args.quiet else _log          # above the progress bar
     _keep_freed_memory(spec, args.resume)
     result, model, tokenizer = train_run(spec, out, resume=args.resume is not None,
                                          init_from=args.init_from, overwrite=args.overwrite,
