@@ -19,6 +19,12 @@ seed) is an ordinary run directory, OUT/VARIANT/seedK, made by recipe.train_run;
 call with the same settings skips runs that have used their budget and resumes the others.
 A run's spread is the range (min to max) of final validation bits per byte over seeds; a
 difference to the base no larger than the larger of the two ranges is "no clear difference".
+A run that diverges is recorded as such (OUT/VARIANT/seedK/diverged.json) and the others go
+on. A variant whose spec is another's (`--vary positional=sinusoidal` on a sinusoidal base)
+is trained once, under the first name, and listed as the same.
+
+Runs go one at a time in this process (jobs=1), or `jobs` at once in worker processes of
+one thread each: on a CPU, small models use a core each better than they share two.
 
 Above recipe and train in the import graph: nothing below imports this module. The table,
 its files and its plot are ablation_table.py's.
@@ -30,14 +36,17 @@ import difflib
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from basegpt._io import atomic_write_text
 from basegpt.ablation_table import (BUDGETS, CompareTable, VariantResult, run_numbers,
                                     write_outputs)
 from basegpt.config import ModelConfig, TrainConfig
@@ -48,6 +57,7 @@ from basegpt.recipe import (check_spec, get_shards, get_tokenizer, load_config_f
 from basegpt.tokenizer import Tokenizer
 
 DEFAULT_BUDGET = ("tokens", 1_048_576)
+DIVERGED = "diverged.json"       # in a run directory: the run diverged, do not retry it
 BASE = "base"
 MATCH_TOLERANCE = 0.02           # --match-params: within 2% of the base's parameters
 
@@ -284,7 +294,7 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
             base: str | None = None, seeds: int = 1,
             budget: tuple[str, float] = DEFAULT_BUDGET,
             out: str | os.PathLike = "runs/compare", match_params: bool = False,
-            progress: bool = True, command: str | None = None,
+            jobs: int | None = None, progress: bool = True, command: str | None = None,
             log: Callable[[str], None] | None = None) -> CompareTable:
     """Train each variant `seeds` times under `budget` and tabulate them.
 
@@ -297,11 +307,14 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
         budget: ("tokens", N), ("flops", F) or ("minutes", M), the same for every run.
         out: OUT/VARIANT/seedK run directories, OUT/tokenizer.json, compare.json/.md/.png.
         match_params: scale each variant's n_ff to the base's parameter count (within 2%).
+        jobs: runs at once. 1: one after another in this process, with its threads. N > 1:
+            N worker processes of one thread each (the numbers then equal one-thread runs').
+            None: one per CPU core the process may use when training on the CPU, else 1.
         command: the command line to record in compare.json and compare.md.
 
     Every variant is checked before anything is trained. A second call with the same
-    settings and `out` skips finished runs and resumes unfinished ones; a run in `out`
-    made with other settings is a ValueError.
+    settings and `out` skips finished (or diverged) runs and resumes unfinished ones; a run
+    in `out` made with other settings is a ValueError.
     """
     from tqdm.auto import tqdm
     if log is None:
@@ -314,39 +327,77 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
                          "train` instead)")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r}: must be an integer >= 1")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (or unset: one per CPU core)")
     budget = _check_budget(budget)
     if isinstance(variants, dict):
         variants = [Variant(name, dict(o)) for name, o in variants.items()]
-    base_spec = resolve_spec(preset, None, spec or {})
+    base_spec = _absolute_inputs(resolve_spec(preset, None, spec or {}))
     ordered = check_variants(base_spec, list(variants), base)
     out = Path(out)
+    if jobs is None:
+        jobs = default_jobs(check_spec(base_spec)[1])
     tokenizer = _shared_tokenizer(base_spec, out, progress, log)
     if prepared_input(check_spec(base_spec)[2]) is None:
         base_spec = merge_specs(base_spec, {"data": {"tokenizer": str(out / "tokenizer.json")}})
     get_shards(check_spec(base_spec)[2], tokenizer, progress, log)      # once, for all
     plans = _plan(base_spec, ordered, budget, len(tokenizer), match_params, seeds, out)
     for plan in plans:                                                   # before training
+        for name in plan["aliases"]:
+            log(f"variant {name!r} has the same settings as {plan['variant'].name!r}: "
+                "trained once, listed as the same")
         for run_dir, run_spec in plan["runs"]:
             _check_same_settings(run_dir, run_spec)
-    results = []
-    bar = progress_bar(len(plans) * seeds, "compare", "run", show=progress, position=0)
+    results = [VariantResult(p["variant"].name, p["variant"].overrides, p["params"],
+                             p["flops_per_token"], p["max_steps"], matched=p["matched"],
+                             aliases=p["aliases"]) for p in plans]
+    todo = [(i, run_dir, run_spec) for i, plan in enumerate(plans)
+            for run_dir, run_spec in plan["runs"]]
+    numbers: dict[Path, dict[str, Any]] = {}
+
+    def finished(i: int, run_dir: Path, run: dict[str, Any]) -> None:
+        numbers[run_dir] = run
+        name = results[i].name
+        if run.get("diverged"):
+            log(f"{name} seed {run['seed']}: diverged at step {run['steps']:,}, recorded; "
+                f"going on ({run['diverged'].splitlines()[0]})")
+        else:
+            log(f"{name} seed {run['seed']}: val bits/byte {run['val_bpb']:.4f} after "
+                f"{run['tokens']:,} tokens -> {run_dir}")
+        bar.update(1)
+
+    bar = progress_bar(len(todo), "compare", "run", show=progress, position=0)
     with bar:
-        for plan in plans:
-            v = plan["variant"]
-            result = VariantResult(v.name, v.overrides, plan["params"],
-                                   plan["flops_per_token"], plan["max_steps"])
-            for run_dir, run_spec in plan["runs"]:
-                _train_or_resume(run_dir, run_spec, progress, log)
-                numbers = {"seed": run_spec["train"]["seed"], "run_dir": str(run_dir),
-                           **run_numbers(run_dir)}
-                result.runs.append(numbers)
-                log(f"{v.name} seed {numbers['seed']}: val bits/byte {numbers['val_bpb']:.4f} "
-                    f"after {numbers['tokens']:,} tokens -> {run_dir}")
-                bar.update(1)
-            results.append(result)
+        if jobs == 1 or len(todo) == 1:
+            for i, run_dir, run_spec in todo:
+                finished(i, run_dir, _train_one(run_dir, run_spec, progress, log))
+        else:
+            _train_in_workers(todo, min(jobs, len(todo)), finished, log)
+    for i, run_dir, _ in todo:                                          # in plan order
+        results[i].runs.append(numbers[run_dir])
     table = CompareTable(results, budget, seeds, match_params, command, out)
     write_outputs(table, out)
     return table
+
+
+def default_jobs(train: TrainConfig) -> int:
+    """Runs at once when the caller leaves it to compare: one per CPU core the process may
+    use, when the runs train on the CPU; one at a time on an accelerator, which one run
+    already fills."""
+    from basegpt.devices import pick_device
+    if pick_device(train.device).type != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+def _absolute_inputs(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with its input files as absolute paths, so the runs' saved settings, and a
+    resume of them, do not depend on the folder compare was started from."""
+    inputs = spec["data"].get("inputs")
+    if not inputs:
+        return spec
+    return merge_specs(spec, {"data": {"inputs": [os.path.abspath(p) for p in inputs]}})
 
 
 def _shared_tokenizer(spec: dict[str, Any], out: Path, progress: bool,
@@ -365,14 +416,17 @@ def _shared_tokenizer(spec: dict[str, Any], out: Path, progress: bool,
 def _plan(base_spec: dict[str, Any], variants: list[Variant], budget: tuple[str, float],
           vocab_size: int, match_params: bool, seeds: int, out: Path) -> list[dict[str, Any]]:
     """Per variant: its size, FLOPs per token, budget in steps and the (run_dir, spec) of
-    each seed, all decided before the first run trains."""
+    each seed, all decided before the first run trains. A variant whose spec equals an
+    earlier one's joins that one's `aliases` instead of getting runs of its own."""
     from basegpt.model.memory import parameter_count
-    plans = []
+    plans: list[dict[str, Any]] = []
+    by_spec: dict[str, dict[str, Any]] = {}
     base_model = None
     for v in variants:
         spec = variant_spec(base_spec, v)
         model, train, _ = check_spec(spec)
         model = model.replace(vocab_size=vocab_size)
+        matched = {}
         if base_model is None:
             base_model = model
         elif match_params:
@@ -380,22 +434,39 @@ def _plan(base_spec: dict[str, Any], variants: list[Variant], budget: tuple[str,
                 raise ValueError(f"variant {v.name!r} sets n_ff, which --match-params scales; "
                                  "drop one of them")
             model = match_n_ff(base_model, model, v.name)
+            if model.n_ff != check_spec(spec)[0].n_ff:
+                matched = {"n_ff": model.n_ff}
             spec = merge_specs(spec, {"model": {"n_ff": model.n_ff}})
+        key = json.dumps(_canonical(spec), sort_keys=True)
+        if key in by_spec:
+            by_spec[key]["aliases"].append(v.name)
+            continue
         settings = budget_settings(budget, model, train)
         spec = merge_specs(spec, {"train": settings})
         runs = []
         for k in range(seeds):
             run_spec = merge_specs(spec, {"train": {"seed": train.seed + k}})
             runs.append((out / v.name / f"seed{k}", run_spec))
-        plans.append({"variant": v, "params": parameter_count(model),
-                      "flops_per_token": flops_per_token(model),
-                      "max_steps": settings["max_steps"], "runs": runs})
+        plan = {"variant": v, "params": parameter_count(model), "matched": matched,
+                "aliases": [], "flops_per_token": flops_per_token(model),
+                "max_steps": settings["max_steps"], "runs": runs}
+        plans.append(plan)
+        by_spec[key] = plan
     return plans
+
+
+def _canonical(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a spec trains, with the defaults filled in: two specs that set the same fields
+    differently (one explicitly, one by default) compare equal."""
+    model, train, data = check_spec(spec)
+    return json.loads(json.dumps({"model": model.to_dict(), "train": train.to_dict(),
+                                  "data": asdict(data)}, default=str))
 
 
 def _check_same_settings(run_dir: Path, spec: dict[str, Any]) -> None:
     """A run already in `run_dir` must have been made with `spec`: resuming it, or taking
-    its numbers, under other settings would compare runs that did not get them."""
+    its numbers, under other settings would compare runs that did not get them. The
+    tokenizer is the same when the run's copy of it is the same file, wherever OUT is."""
     if not (run_dir / "config.json").is_file():
         return
     saved = read_spec(run_dir)
@@ -403,27 +474,109 @@ def _check_same_settings(run_dir: Path, spec: dict[str, Any]) -> None:
     changed = sorted(f"{section}.{key}" for section in wanted
                      for key in set(wanted[section]) | set(saved.get(section, {}))
                      if wanted[section].get(key) != saved.get(section, {}).get(key))
+    tokenizer = wanted["data"].get("tokenizer")
+    if "data.tokenizer" in changed and tokenizer and _same_file(
+            run_dir / "tokenizer.json", Path(tokenizer)):
+        changed.remove("data.tokenizer")
     if changed:
         raise ValueError(f"{run_dir} holds a run made with other settings ({', '.join(changed)}); "
                          "give this comparison another --out, or delete that folder")
 
 
-def _train_or_resume(run_dir: Path, spec: dict[str, Any], progress: bool,
-                     log: Callable[[str], None]) -> None:
-    """Train the run, resume it if it stopped before its budget, or leave it if it is done."""
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes (False if either is missing)."""
+    try:
+        return a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def _train_one(run_dir: Path, spec: dict[str, Any], progress: bool,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    """Train the run, resume it if it stopped before its budget, or leave it if it is done
+    (or diverged before); its numbers. Ctrl-C (the run saved) is a KeyboardInterrupt."""
     from basegpt.optim import stop_reason
-    if not (run_dir / "config.json").is_file():
-        result, _, _ = train_run(spec, run_dir, progress=progress, log=log)
-    else:
-        done = saved_progress(run_dir)
-        train = check_spec(spec)[1]
-        if done is not None and stop_reason(train, done["step"], None, done["seconds"]):
-            log(f"{run_dir}: finished before, kept")
-            return
-        log(f"{run_dir}: unfinished, resuming")
-        result, _, _ = train_run({"train": {}}, run_dir, resume=True, progress=progress,
-                                 log=log)
+    from basegpt.train import TrainingDiverged
+    seed = {"seed": spec["train"]["seed"], "run_dir": str(run_dir)}
+    marker = run_dir / DIVERGED
+    if marker.is_file():
+        log(f"{run_dir}: diverged before, kept as diverged")
+        return {**seed, **run_numbers(run_dir, json.loads(marker.read_text())["error"])}
+    try:
+        if not (run_dir / "config.json").is_file():
+            result, _, _ = train_run(spec, run_dir, progress=progress, log=log)
+        else:
+            done = saved_progress(run_dir)
+            train = check_spec(spec)[1]
+            if done is not None and stop_reason(train, done["step"], None, done["seconds"]):
+                log(f"{run_dir}: finished before, kept")
+                return {**seed, **run_numbers(run_dir)}
+            log(f"{run_dir}: unfinished, resuming")
+            result, _, _ = train_run({"train": {}}, run_dir, resume=True, progress=progress,
+                                     log=log)
+    except TrainingDiverged as error:
+        # Recorded rather than raised: one unstable variant (post-LN at a high learning
+        # rate, say) is a result of the comparison, not a reason to stop it.
+        atomic_write_text(marker, json.dumps({"error": str(error)}) + "\n")
+        return {**seed, **run_numbers(run_dir, str(error))}
     if result.stopped_by == "signal":
         # fit saved the run and returned on Ctrl-C / SIGTERM; the comparison stops too
         # (the next call resumes it), rather than going on to the next run.
+        raise KeyboardInterrupt
+    return {**seed, **run_numbers(run_dir)}
+
+
+# ------------------------------------------------------------------------ worker processes
+
+def _start_worker() -> None:
+    """A worker process trains with one thread, and leaves Ctrl-C to fit: fit saves the run
+    and returns; between runs the worker ignores it, and the parent stops handing out runs."""
+    import signal
+    import torch
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _train_in_worker(run_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """_train_one in a worker, quiet; {"interrupted": True} when Ctrl-C stopped the run."""
+    try:
+        return _train_one(run_dir, spec, progress=False, log=lambda m: None)
+    except KeyboardInterrupt:
+        return {"interrupted": True}
+
+
+def _train_in_workers(todo: list[tuple[int, Path, dict[str, Any]]], jobs: int,
+                      finished: Callable[[int, Path, dict[str, Any]], None],
+                      log: Callable[[str], None]) -> None:
+    """Every run of `todo` in `jobs` worker processes, `finished` called for each in the
+    order they end. Ctrl-C: the running runs save and stop, nothing new starts, and a
+    KeyboardInterrupt follows (a second call resumes)."""
+    # spawn, not fork: a forked copy of a process that has run torch's thread pools can hang.
+    context = multiprocessing.get_context("spawn")
+    log(f"training {jobs} runs at once, one thread each")
+    interrupted = False
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker) as pool:
+        running: dict[Future, tuple[int, Path]] = {
+            pool.submit(_train_in_worker, run_dir, spec): (i, run_dir)
+            for i, run_dir, spec in todo}
+        try:
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i, run_dir = running.pop(future)
+                    run = future.result()
+                    if run.get("interrupted"):
+                        interrupted = True
+                    else:
+                        finished(i, run_dir, run)
+                if interrupted:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if interrupted or running:
+                for future in running:
+                    future.cancel()              # not started: stays unstarted
+                pool.shutdown(wait=True)         # started: fit saves them and returns
+    if interrupted:
         raise KeyboardInterrupt

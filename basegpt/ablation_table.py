@@ -4,7 +4,8 @@ compare.png (validation bits per byte against tokens, a band over seeds).
 
 A variant's spread is the range (min to max) of its seeds' final validation bits per byte.
 `verdict` calls a difference to the base that is no larger than the larger of the two ranges
-"no clear difference": the seeds cannot tell the two apart.
+"no clear difference": the seeds cannot tell the two apart. A run that diverged (non-finite
+loss) has no final number: it is counted in the table's note and left out of the mean.
 """
 
 from __future__ import annotations
@@ -34,21 +35,39 @@ class VariantResult:
     flops_per_token: int
     max_steps: int | None
     runs: list[dict[str, Any]] = field(default_factory=list)
+    matched: dict[str, Any] = field(default_factory=dict)    # --match-params' n_ff
+    aliases: list[str] = field(default_factory=list)         # variants with the same spec
+
+    @property
+    def label(self) -> str:
+        """The table's name for the variant: "activation=swiglu (n_ff 341)", "base (same
+        as positional=sinusoidal)"."""
+        label = self.name
+        if self.matched:
+            label += " (" + ", ".join(f"{k} {v}" for k, v in self.matched.items()) + ")"
+        if self.aliases:
+            label += f" (same as {', '.join(self.aliases)})"
+        return label
+
+    @property
+    def finished(self) -> list[dict[str, Any]]:
+        """The runs that used their budget (not those that diverged)."""
+        return [r for r in self.runs if not r.get("diverged")]
 
     @property
     def finals(self) -> list[float]:
-        """Each seed's final validation bits per byte."""
-        return [r["val_bpb"] for r in self.runs]
+        """Each finished seed's final validation bits per byte."""
+        return [r["val_bpb"] for r in self.finished]
 
     @property
-    def mean(self) -> float:
-        """The mean of `finals`."""
-        return sum(self.finals) / len(self.finals)
+    def mean(self) -> float | None:
+        """The mean of `finals`; None when every seed diverged."""
+        return sum(self.finals) / len(self.finals) if self.finals else None
 
     @property
-    def spread(self) -> tuple[float, float]:
+    def spread(self) -> tuple[float, float] | tuple[None, None]:
         """The lowest and highest of `finals`."""
-        return min(self.finals), max(self.finals)
+        return (min(self.finals), max(self.finals)) if self.finals else (None, None)
 
     @property
     def tokens_per_s(self) -> float:
@@ -61,14 +80,22 @@ class VariantResult:
         return max(r["tokens"] for r in self.runs)
 
     @property
-    def best_step(self) -> int:
-        """The step of the lowest mean validation bits per byte over the seeds (steps that
-        every seed evaluated)."""
-        curves = [{step: bpb for step, _, bpb in r["curve"]} for r in self.runs]
+    def best_step(self) -> int | None:
+        """The step of the lowest mean validation bits per byte over the finished seeds
+        (steps that every one evaluated); None when every seed diverged."""
+        curves = [{step: bpb for step, _, bpb in r["curve"]} for r in self.finished]
+        if not curves:
+            return None
         common = set.intersection(*(set(c) for c in curves))
         if not common:                      # a time budget: seeds evaluate at other steps
-            return min(self.runs[0]["curve"], key=lambda p: p[2])[0]
+            return min(self.finished[0]["curve"], key=lambda p: p[2])[0]
         return min(sorted(common), key=lambda s: sum(c[s] for c in curves))
+
+    @property
+    def diverged_note(self) -> str:
+        """"1 of 3 seeds diverged", or "" when none did."""
+        n = len(self.runs) - len(self.finished)
+        return f"{n} of {len(self.runs)} seeds diverged" if n else ""
 
 
 def verdict(base: Sequence[float], other: Sequence[float]) -> str:
@@ -105,11 +132,15 @@ class CompareTable:
         rows = []
         for v in self.variants:
             low, high = v.spread
-            rows.append({"variant": v.name, "params": v.params, "tokens": v.tokens,
-                         "tokens_per_s": v.tokens_per_s, "flops_per_token": v.flops_per_token,
+            both = v.mean is not None and base.mean is not None
+            judged = "" if v is base or not both else verdict(base.finals, v.finals)
+            rows.append({"variant": v.name, "label": v.label, "params": v.params,
+                         "tokens": v.tokens, "tokens_per_s": v.tokens_per_s,
+                         "flops_per_token": v.flops_per_token,
                          "val_bpb_mean": v.mean, "val_bpb_min": low, "val_bpb_max": high,
-                         "best_step": v.best_step, "diff_vs_base": v.mean - base.mean,
-                         "verdict": "" if v is base else verdict(base.finals, v.finals)})
+                         "best_step": v.best_step,
+                         "diff_vs_base": v.mean - base.mean if both else None,
+                         "verdict": "; ".join(x for x in (judged, v.diverged_note) if x)})
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,7 +151,8 @@ class CompareTable:
                                                     "machine_dependent": kind == "minutes"},
                 "seeds": self.seeds, "match_params": self.match_params, "spread": SPREAD,
                 "base": self.base.name, "rows": self.rows(),
-                "variants": [{"name": v.name, "overrides": v.overrides, "params": v.params,
+                "variants": [{"name": v.name, "overrides": v.overrides, "matched": v.matched,
+                              "aliases": v.aliases, "params": v.params,
                               "flops_per_token": v.flops_per_token, "max_steps": v.max_steps,
                               "runs": v.runs} for v in self.variants]}
 
@@ -128,7 +160,8 @@ class CompareTable:
     def from_dict(cls, d: dict[str, Any]) -> CompareTable:
         """The table back from what to_dict() gave (compare.json)."""
         variants = [VariantResult(v["name"], v["overrides"], v["params"],
-                                  v["flops_per_token"], v["max_steps"], v["runs"])
+                                  v["flops_per_token"], v["max_steps"], v["runs"],
+                                  v.get("matched", {}), v.get("aliases", []))
                     for v in d["variants"]]
         budget = (d["budget"]["kind"], d["budget"]["amount"])
         return cls(variants, budget, d["seeds"], d["match_params"], d.get("command"))
@@ -142,11 +175,13 @@ class CompareTable:
                  "(min-max) | best step | diff vs base | |",
                  "|---|---:|---:|---:|---:|---|---:|---:|---|"]
         for r in self.rows():
-            lines.append(f"| {r['variant']} | {r['params']:,} | {r['tokens']:,} | "
-                         f"{r['tokens_per_s']:,.0f} | {r['flops_per_token']:,} | "
-                         f"{r['val_bpb_mean']:.4f} ({r['val_bpb_min']:.4f}-"
-                         f"{r['val_bpb_max']:.4f}) | {r['best_step']} | "
-                         f"{r['diff_vs_base']:+.4f} | {r['verdict']} |")
+            bpb = ("diverged" if r["val_bpb_mean"] is None else
+                   f"{r['val_bpb_mean']:.4f} ({r['val_bpb_min']:.4f}-{r['val_bpb_max']:.4f})")
+            diff = "" if r["diff_vs_base"] is None else f"{r['diff_vs_base']:+.4f}"
+            best = "" if r["best_step"] is None else r["best_step"]
+            lines.append(f"| {r['label']} | {r['params']:,} | {r['tokens']:,} | "
+                         f"{r['tokens_per_s']:,.0f} | {r['flops_per_token']:,} | {bpb} | "
+                         f"{best} | {diff} | {r['verdict']} |")
         if kind == "minutes":
             lines += ["", "A time budget depends on the machine: another one trains other "
                           "numbers of tokens."]
@@ -155,20 +190,24 @@ class CompareTable:
         return "\n".join(lines) + "\n"
 
 
-def run_numbers(run_dir: Path) -> dict[str, Any]:
-    """A finished run's numbers from its metrics.jsonl: final and best validation bits per
-    byte, tokens seen, training seconds and speed, and the curve [(step, tokens, bpb)]."""
+def run_numbers(run_dir: Path, diverged: str | None = None) -> dict[str, Any]:
+    """A run's numbers from its metrics.jsonl: final validation bits per byte, tokens seen,
+    training seconds and speed, and the curve [(step, tokens, bpb)]. A run that `diverged`
+    (the error's message) has val_bpb None and its curve so far."""
     from basegpt.train_state import read_metrics
     records = read_metrics(run_dir)
     curve = [(r["step"], r["tokens"], r["val_bpb"]) for r in records if "val_bpb" in r]
-    if not curve:
+    if not curve and diverged is None:
         raise ValueError(f"{run_dir}: no validation bits per byte in metrics.jsonl; delete "
                          "the folder to train it again")
-    last = records[-1]
+    last = records[-1] if records else {"step": 0, "tokens": 0, "seconds": 0.0}
     seconds = last.get("train_seconds") or last["seconds"]
-    return {"val_bpb": curve[-1][2], "tokens": last["tokens"], "steps": last["step"],
-            "train_seconds": seconds, "tokens_per_s": last["tokens"] / max(seconds, 1e-9),
-            "curve": curve}
+    numbers = {"val_bpb": curve[-1][2] if diverged is None else None,
+               "tokens": last["tokens"], "steps": last["step"], "train_seconds": seconds,
+               "tokens_per_s": last["tokens"] / max(seconds, 1e-9), "curve": curve}
+    if diverged is not None:
+        numbers["diverged"] = diverged
+    return numbers
 
 
 def write_outputs(table: CompareTable, out: Path) -> None:
@@ -199,13 +238,16 @@ def plot_compare(table: CompareTable, out: Path) -> Path:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5))
     for i, v in enumerate(table.variants):
-        n = min(len(r["curve"]) for r in v.runs)        # points every seed has
-        tokens = [v.runs[0]["curve"][j][1] for j in range(n)]
-        values = [[r["curve"][j][2] for r in v.runs] for j in range(n)]
+        runs = v.finished                               # a diverged run has no curve to end
+        if not runs:
+            continue
+        n = min(len(r["curve"]) for r in runs)          # points every seed has
+        tokens = [runs[0]["curve"][j][1] for j in range(n)]
+        values = [[r["curve"][j][2] for r in runs] for j in range(n)]
         colour = f"C{i % 10}"
         ax.plot(tokens, [sum(p) / len(p) for p in values], "o-", color=colour, markersize=3,
-                label=f"{v.name} ({v.params:,} params)")
-        if len(v.runs) > 1:
+                label=f"{v.label}, {v.params:,} params")
+        if len(runs) > 1:
             ax.fill_between(tokens, [min(p) for p in values], [max(p) for p in values],
                             color=colour, alpha=0.2, linewidth=0)
     kind, amount = table.budget

@@ -77,7 +77,7 @@ def test_token_and_flop_budgets_become_whole_steps_of_the_batch():
 def test_a_flops_budget_gives_a_bigger_model_fewer_steps(env, tmp_path):
     wide = ablation.Variant("wide", {"n_ff": 256})
     table = ablation.compare([wide], spec=env, preset="seed", budget=("flops", 1e8),
-                             out=tmp_path / "c", progress=False)
+                             out=tmp_path / "c", jobs=1, progress=False)
     for v in table.variants:
         assert v.max_steps == int(1e8 // (v.flops_per_token * 64)), v.name
         assert [r["steps"] for r in v.runs] == [v.max_steps]
@@ -154,6 +154,7 @@ def test_a_bad_grid_is_an_error_naming_variant_and_field_before_any_work(
     (["--vary", "widht=64"], "--vary widht=64: unknown field 'widht'"),
     (["--vary", "lr"], "--vary 'lr': write FIELD=VALUE"),
     (["--vary", "lr=0.01", "--max-steps", "5"], "--max-steps: the budget is the compare's own"),
+    (["--vary", "lr=0.01", "--jobs", "0"], "jobs=0: must be an integer >= 1"),
     ([], "give the variants with --vary FIELD=A,B (one or more) or with --grid"),
 ])
 def test_bad_vary_flags_are_one_line_errors_before_any_work(flags, message, tmp_path, capsys,
@@ -206,7 +207,7 @@ def test_an_interrupted_compare_reruns_only_what_did_not_finish(env, tmp_path, m
     monkeypatch.setattr(ablation, "train_run", power_cut_in_b)
     variants = {"a": {"lr": 0.002}, "b": {"lr": 0.003}, "c": {"lr": 0.004}}
     run = dict(spec=env, preset="seed", budget=("tokens", 6 * 64), out=tmp_path / "c",
-               progress=False)
+               jobs=1, progress=False)
     with pytest.raises(RuntimeError, match="power cut"):
         ablation.compare(variants, **run)
     assert calls == [("base", False), ("a", False), ("b", False)], calls
@@ -232,7 +233,7 @@ def test_ctrl_c_in_a_run_stops_the_whole_comparison(env, tmp_path, monkeypatch):
     monkeypatch.setattr(ablation, "train_run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ablation.compare({"a": {"lr": 0.002}}, spec=env, preset="seed", budget=("tokens", 128),
-                         out=tmp_path / "c", progress=False)
+                         out=tmp_path / "c", jobs=1, progress=False)
     assert calls == ["base"], calls
     assert not (tmp_path / "c" / "compare.json").exists()
 
@@ -240,23 +241,25 @@ def test_ctrl_c_in_a_run_stops_the_whole_comparison(env, tmp_path, monkeypatch):
 def test_a_run_made_with_other_settings_is_not_reused(env, tmp_path):
     out = tmp_path / "c"
     ablation.compare({"a": {"lr": 0.002}}, spec=env, preset="seed", budget=("tokens", 128),
-                     out=out, progress=False)
+                     out=out, jobs=1, progress=False)
     with pytest.raises(ValueError, match=r"c/base/seed0 holds a run made with other settings "
                                          r"\(train.max_steps\)"):
         ablation.compare({"a": {"lr": 0.002}}, spec=env, preset="seed",
-                         budget=("tokens", 256), out=out, progress=False)
+                         budget=("tokens", 256), out=out, jobs=1, progress=False)
 
 
 @pytest.fixture(scope="module")
 def cli_compare(corpus, tmp_path_factory):
-    """A 2 x 2 `basegpt compare` through the command line: base + 4 variants, 6 steps each."""
+    """A 2 x 2 `basegpt compare` through the command line, two runs at once: the base and
+    4 variants, one of which (sinusoidal, LayerNorm) is the seed preset's base itself, so
+    4 runs of 6 steps."""
     from basegpt.cli import main
     out = tmp_path_factory.mktemp("cli-compare") / "out"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BASEGPT_CACHE", str(corpus.parent / "cache"))
         mp.setenv("OMP_NUM_THREADS", "1")
         argv = ["compare", str(corpus), *TINY_FLAGS, "--vary", "positional=sinusoidal,rope",
-                "--vary", "norm=layernorm,rmsnorm", "--budget-tokens", "400",
+                "--vary", "norm=layernorm,rmsnorm", "--budget-tokens", "400", "--jobs", "2",
                 "--out", str(out), "--quiet"]
         assert main(argv) == 0
     return out, argv
@@ -270,9 +273,10 @@ def test_a_2x2_compare_writes_json_markdown_and_png(cli_compare, capsys):
     assert data["budget"] == {"kind": "tokens", "amount": 400, "unit": "tokens seen",
                               "machine_dependent": False}
     names = [r["variant"] for r in data["rows"]]
-    assert names == ["base", "positional=sinusoidal,norm=layernorm",
-                     "positional=sinusoidal,norm=rmsnorm", "positional=rope,norm=layernorm",
-                     "positional=rope,norm=rmsnorm"]
+    assert names == ["base", "positional=sinusoidal,norm=rmsnorm",
+                     "positional=rope,norm=layernorm", "positional=rope,norm=rmsnorm"]
+    assert data["variants"][0]["aliases"] == ["positional=sinusoidal,norm=layernorm"]
+    assert data["rows"][0]["label"] == "base (same as positional=sinusoidal,norm=layernorm)"
     for row, variant in zip(data["rows"], data["variants"]):
         assert variant["max_steps"] == 400 // 64 == 6
         assert row["tokens"] == 6 * 64                      # tokens actually seen
@@ -284,8 +288,9 @@ def test_a_2x2_compare_writes_json_markdown_and_png(cli_compare, capsys):
     md = (out / "compare.md").read_text()
     assert "| variant | params | tokens | tokens/s | FLOPs/token | val bits/byte (min-max) |" in md
     assert "| positional=rope,norm=rmsnorm |" in md and data["command"] in md
+    assert "| base (same as positional=sinusoidal,norm=layernorm) |" in md
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list(out.glob("*/seed0"))) == 5
+    assert sorted(p.parent.name for p in out.glob("*/seed0")) == sorted(names)
 
 
 @pytest.mark.slow
@@ -298,20 +303,40 @@ def test_basegpt_plot_redraws_compare_png_from_compare_json(cli_compare, tmp_pat
 
 
 @pytest.mark.slow
-def test_the_same_variant_and_seed_give_the_same_numbers(cli_compare):
-    out, _ = cli_compare
+def test_runs_at_once_give_the_numbers_of_one_thread_runs_one_after_another(
+        cli_compare, corpus, tmp_path, monkeypatch):
+    """The CLI's compare ran two worker processes of one thread each; the same compare in
+    this process, one run after another on one thread, gives the same numbers, bit for bit:
+    the same variant and seed give the same run, wherever it trains."""
+    import torch
+    out, argv = cli_compare
     data = json.loads((out / "compare.json").read_text())
-    runs = {v["name"]: v["runs"][0] for v in data["variants"]}
-    # The seed preset is post-LN, LayerNorm, sinusoidal: that variant is the base again.
-    same = runs["positional=sinusoidal,norm=layernorm"]
-    assert same["curve"] == runs["base"]["curve"] and same["val_bpb"] == runs["base"]["val_bpb"]
-    assert runs["positional=rope,norm=layernorm"]["val_bpb"] != runs["base"]["val_bpb"]
+    monkeypatch.setenv("BASEGPT_CACHE", str(corpus.parent / "cache"))
+    spec = json.loads(json.dumps(TINY))
+    spec["data"]["inputs"] = [str(corpus)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        table = ablation.compare(
+            ablation.vary(["positional=sinusoidal,rope", "norm=layernorm,rmsnorm"]),
+            spec=spec, preset="seed", budget=("tokens", 400), out=tmp_path / "again",
+            jobs=1, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    again = table.to_dict()
+    for there, here in zip(data["variants"], again["variants"], strict=True):
+        assert there["name"] == here["name"]
+        assert there["runs"][0]["curve"] == [list(p) for p in here["runs"][0]["curve"]]
+        assert there["runs"][0]["val_bpb"] == here["runs"][0]["val_bpb"]
+    finals = [v["runs"][0]["val_bpb"] for v in again["variants"]]
+    assert len(set(finals)) == len(finals), finals          # and the variants do differ
 
 
 @pytest.mark.slow
 def test_seeds_change_the_numbers_and_widen_the_spread(env, tmp_path):
     table = ablation.compare({"a": {"lr": 0.003}}, spec=env, preset="seed", seeds=2,
-                             budget=("tokens", 256), out=tmp_path / "c", progress=False)
+                             budget=("tokens", 256), out=tmp_path / "c", jobs=1,
+                             progress=False)
     base = table.variants[0]
     assert [r["seed"] for r in base.runs] == [0, 1]
     low, high = base.spread
@@ -319,6 +344,116 @@ def test_seeds_change_the_numbers_and_widen_the_spread(env, tmp_path):
     row = table.rows()[1]
     assert row["verdict"] == verdict(base.finals, table.variants[1].finals)
     assert row["diff_vs_base"] == pytest.approx(table.variants[1].mean - base.mean)
+
+
+@pytest.mark.slow
+def test_a_variant_that_diverges_is_recorded_and_the_others_go_on(env, tmp_path, monkeypatch):
+    """lr 1e30 sends the weights to 1e30 in one Adam step, and the next loss to NaN: that
+    variant's run is marked diverged, the table says so, and a second call keeps it."""
+    real, calls = ablation.train_run, []
+
+    def counted(spec, out, **kwargs):
+        calls.append(Path(out).parent.name)
+        return real(spec, out, **kwargs)
+    monkeypatch.setattr(ablation, "train_run", counted)
+    run = dict(spec=env, preset="seed", budget=("tokens", 4 * 64), out=tmp_path / "c",
+               jobs=1, progress=False)
+    variants = {"boom": {"lr": 1e30}, "fine": {"lr": 0.002}}
+    table = ablation.compare(variants, **run)
+    assert calls == ["base", "boom", "fine"]
+    boom = table.variants[1]
+    assert boom.runs[0]["diverged"].startswith("non-finite loss at step ")
+    assert boom.runs[0]["val_bpb"] is None and boom.mean is None
+    assert (tmp_path / "c" / "boom" / "seed0" / ablation.DIVERGED).is_file()
+    rows = {r["variant"]: r for r in table.rows()}
+    assert rows["boom"]["verdict"] == "1 of 1 seeds diverged"
+    assert rows["boom"]["diff_vs_base"] is None and rows["fine"]["val_bpb_mean"] > 0
+    assert "| boom | " in str(table) and "| diverged |" in str(table)
+    calls.clear()
+    assert ablation.compare(variants, **run).rows() == table.rows()
+    assert calls == []                            # the diverged run is not tried again
+
+
+@pytest.mark.slow
+def test_match_params_records_the_n_ff_it_chose(env, tmp_path):
+    table = ablation.compare({"swiglu": {"activation": "swiglu"}}, spec=env, preset="seed",
+                             budget=("tokens", 64), out=tmp_path / "c", match_params=True,
+                             jobs=1, progress=False)
+    base, swiglu = table.variants
+    n_ff = swiglu.matched["n_ff"]
+    assert n_ff == ablation.match_n_ff(
+        ModelConfig(**{**env["model"], "vocab_size": 260, "activation": "relu"}),
+        ModelConfig(**{**env["model"], "vocab_size": 260, "activation": "swiglu"}),
+        "swiglu").n_ff != env["model"]["n_ff"]
+    saved = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert saved["variants"][1]["matched"] == {"n_ff": n_ff} and base.matched == {}
+    config = json.loads((tmp_path / "c" / "swiglu" / "seed0" / "config.json").read_text())
+    assert config["model"]["n_ff"] == n_ff
+    assert f"| swiglu (n_ff {n_ff}) |" in (tmp_path / "c" / "compare.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_same_comparison_from_another_folder_is_the_same(env, corpus, tmp_path,
+                                                            monkeypatch):
+    """Relative paths (the text and --out) name the same files from a subfolder: the runs
+    are kept, not refused as made with other settings, and nothing trains again."""
+    import shutil
+    shutil.copy(corpus, tmp_path / "text.txt")
+    (tmp_path / "sub").mkdir()
+    real, calls = ablation.train_run, []
+
+    def counted(spec, out, **kwargs):
+        calls.append(str(out))
+        return real(spec, out, **kwargs)
+    monkeypatch.setattr(ablation, "train_run", counted)
+
+    def run(text: str, out: str) -> dict:
+        spec = json.loads(json.dumps(env))
+        spec["data"]["inputs"] = [text]
+        return ablation.compare({"a": {"lr": 0.002}}, spec=spec, preset="seed",
+                                budget=("tokens", 128), out=out, jobs=1,
+                                progress=False).rows()
+    monkeypatch.chdir(tmp_path)
+    first = run("text.txt", "c")
+    assert len(calls) == 2
+    monkeypatch.chdir(tmp_path / "sub")
+    assert run("../text.txt", "../c") == first
+    assert len(calls) == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_runs_in_workers_saved_and_a_second_call_resumes_them(env, corpus,
+                                                                          tmp_path):
+    """Ctrl-C at a terminal reaches the whole process group: each worker's run saves and
+    stops, `basegpt compare` exits 130, and the next call resumes both runs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "c"
+    argv = [sys.executable, "-m", "basegpt", "compare", str(corpus), *TINY_FLAGS,
+            "--vary", "lr=0.002", "--budget-tokens", str(1000 * 64), "--eval-every", "500",
+            "--jobs", "2",
+            "--out", str(out), "--quiet"]
+    child = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=os.environ)
+    metrics = [out / name / "seed0" / "metrics.jsonl" for name in ("base", "lr=0.002")]
+    deadline = time.monotonic() + 60
+    while not all(m.is_file() and m.stat().st_size for m in metrics):
+        assert child.poll() is None and time.monotonic() < deadline, child.communicate()
+        time.sleep(0.1)
+    os.killpg(child.pid, signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert not (out / "compare.json").exists()
+    steps = [json.loads(m.read_text().splitlines()[-1])["step"] for m in metrics]
+    assert all(0 < s < 1000 for s in steps), steps            # stopped early, saved
+    spec = ablation.merge_specs(env, {"train": {"checkpoint_every": 200,   # the preset's
+                                                "eval_every": 500}})
+    table = ablation.compare({"lr=0.002": {"lr": 0.002}}, spec=spec, preset="seed",
+                             budget=("tokens", 1000 * 64), out=out, jobs=1, progress=False)
+    assert [v.runs[0]["steps"] for v in table.variants] == [1000, 1000]
 
 
 def test_basegpt_compare_is_the_function():

@@ -43,6 +43,10 @@ def _add_compare(sub: argparse._SubParsersAction, preset: str) -> None:
                         help="wall-clock minutes each run trains (machine-dependent)")
     what.add_argument("--match-params", action="store_true",
                       help="scale each variant's n_ff to within 2%% of the base's parameters")
+    what.add_argument("--jobs", type=int, default=None, metavar="N",
+                      help="runs at once, in processes of one thread each (default: one per "
+                           "CPU core when training on the CPU, else 1; 1 = one at a time "
+                           "with all threads)")
     what.add_argument("--out", type=Path, default=Path("runs/compare"),
                       help="folder for the runs and the results (default runs/compare)")
     what.add_argument("--quiet", action="store_true", help="no progress bar or log")
@@ -70,7 +74,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     command = "basegpt " + shlex.join(args.argv)
     table = compare(variants, spec=spec, preset=args.preset, base=base, seeds=args.seeds,
                     budget=budget, out=args.out, match_params=args.match_params,
-                    progress=not args.quiet, command=command,
+                    jobs=args.jobs, progress=not args.quiet, command=command,
                     log=(lambda m: None) if args.quiet else _log)
     print(table)
     print(f"wrote {args.out / 'compare.json'}, {args.out / 'compare.md'}, "
