@@ -27,7 +27,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                     "preset)\n"
                     "  --format llama     Llama (LlamaForCausalLM), for Llama-compatible models: "
                     "pre-norm RMSNorm,\n"
-                    "                     RoPE, SwiGLU, n_k == n_v (e.g. the laptop-llama preset)\n"
+                    "                     RoPE, SwiGLU, n_k == n_v (e.g. the laptop preset, the main job)\n"
                     "  --format auto      GPT-2 if the model is GPT-2-compatible, else Llama; "
                     "a model neither\n"
                     "                     expresses is an error naming each setting to change "
@@ -39,9 +39,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                     "JSON with its\n"
                     "                     pattern and special tokens",
         epilog="examples:\n  basegpt export runs/gpt2 --format hf hf/gpt2\n"
-               "  basegpt export runs/laptop-llama --format llama hf/laptop-llama\n"
+               "  basegpt export runs/laptop --format llama hf/laptop\n"
                "  basegpt export runs/mine --format auto hf/mine\n"
-               "  basegpt export runs/laptop-llama --format gguf laptop-llama.gguf --dtype f16\n"
+               "  basegpt export runs/laptop --format gguf laptop.gguf --dtype f16\n"
                "  basegpt export runs/gpt2 --format tiktoken hf/gpt2.tiktoken",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")

@@ -162,7 +162,7 @@ def nearest_exportable_preset(config: ModelConfig) -> tuple[str, str, list[str]]
                        and ours[key] != theirs[key]]
             size = abs(math.log(B2lM(preset).num_parameters() / n_ours))
             found.append((size, len(differs), name, architecture, differs))
-    assert found, "basegpt ships exportable presets (gpt2-small, laptop-llama)"
+    assert found, "basegpt ships exportable presets (gpt2-small, laptop)"
     *_, name, architecture, differs = min(found)
     return name, architecture, differs
 
