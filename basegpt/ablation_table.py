@@ -11,6 +11,7 @@ loss) has no final number: it is counted in the table's note and left out of the
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -168,7 +169,7 @@ class CompareTable:
 
     def __str__(self) -> str:
         kind, amount = self.budget
-        lines = [f"Budget: {amount:,g} {BUDGETS[kind]} per run; {self.seeds} seed(s) per "
+        lines = [f"Budget: {_amount(amount)} {BUDGETS[kind]} per run; {self.seeds} seed(s) per "
                  f"variant; val bits/byte is the final validation, mean and range "
                  f"({SPREAD}); diff is against {self.base.name!r}.",
                  "", "| variant | params | tokens | tokens/s | FLOPs/token | val bits/byte "
@@ -188,6 +189,13 @@ class CompareTable:
         if self.command:
             lines = [f"`{self.command}`", "", *lines]
         return "\n".join(lines) + "\n"
+
+
+def _amount(amount: float) -> str:
+    """A budget for people: 1,500,000 (not 1.5e+06), 2.5, 1e+13."""
+    if float(amount).is_integer() and abs(amount) < 1e12:
+        return f"{int(amount):,}"
+    return f"{amount:g}"
 
 
 def run_numbers(run_dir: Path, diverged: str | None = None) -> dict[str, Any]:
@@ -231,12 +239,15 @@ def redraw(folder: str | os.PathLike, out: str | os.PathLike | None = None) -> P
 
 def plot_compare(table: CompareTable, out: Path) -> Path:
     """Validation bits per byte against tokens seen: one colour per variant, its mean over
-    seeds as a line and the range over seeds as a band."""
+    seeds as a line and the range over seeds as a band; on the right the same curves over
+    the second half of the budget, where variants end close together, on their own scale."""
     from basegpt._optional import require
     from basegpt.plot import save_figure
     require("matplotlib", "drawing compare.png").use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, (whole, end) = plt.subplots(1, 2, figsize=(12, 5.5))
+    half = max((v.tokens for v in table.variants), default=0) / 2
+    tail: list[float] = []
     for i, v in enumerate(table.variants):
         runs = v.finished                               # a diverged run has no curve to end
         if not runs:
@@ -244,17 +255,29 @@ def plot_compare(table: CompareTable, out: Path) -> Path:
         n = min(len(r["curve"]) for r in runs)          # points every seed has
         tokens = [runs[0]["curve"][j][1] for j in range(n)]
         values = [[r["curve"][j][2] for r in runs] for j in range(n)]
-        colour = f"C{i % 10}"
-        ax.plot(tokens, [sum(p) / len(p) for p in values], "o-", color=colour, markersize=3,
-                label=f"{v.label}, {v.params:,} params")
-        if len(runs) > 1:
-            ax.fill_between(tokens, [min(p) for p in values], [max(p) for p in values],
-                            color=colour, alpha=0.2, linewidth=0)
+        # Ten colours, then the same ten dashed: a big grid needs more than ten lines.
+        colour, style = f"C{i % 10}", "o-" if i < 10 else "s--"
+        for ax in (whole, end):
+            ax.plot(tokens, [sum(p) / len(p) for p in values], style, color=colour,
+                    markersize=3, label=f"{v.label}, {v.params:,} params")
+            if len(runs) > 1:
+                ax.fill_between(tokens, [min(p) for p in values], [max(p) for p in values],
+                                color=colour, alpha=0.2, linewidth=0)
+        tail += [x for t, p in zip(tokens, values) if t >= half for x in p]
+    if tail:
+        low, high = min(tail), max(tail)
+        pad = (high - low) * 0.05 or 0.01
+        end.set_xlim(left=half)
+        end.set_ylim(low - pad, high + pad)
     kind, amount = table.budget
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("validation bits per byte")
-    ax.set_title(f"{amount:,g} {BUDGETS[kind]} per run, {table.seeds} seed(s): "
-                 f"mean, band = {SPREAD}", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    for ax in (whole, end):
+        ax.set_xlabel("tokens seen")
+        ax.grid(alpha=0.3)
+    whole.set_ylabel("validation bits per byte")
+    whole.set_title(f"{_amount(amount)} {BUDGETS[kind]} per run, {table.seeds} seed(s): "
+                    f"mean, band = {SPREAD}", fontsize=10)
+    end.set_title("the second half, closer", fontsize=10)
+    handles, labels = whole.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05 + 0.035 * math.ceil(len(labels) / 3), 1, 1))
     return save_figure(fig, out)

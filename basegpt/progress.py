@@ -39,9 +39,11 @@ def progress_bar(total: float | None, desc: str, unit: str, *, show: bool = True
         return tqdm(total=total, desc=desc, unit=unit, file=file, disable=not show,
                     dynamic_ncols=True, bar_format=bar_format, **tqdm_args)
     # A line stands alone: position 0 whatever other bars are open, since tqdm moves the
-    # cursor (escape codes, in a file) to draw a stacked bar; and seconds are counted whole
-    # (the bar's n is a float).
+    # cursor (escape codes, in a file) to draw a stacked bar; a bar that would vanish from a
+    # terminal when done (leave=False) still writes its last line; and seconds are counted
+    # whole (the bar's n is a float).
     tqdm_args["position"] = 0
+    tqdm_args["leave"] = True
     line_format = (LINE_FORMAT.replace("{n_fmt}/{total_fmt}", "{n:.0f}/{total:.0f}")
                    if unit == "s" else LINE_FORMAT)
     return tqdm(total=total, desc=desc, unit=unit, file=_Lines(file), mininterval=LOG_EVERY,

@@ -465,13 +465,18 @@ def test_basegpt_compare_is_the_function():
 def test_off_a_terminal_progress_comes_as_lines_not_redraws(corpus, tmp_path, capsys,
                                                           monkeypatch):
     """Sent to a file, the overall bar is plain lines (basegpt.progress), as train's is: a
-    tqdm bar there writes carriage returns and redraws that a log keeps forever."""
+    tqdm bar there writes carriage returns and redraws that a log keeps forever. The runs'
+    bars, two at once, too."""
     from basegpt.cli import main
     monkeypatch.setenv("BASEGPT_CACHE", str(corpus.parent / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     argv = ["compare", str(corpus), *TINY_FLAGS, "--vary", "positional=rope",
-            "--budget-tokens", "128", "--out", str(tmp_path / "out")]
+            "--budget-tokens", "128", "--jobs", "2", "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "\r" not in err, err[-2000:]
     assert "compare: 2/2 run (100%)" in err, err[-2000:]
+    # Two runs at once (one per core, the default here): each has its bar, by the overall
+    # one, each closing on its own last line.
+    for run in ("base/seed0", "positional=rope/seed0"):
+        assert f"{run}: 2/2 step (100%)" in err, err[-2000:]

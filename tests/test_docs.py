@@ -237,7 +237,8 @@ def _is_budget(argv: list[str], i: int) -> bool:
 
 def reader_files(folder: Path) -> None:
     """What the pages assume a reader has: notes and books of their own, a prompt file, the
-    config file that docs/training.md shows and the grid file that docs/compare.md shows."""
+    config file that docs/training.md shows, the grid file that docs/compare.md shows, and
+    the study's grid where docs/study.md finds it (it runs in the repository)."""
     from basegpt import builtin_corpus
     docs = list(builtin_corpus(400_000))
     pieces = ["".join(docs[i::6]) for i in range(6)]
@@ -255,6 +256,9 @@ def reader_files(folder: Path) -> None:
     grid = next(b.code for b in code_blocks(ROOT / "docs" / "compare.md")
                 if b.lang == "text" and b.code.startswith("# grid.toml"))
     (folder / "grid.toml").write_text(grid, encoding="utf-8")
+    study = folder / "docs" / "study"                   # docs/study.md runs from the repo's root
+    study.mkdir(parents=True)
+    shutil.copy(ROOT / "docs" / "study" / "grid.toml", study / "grid.toml")
 
 
 # What a page expects to exist before it starts, made the way its text says: generation.md
