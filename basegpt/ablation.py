@@ -24,7 +24,9 @@ on. A variant whose spec is another's (`--vary positional=sinusoidal` on a sinus
 is trained once, under the first name, and listed as the same.
 
 Runs go one at a time in this process (jobs=1), or `jobs` at once in worker processes of
-one thread each: on a CPU, small models use a core each better than they share two.
+one thread each: on a CPU, small models use a core each better than they share two. Under
+torchrun, one at a time, each a data-parallel run over all the processes (a budget's step is
+then the global batch).
 
 Above recipe and train in the import graph: nothing below imports this module. The table,
 its files and its plot are ablation_table.py's.
@@ -234,19 +236,21 @@ def flops_per_token(config: ModelConfig) -> int:
     return 6 * n + attn
 
 
-def tokens_per_step(model: ModelConfig, train: TrainConfig) -> int:
-    """The tokens of one optimizer step on one process: batch_tokens, or batch x context."""
-    return train.batch_tokens or train.batch_size * model.n_context
+def tokens_per_step(model: ModelConfig, train: TrainConfig, world: int = 1) -> int:
+    """The tokens of one optimizer step over all `world` processes: batch_tokens (a global
+    batch), or batch x context on each process."""
+    return train.batch_tokens or train.batch_size * model.n_context * world
 
 
 def budget_settings(budget: tuple[str, float], model: ModelConfig,
-                    train: TrainConfig) -> dict[str, Any]:
+                    train: TrainConfig, world: int = 1) -> dict[str, Any]:
     """The train settings that spend `budget` ("tokens" | "flops" | "minutes", amount):
-    {"max_steps": n, "epochs": None, "max_minutes": None} or the minutes alone."""
+    {"max_steps": n, "epochs": None, "max_minutes": None} or the minutes alone. Under
+    torchrun (`world` processes) a step is the global batch."""
     kind, amount = budget
     if kind == "minutes":
         return {"max_steps": None, "epochs": None, "max_minutes": amount}
-    per_step = tokens_per_step(model, train)
+    per_step = tokens_per_step(model, train, world)
     cost = per_step * (flops_per_token(model) if kind == "flops" else 1)
     steps = int(amount // cost)
     if steps < 1:
@@ -317,18 +321,23 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
     in `out` made with other settings is a ValueError.
     """
     from tqdm.auto import tqdm
-    if log is None:
-        log = lambda m: tqdm.write(m, file=sys.stderr) if progress else None  # noqa: E731
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Every process would decide for itself whether a run is finished while process 0
-        # is still writing it; one process, one run after another, is what is supported.
-        raise ValueError("compare trains its runs one after another in one process; run it "
-                         "without torchrun (train one variant with `torchrun ... basegpt "
-                         "train` instead)")
+    from basegpt import distributed
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds={seeds!r}: must be an integer >= 1")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (or unset: one per CPU core)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and jobs not in (None, 1):
+        raise ValueError(f"jobs={jobs}: under torchrun every run trains on all the processes, "
+                         "one run at a time; drop --jobs")
+    # Under torchrun every process runs this function: each run is a data-parallel run over
+    # all of them (train_run's), process 0 alone writes and reports, and a barrier after
+    # each run lets every process see the same folders before deciding what to do next.
+    dist = distributed.setup()
+    progress = progress and dist.is_main
+    if not dist.is_main:
+        log = lambda m: None                                                  # noqa: E731
+    elif log is None:
+        log = lambda m: tqdm.write(m, file=sys.stderr) if progress else None  # noqa: E731
     budget = _check_budget(budget)
     if isinstance(variants, dict):
         variants = [Variant(name, dict(o)) for name, o in variants.items()]
@@ -336,12 +345,17 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
     ordered = check_variants(base_spec, list(variants), base)
     out = Path(out)
     if jobs is None:
-        jobs = default_jobs(check_spec(base_spec)[1])
+        jobs = default_jobs(check_spec(base_spec)[1]) if dist.world == 1 else 1
+    if not dist.is_main:
+        dist.barrier()                              # process 0 trains and tokenizes first
     tokenizer = _shared_tokenizer(base_spec, out, progress, log)
     if prepared_input(check_spec(base_spec)[2]) is None:
         base_spec = merge_specs(base_spec, {"data": {"tokenizer": str(out / "tokenizer.json")}})
     get_shards(check_spec(base_spec)[2], tokenizer, progress, log)      # once, for all
-    plans = _plan(base_spec, ordered, budget, len(tokenizer), match_params, seeds, out)
+    if dist.is_main:
+        dist.barrier()
+    plans = _plan(base_spec, ordered, budget, len(tokenizer), match_params, seeds, out,
+                  dist.world)
     for plan in plans:                                                   # before training
         for name in plan["aliases"]:
             log(f"variant {name!r} has the same settings as {plan['variant'].name!r}: "
@@ -370,13 +384,14 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
     with bar:
         if jobs == 1 or len(todo) == 1:
             for i, run_dir, run_spec in todo:
-                finished(i, run_dir, _train_one(run_dir, run_spec, progress, log))
+                finished(i, run_dir, _train_one(run_dir, run_spec, progress, log, dist=dist))
         else:
             _train_in_workers(todo, min(jobs, len(todo)), finished, log, progress)
     for i, run_dir, _ in todo:                                          # in plan order
         results[i].runs.append(numbers[run_dir])
     table = CompareTable(results, budget, seeds, match_params, command, out)
-    write_outputs(table, out)
+    if dist.is_main:
+        write_outputs(table, out)
     return table
 
 
@@ -414,7 +429,8 @@ def _shared_tokenizer(spec: dict[str, Any], out: Path, progress: bool,
 
 
 def _plan(base_spec: dict[str, Any], variants: list[Variant], budget: tuple[str, float],
-          vocab_size: int, match_params: bool, seeds: int, out: Path) -> list[dict[str, Any]]:
+          vocab_size: int, match_params: bool, seeds: int, out: Path,
+          world: int = 1) -> list[dict[str, Any]]:
     """Per variant: its size, FLOPs per token, budget in steps and the (run_dir, spec) of
     each seed, all decided before the first run trains. A variant whose spec equals an
     earlier one's joins that one's `aliases` instead of getting runs of its own."""
@@ -441,7 +457,7 @@ def _plan(base_spec: dict[str, Any], variants: list[Variant], budget: tuple[str,
         if key in by_spec:
             by_spec[key]["aliases"].append(v.name)
             continue
-        settings = budget_settings(budget, model, train)
+        settings = budget_settings(budget, model, train, world)
         spec = merge_specs(spec, {"train": settings})
         runs = []
         for k in range(seeds):
@@ -493,10 +509,14 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _train_one(run_dir: Path, spec: dict[str, Any], progress: bool,
                log: Callable[[str], None],
-               on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+               on_step: Callable[[dict[str, Any]], None] | None = None,
+               dist: Any = None) -> dict[str, Any]:
     """Train the run, resume it if it stopped before its budget, or leave it if it is done
     (or diverged before); its numbers. Ctrl-C (the run saved) is a KeyboardInterrupt.
-    `on_step` is fit's: called with each step's metrics record."""
+    `on_step` is fit's: called with each step's metrics record. Under torchrun (`dist`, a
+    distributed.Dist) every process trains the run and waits for the others after it."""
+    from basegpt.distributed import Dist
+    dist = dist or Dist()
     from basegpt.optim import stop_reason
     from basegpt.train import TrainingDiverged
     seed = {"seed": spec["train"]["seed"], "run_dir": str(run_dir)}
@@ -506,8 +526,8 @@ def _train_one(run_dir: Path, spec: dict[str, Any], progress: bool,
         return {**seed, **run_numbers(run_dir, json.loads(marker.read_text())["error"])}
     try:
         if not (run_dir / "config.json").is_file():
-            result, _, _ = train_run(spec, run_dir, progress=progress, log=log,
-                                     on_step=on_step)
+            result, _, _ = _after_all(dist, train_run, spec, run_dir, progress=progress,
+                                      log=log, on_step=on_step)
         else:
             done = saved_progress(run_dir)
             train = check_spec(spec)[1]
@@ -515,12 +535,14 @@ def _train_one(run_dir: Path, spec: dict[str, Any], progress: bool,
                 log(f"{run_dir}: finished before, kept")
                 return {**seed, **run_numbers(run_dir)}
             log(f"{run_dir}: unfinished, resuming")
-            result, _, _ = train_run({"train": {}}, run_dir, resume=True, progress=progress,
-                                     log=log, on_step=on_step)
+            result, _, _ = _after_all(dist, train_run, {"train": {}}, run_dir, resume=True,
+                                      progress=progress, log=log, on_step=on_step)
     except TrainingDiverged as error:
         # Recorded rather than raised: one unstable variant (post-LN at a high learning
         # rate, say) is a result of the comparison, not a reason to stop it.
-        atomic_write_text(marker, json.dumps({"error": str(error)}) + "\n")
+        if dist.is_main:
+            atomic_write_text(marker, json.dumps({"error": str(error)}) + "\n")
+        dist.barrier()
         return {**seed, **run_numbers(run_dir, str(error))}
     if result.stopped_by == "signal":
         # fit saved the run and returned on Ctrl-C / SIGTERM; the comparison stops too
@@ -535,6 +557,15 @@ REPORT_EVERY = 0.5
 """Seconds between two progress reports of a run in a worker."""
 
 _reports: Any = None        # in a worker: the queue its runs report progress on, or None
+
+
+def _after_all(dist: Any, train: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """train(*args, **kwargs), then a wait until every process has finished it (and so
+    process 0 has written the run) before any reads it; a TrainingDiverged, which every
+    process raises at the same step, passes through to the caller's own wait."""
+    result = train(*args, **kwargs)
+    dist.barrier()
+    return result
 
 
 def _start_worker(reports: Any) -> None:

@@ -173,10 +173,44 @@ def test_bad_vary_flags_are_one_line_errors_before_any_work(flags, message, tmp_
     assert not (tmp_path / "c").exists()
 
 
-def test_compare_under_torchrun_is_refused_before_any_work(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_under_torchrun_each_run_trains_on_every_process_like_one_process(env, corpus,
+                                                                          tmp_path):
+    """`torchrun --nproc_per_node=2 -m basegpt compare`: each run is a data-parallel run of
+    the two processes, process 0 writes; with the global batch a single process takes in
+    one step (batch_tokens), the budget is the same number of steps and the numbers are one
+    process's, to float tolerance."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "two"
+    flags = [*TINY_FLAGS, "--batch-size", "2", "--batch-tokens", "64"]   # 2 x 16 x 2 procs
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                    f"--master_port={port}", "-m", "basegpt", "compare", str(corpus), *flags,
+                    "--vary", "lr=0.002", "--budget-tokens", str(4 * 64), "--out", str(out),
+                    "--quiet"], check=True, timeout=300,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    two = json.loads((out / "compare.json").read_text())
+    spec = ablation.merge_specs(env, {"train": {"batch_tokens": 64}})       # batch 4 x 16
+    one = ablation.compare({"lr=0.002": {"lr": 0.002}}, spec=spec, preset="seed",
+                           budget=("tokens", 4 * 64), out=tmp_path / "one", jobs=1,
+                           progress=False).to_dict()
+    for a, b in zip(one["variants"], two["variants"], strict=True):
+        assert a["max_steps"] == b["max_steps"] == 4
+        assert b["runs"][0]["tokens"] == 4 * 64 and b["runs"][0]["steps"] == 4
+        assert b["runs"][0]["val_bpb"] == pytest.approx(a["runs"][0]["val_bpb"], rel=1e-4)
+    assert json.loads((out / "base" / "seed0" / "run.json").read_text())[0]["processes"] == 2
+
+
+def test_jobs_under_torchrun_is_refused_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="run it without torchrun"):
-        ablation.compare({"a": {"lr": 0.002}}, preset="seed", out=tmp_path / "c",
+    with pytest.raises(ValueError, match="under torchrun every run trains on all the "
+                                         "processes, one run at a time; drop --jobs"):
+        ablation.compare({"a": {"lr": 0.002}}, preset="seed", out=tmp_path / "c", jobs=2,
                          progress=False)
     assert not (tmp_path / "c").exists()
 
