@@ -14,6 +14,7 @@ from basegpt.model.memory import parameter_count
 from basegpt.ablation_table import verdict
 
 ablation = importlib.import_module("basegpt.ablation")   # basegpt.compare is the function
+runs = importlib.import_module("basegpt.ablation_runs")  # where the runs train
 
 # Tiny runs: 2 blocks x 32, context 16, batch 4 -> 64 tokens a step, evaluated every 2 steps.
 TINY = {"model": {"n_block": 2, "n_embed": 32, "n_head": 2, "n_k": 16, "n_v": 16, "n_ff": 64,
@@ -134,7 +135,7 @@ def test_a_bad_grid_is_an_error_naming_variant_and_field_before_any_work(
         grid, message, tmp_path, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("training or tokenizing started before the grid was checked")
-    monkeypatch.setattr(ablation, "train_run", no_work)
+    monkeypatch.setattr(runs, "train_run", no_work)
     monkeypatch.setattr(ablation, "get_tokenizer", no_work)
     path = write(tmp_path / "grid.toml", grid)
     with pytest.raises(ValueError) as error:
@@ -163,7 +164,7 @@ def test_bad_vary_flags_are_one_line_errors_before_any_work(flags, message, tmp_
 
     def no_work(*args, **kwargs):
         raise AssertionError("training or tokenizing started before the variants were checked")
-    monkeypatch.setattr(ablation, "train_run", no_work)
+    monkeypatch.setattr(runs, "train_run", no_work)
     monkeypatch.setattr(ablation, "get_tokenizer", no_work)
     assert main(["compare", "--preset", "seed", *flags, "--out", str(tmp_path / "c"),
                  "--quiet"]) == 2
@@ -227,7 +228,7 @@ def test_vary_reads_values_as_their_fields_take_them():
 
 @pytest.mark.slow
 def test_an_interrupted_compare_reruns_only_what_did_not_finish(env, tmp_path, monkeypatch):
-    real = ablation.train_run
+    real = runs.train_run
     calls, cut = [], {"armed": True}
 
     def power_cut_in_b(spec, out, **kwargs):
@@ -238,7 +239,7 @@ def test_an_interrupted_compare_reruns_only_what_did_not_finish(env, tmp_path, m
                     raise RuntimeError("power cut")
             kwargs["on_step"] = cut_at_step_4
         return real(spec, out, **kwargs)
-    monkeypatch.setattr(ablation, "train_run", power_cut_in_b)
+    monkeypatch.setattr(runs, "train_run", power_cut_in_b)
     variants = {"a": {"lr": 0.002}, "b": {"lr": 0.003}, "c": {"lr": 0.004}}
     run = dict(spec=env, preset="seed", budget=("tokens", 6 * 64), out=tmp_path / "c",
                jobs=1, progress=False)
@@ -264,7 +265,7 @@ def test_ctrl_c_in_a_run_stops_the_whole_comparison(env, tmp_path, monkeypatch):
     def interrupted(spec, out, **kwargs):                # fit saves and returns on Ctrl-C
         calls.append(Path(out).parent.name)
         return TrainResult(stopped_by="signal"), None, None
-    monkeypatch.setattr(ablation, "train_run", interrupted)
+    monkeypatch.setattr(runs, "train_run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ablation.compare({"a": {"lr": 0.002}}, spec=env, preset="seed", budget=("tokens", 128),
                          out=tmp_path / "c", jobs=1, progress=False)
@@ -384,12 +385,12 @@ def test_seeds_change_the_numbers_and_widen_the_spread(env, tmp_path):
 def test_a_variant_that_diverges_is_recorded_and_the_others_go_on(env, tmp_path, monkeypatch):
     """lr 1e30 sends the weights to 1e30 in one Adam step, and the next loss to NaN: that
     variant's run is marked diverged, the table says so, and a second call keeps it."""
-    real, calls = ablation.train_run, []
+    real, calls = runs.train_run, []
 
     def counted(spec, out, **kwargs):
         calls.append(Path(out).parent.name)
         return real(spec, out, **kwargs)
-    monkeypatch.setattr(ablation, "train_run", counted)
+    monkeypatch.setattr(runs, "train_run", counted)
     run = dict(spec=env, preset="seed", budget=("tokens", 4 * 64), out=tmp_path / "c",
                jobs=1, progress=False)
     variants = {"boom": {"lr": 1e30}, "fine": {"lr": 0.002}}
@@ -398,7 +399,7 @@ def test_a_variant_that_diverges_is_recorded_and_the_others_go_on(env, tmp_path,
     boom = table.variants[1]
     assert boom.runs[0]["diverged"].startswith("non-finite loss at step ")
     assert boom.runs[0]["val_bpb"] is None and boom.mean is None
-    assert (tmp_path / "c" / "boom" / "seed0" / ablation.DIVERGED).is_file()
+    assert (tmp_path / "c" / "boom" / "seed0" / runs.DIVERGED).is_file()
     rows = {r["variant"]: r for r in table.rows()}
     assert rows["boom"]["verdict"] == "1 of 1 seeds diverged"
     assert rows["boom"]["diff_vs_base"] is None and rows["fine"]["val_bpb_mean"] > 0
@@ -434,12 +435,12 @@ def test_the_same_comparison_from_another_folder_is_the_same(env, corpus, tmp_pa
     import shutil
     shutil.copy(corpus, tmp_path / "text.txt")
     (tmp_path / "sub").mkdir()
-    real, calls = ablation.train_run, []
+    real, calls = runs.train_run, []
 
     def counted(spec, out, **kwargs):
         calls.append(str(out))
         return real(spec, out, **kwargs)
-    monkeypatch.setattr(ablation, "train_run", counted)
+    monkeypatch.setattr(runs, "train_run", counted)
 
     def run(text: str, out: str) -> dict:
         spec = json.loads(json.dumps(env))
