@@ -3,7 +3,9 @@
     limits.py     what a request may ask and how many may wait (Limits)
     registry.py   which runs are served and under which model ids; loading them lazily
     worker.py     one thread and one queue per model: each request runs as it would alone
-    api.py        GET /v1/models and POST /v1/completions: checking requests, the answers
+    request.py    the fields of POST /v1/completions, and checking a request against them
+    completion.py answering a request on the worker: every choice through generate.stream
+    api.py        GET /v1/models and POST /v1/completions over HTTP, streaming as SSE
     errors.py     every error as OpenAI-shaped JSON with a status
     app.py        the Starlette app: routes, the API key, errors; the socket and uvicorn
 
