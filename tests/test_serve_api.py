@@ -379,6 +379,22 @@ def test_a_full_queue_is_a_429_and_the_waiting_request_still_gets_its_answer(roo
                                                               seed=1)
 
 
+def test_a_client_that_leaves_a_stream_stops_its_generation(root, monkeypatch):
+    with live_server(root, Limits(max_tokens=100_000), api_key=None) as (url, registry):
+        worker, jobs = registry.workers["tiny"], []
+        submit = worker.submit
+        monkeypatch.setattr(worker, "submit", lambda job: jobs.append(submit(job)) or jobs[-1])
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        # Greedy: this model falls into a loop of five tokens without an end-of-text, so
+        # only the client leaving can end the job before its 100,000 tokens.
+        events = client.completions.create(model="tiny", prompt="Hi", max_tokens=100_000,
+                                           stream=True, temperature=0)
+        assert next(iter(events)).choices[0].text, "the stream has begun"
+        events.close()
+        # A job that ran to its end returns the Completion; a stopped one returns None.
+        assert jobs[0].result(timeout=60) is None, "the generation was not stopped"
+
+
 # ------------------------------------------------------------------------ which runs, ids
 
 def test_run_ids_are_folder_names_and_paths_where_names_collide(tokenizer, tmp_path):
