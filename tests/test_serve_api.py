@@ -173,6 +173,8 @@ def test_echo_puts_the_prompt_first(client, run):
     answer = client.completions.create(model="tiny", prompt="hear me", max_tokens=6, seed=2,
                                        echo=True)
     assert answer.choices[0].text == "hear me" + solo(run, "hear me", max_new_tokens=6, seed=2)
+    default = client.completions.create(model="tiny", prompt="hear me", temperature=0)
+    assert default.usage.completion_tokens == 16, "OpenAI's default max_tokens"
     only = client.completions.create(model="tiny", prompt="hear me", max_tokens=0, echo=True)
     assert only.choices[0].text == "hear me" and only.usage.completion_tokens == 0
 
@@ -377,6 +379,14 @@ def test_a_full_queue_is_a_429_and_the_waiting_request_still_gets_its_answer(roo
             gate.set()
             assert waiting.result(60).choices[0].text == solo(run, "All", max_new_tokens=5,
                                                               seed=1)
+
+
+def test_max_tokens_defaults_to_16_or_the_servers_limit_if_lower(root, run):
+    with live_server(root, Limits(max_tokens=8), api_key=None) as (url, _):
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
+        answer = client.completions.create(model="tiny", prompt="Hi", temperature=0)
+        assert answer.choices[0].text == solo(run, "Hi", max_new_tokens=8, temperature=0)
+        assert answer.usage.completion_tokens == 8
 
 
 def test_a_client_that_leaves_a_stream_stops_its_generation(root, monkeypatch):

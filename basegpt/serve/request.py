@@ -8,7 +8,7 @@ the same text. The fields:
     model        a served model id (GET /v1/models); an unknown one is a 404
     prompt       text, token ids, or a list of either (one result per prompt); "" starts a
                  new document (from the end-of-text token), as in `basegpt generate`
-    max_tokens   new tokens, 0 .. the server's --max-tokens (default 16)
+    max_tokens   new tokens, 0 .. the server's --max-tokens (default 16, or that if less)
     temperature, top_p          as in `basegpt generate` (0 = greedy); and basegpt's
     top_k, min_p, repetition_penalty    other sampling controls, which clients pass as
                                         extra fields (llama.cpp and vLLM take them too)
@@ -167,8 +167,8 @@ def parse_completion(body: Any, limits: Limits) -> CompletionRequest:
     if best_of != n:
         raise bad_request(f"best_of={best_of} is not supported (basegpt returns every sample, "
                           "it does not rank them); leave it out or set it to n", "best_of")
-    max_tokens = _int(body, "max_tokens", DEFAULT_MAX_TOKENS, 0, limits.max_tokens,
-                      " (this server's --max-tokens)")
+    max_tokens = _int(body, "max_tokens", min(DEFAULT_MAX_TOKENS, limits.max_tokens), 0,
+                      limits.max_tokens, " (this server's --max-tokens)")
     seed = _int(body, "seed", None, 0, MAX_SEED - (n - 1),
                 " (choice i uses seed + i, which must stay below 2**63)")
     logprobs = _int(body, "logprobs", None, 0, MAX_LOGPROBS)
