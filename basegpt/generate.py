@@ -47,6 +47,8 @@ concatenation of the pieces equals the non-streaming text.
 
 An empty prompt starts from the end-of-text token (the token that begins every document after
 the first in training), so "" means "a new document"; a tokenizer without one rejects "".
+`stream` also takes one prompt as token ids, and once its pieces are exhausted its `.result`
+is the whole `Generation` (ids, text, finish reason), which a server needs besides the text.
 """
 
 from __future__ import annotations
@@ -425,7 +427,9 @@ def _split_stop(stop: tuple[int | str, ...], vocab_size: int) -> tuple[frozenset
     return ids, [s for s in stop if isinstance(s, str)]
 
 
-def _encode_prompt(tokenizer: Tokenizer, prompt: str, model: torch.nn.Module) -> list[int]:
+def encode_prompt(tokenizer: Tokenizer, prompt: str, model: torch.nn.Module) -> list[int]:
+    """The token ids generation starts from for `prompt`: its encoding, or for "" the
+    end-of-text token alone (a new document). Checks that the tokenizer fits the model."""
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str (or a list of str), got {type(prompt).__name__}; "
                         "for token ids use generate_ids")
@@ -480,10 +484,9 @@ def generate_ids(model: torch.nn.Module, prompt_ids: torch.Tensor | Sequence[Seq
     return decoder.results()
 
 
-def _text_decoder(model: torch.nn.Module, tokenizer: Tokenizer, prompts: list[str],
+def _text_decoder(model: torch.nn.Module, tokenizer: Tokenizer, rows: list[list[int]],
                   config: GenerationConfig, want_logprobs: bool) -> _Decoder:
-    _check_model(model)
-    rows = [_encode_prompt(tokenizer, p, model) for p in prompts]
+    """The decoder for prompts already encoded (`rows`), with text tracking and stop strings."""
     stop_ids, strings = _split_stop(config.stop, model.config.vocab_size)
     return _Decoder(model, rows, config, stop_ids=stop_ids,
                     eot_id=_eot(tokenizer) if config.stop_at_eot else None,
@@ -517,8 +520,10 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequenc
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts:
         raise ValueError("no prompts given; pass a str or a non-empty list of str")
+    _check_model(model)
+    rows = [encode_prompt(tokenizer, p, model) for p in prompts]
     with _EvalMode(model):
-        decoder = _text_decoder(model, tokenizer, prompts, config, return_logprobs)
+        decoder = _text_decoder(model, tokenizer, rows, config, return_logprobs)
         while not decoder.done:
             decoder.step()
     results = decoder.results()
@@ -526,20 +531,58 @@ def generate(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequenc
     return out[0] if isinstance(prompt, str) else out
 
 
-def stream(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str, *,
-           config: GenerationConfig | None = None, **settings: Any) -> Iterator[str]:
+class TextStream(Iterator[str]):
+    """The text pieces of one generation, each as soon as it is certain (what `stream`
+    returns). Once the iteration is over, `result` holds the whole `Generation`: its ids, text
+    (the pieces joined) and finish_reason; `close()` stops early (no more steps are taken)."""
+
+    def __init__(self, model: torch.nn.Module, decoder: _Decoder) -> None:
+        self._decoder = decoder
+        self._pieces = _stream_pieces(model, decoder)
+        self.result: Generation | None = None
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._pieces)
+        except StopIteration:
+            if self.result is None:
+                self.result = self._decoder.results()[0]
+            raise
+
+    def close(self) -> None:
+        self._pieces.close()
+
+
+def stream(model: torch.nn.Module, tokenizer: Tokenizer, prompt: str | Sequence[int], *,
+           config: GenerationConfig | None = None, **settings: Any) -> TextStream:
     """`generate` for one prompt, as an iterator of text pieces, each yielded as soon as it is
     certain: complete UTF-8 characters only, and never a tail that could begin a stop string.
     "".join(stream(...)) == generate(...) with the same settings (keywords and/or `config`).
 
+    The prompt is a str, or its token ids (a list of ints: the model continues exactly those
+    tokens, even where the tokenizer would encode their text differently). After the last
+    piece, `.result` of the returned `TextStream` is the whole `Generation`.
     Settings are checked when stream() is called, not at the first next().
     """
     config = GenerationConfig.build(config, **settings)
-    if not isinstance(prompt, str):
-        raise TypeError(f"stream takes one prompt (str), got {type(prompt).__name__}; "
-                        "for several prompts use generate")
-    decoder = _text_decoder(model, tokenizer, [prompt], config, want_logprobs=False)
-    return _stream_pieces(model, decoder)
+    _check_model(model)
+    if isinstance(prompt, str):
+        row = encode_prompt(tokenizer, prompt, model)
+    elif (isinstance(prompt, (Sequence, torch.Tensor)) and not isinstance(prompt, (bytes, bytearray))
+          and all(not isinstance(t, (str, Sequence)) for t in prompt)):
+        if len(tokenizer) != model.config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's "
+                             f"vocab_size is {model.config.vocab_size}; use the tokenizer the "
+                             "model was trained with")
+        row = _check_rows([prompt], model.config.vocab_size)[0]
+    else:
+        raise TypeError(f"stream takes one prompt: a str or a list of token ids, got "
+                        f"{type(prompt).__name__}; for several prompts use generate")
+    decoder = _text_decoder(model, tokenizer, [row], config, want_logprobs=False)
+    return TextStream(model, decoder)
 
 
 def _stream_pieces(model: torch.nn.Module, decoder: _Decoder) -> Iterator[str]:
@@ -558,7 +601,6 @@ def _stream_pieces(model: torch.nn.Module, decoder: _Decoder) -> Iterator[str]:
         yield piece
 
 
-@torch.inference_mode()
 def score_ids(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor) -> list[float]:
     """log p(ids[t] | ids[:t]) for t = 1 .. len(ids) - 1 (the first id is only context).
 
@@ -566,6 +608,37 @@ def score_ids(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor) -> list
     windows of n_context inputs, each scoring the next n_context // 2 targets, so every token is
     predicted from at least n_context - n_context // 2 tokens of context (or all before it).
     """
+    return score_ids_with_top(model, ids, 0)[0]
+
+
+def score_ids_with_top(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor,
+                       k: int) -> tuple[list[float], list[list[tuple[int, float]]]]:
+    """`score_ids`, and at each scored position t the k most likely tokens of the same
+    distribution p(. | ids[:t]) as (id, log p) pairs, most likely first: what a learner (or an
+    API's `logprobs`) shows as the alternatives to the token that is there.
+
+        logprobs, top = score_ids_with_top(model, [5, 9, 2], k=2)
+        # logprobs[0] = log p(9 | 5); top[0] = [(id_a, log p(id_a | 5)), (id_b, ...)]
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k={k!r}: must be an integer >= 0 (the alternatives to list)")
+    logprobs: list[float] = []
+    top: list[list[tuple[int, float]]] = []
+    for targets, logp in _score_windows(model, ids):
+        logprobs += logp.gather(1, targets.unsqueeze(1)).squeeze(1).tolist()
+        if k:
+            values, indices = logp.topk(min(k, logp.shape[-1]), dim=-1)    # (n, k) each
+            top += [list(zip(i, v)) for i, v in zip(indices.tolist(), values.tolist())]
+        else:
+            top += [[] for _ in range(len(targets))]
+    return logprobs, top
+
+
+@torch.inference_mode()
+def _score_windows(model: torch.nn.Module,
+                   ids: Sequence[int] | torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The windows of `score_ids`: for each, the targets (n,) and the log-probabilities
+    (n, V) that predict them."""
     _check_model(model)
     if isinstance(ids, torch.Tensor):
         if ids.dim() != 1:
@@ -583,7 +656,6 @@ def score_ids(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor) -> list
     n_context = model.config.n_context
     step = max(1, n_context // 2)
     seq = torch.tensor(row, dtype=torch.long, device=model.tok_emb.weight.device)
-    out: list[float] = []
     with _EvalMode(model):
         first = 1                                             # the next target to score
         while first < len(row):
@@ -591,11 +663,9 @@ def score_ids(model: torch.nn.Module, ids: Sequence[int] | torch.Tensor) -> list
             start = max(0, end - 1 - n_context)               # inputs seq[start:end-1]
             logits = model(seq[start:end - 1].unsqueeze(0))[0]            # (T, V)
             logp = torch.log_softmax(logits.float(), dim=-1)             # (T, V)
-            targets = seq[first:end]                                      # (n,)
-            rows = logp[first - 1 - start:end - 1 - start]                # (n, V) predicts targets
-            out += rows.gather(1, targets.unsqueeze(1)).squeeze(1).tolist()
+            # rows first-1-start .. end-2-start predict targets seq[first:end]
+            yield seq[first:end], logp[first - 1 - start:end - 1 - start]   # (n,), (n, V)
             first = end
-    return out
 
 
 def score(model: torch.nn.Module, tokenizer: Tokenizer, text: str) -> Score:
@@ -606,9 +676,9 @@ def score(model: torch.nn.Module, tokenizer: Tokenizer, text: str) -> Score:
     """
     if not isinstance(text, str) or not text:
         raise ValueError("score needs a non-empty str")
-    ids = _encode_prompt(tokenizer, text, model)
+    ids = encode_prompt(tokenizer, text, model)
     return Score(ids=ids, logprobs=score_ids(model, [tokenizer.eot_id] + ids))
 
 
-__all__ = ["GenerationConfig", "Generation", "Score", "generate", "generate_ids", "score",
-           "score_ids", "sliding_keep", "stream"]
+__all__ = ["GenerationConfig", "Generation", "Score", "TextStream", "encode_prompt", "generate",
+           "generate_ids", "score", "score_ids", "score_ids_with_top", "sliding_keep", "stream"]

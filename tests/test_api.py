@@ -77,6 +77,7 @@ def _imports(path: Path) -> set[str]:
                        "basegpt.cli")),
     ("train.py", ("basegpt.api", "basegpt.recipe", "basegpt.cli", "basegpt.generate")),
     ("generate.py", ("basegpt.api", "basegpt.recipe", "basegpt.cli", "basegpt.train")),
+    ("serve", ("basegpt.cli", "basegpt.train", "basegpt.recipe")),
 ])
 def test_imports_point_one_way(lower: str, upper: tuple[str, ...]):
     files = sorted((PACKAGE / lower).rglob("*.py")) if (PACKAGE / lower).is_dir() \
@@ -84,3 +85,13 @@ def test_imports_point_one_way(lower: str, upper: tuple[str, ...]):
     for path in files:
         wrong = sorted(n for n in _imports(path) if n.startswith(upper))
         assert not wrong, f"{path.relative_to(PACKAGE)} imports {wrong}, a layer above it"
+
+
+def test_only_the_command_line_imports_the_server():
+    """basegpt/serve sits on top of the library: nothing below it imports it (so the core
+    never needs its web stack)."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.relative_to(PACKAGE).parts[0] in ("serve", "cli"):
+            continue
+        wrong = sorted(n for n in _imports(path) if n.startswith("basegpt.serve"))
+        assert not wrong, f"{path.relative_to(PACKAGE)} imports {wrong}"

@@ -62,6 +62,9 @@ NOT_RUN_BLOCKS = {
     ("model.md", "# basegpt/model/feedforward.py"):
         "an edit to two source files; tests/test_model_components.py applies the same recipe "
         "at runtime (test_the_readme_recipe_adds_an_activation)",
+    ("serve.md", "from openai import OpenAI"):
+        "a client of a running server; tests/test_serve_api.py makes the same calls with the "
+        "same client against a live server",
 }
 # Commands that are not run: why. Their basegpt arguments are still parsed.
 NOT_RUN_COMMANDS = {
@@ -69,6 +72,9 @@ NOT_RUN_COMMANDS = {
     "python -m pytest": "the test suite itself",
     "torchrun": "several processes (tests/test_distributed.py trains with two) or several "
                 "machines",
+    "basegpt serve": "a server that runs until Ctrl-C; tests/test_serve_api.py runs the "
+                     "command as a process and talks to it",
+    "curl": "a request to that running server; tests/test_serve_api.py sends the same ones",
 }
 
 
@@ -297,15 +303,17 @@ def run_basegpt(argv: list[str], where: str) -> None:
 
 
 def run_command(words: list[str], where: str) -> None:
-    if words[0] == "basegpt":
-        run_basegpt(words[1:], where)
-        return
     command = shlex.join(words)
     reason = next((why for start, why in NOT_RUN_COMMANDS.items()
                    if command == start or command.startswith(start + " ")), None)
+    if words[0] == "basegpt" and not reason:
+        run_basegpt(words[1:], where)
+        return
     assert reason, f"{where}: `{command}` is a command the docs runner does not know"
-    if "-m" in words and words[words.index("-m") + 1] == "basegpt":
-        from basegpt.cli import build_parser
+    from basegpt.cli import build_parser
+    if words[0] == "basegpt":
+        build_parser().parse_args(words[1:])                       # its flags are still valid
+    elif "-m" in words and words[words.index("-m") + 1] == "basegpt":
         build_parser().parse_args(words[words.index("-m") + 2:])   # its flags are still valid
 
 

@@ -13,7 +13,7 @@ import torch
 from basegpt import Tokenizer
 from basegpt.config import ModelConfig
 from basegpt.generate import (Generation, _TextTracker, generate, generate_ids, score, score_ids,
-                              sliding_keep, stream)
+                              score_ids_with_top, sliding_keep, stream)
 from basegpt.model import B2lM
 
 TOK = Tokenizer(vocab_size=300)            # untrained: 256 bytes + <|endoftext|> + <|pad|>
@@ -313,6 +313,20 @@ def test_streaming_random_sampling_equals_generate_with_the_same_seed(model):
     assert "".join(stream(model, TOK, "héllo", **kw)) == generate(model, TOK, "héllo", **kw)
 
 
+def test_stream_takes_token_ids_and_ends_with_the_whole_generation(model):
+    kw = dict(max_new_tokens=40, temperature=1.1, seed=4, stop=["a"])
+    whole = generate(model, TOK, "héllo", return_logprobs=True, **kw)
+    pieces = stream(model, TOK, TOK.encode("héllo"), **kw)           # the prompt as its ids
+    assert pieces.result is None, "no result before the pieces are all taken"
+    assert "".join(pieces) == whole.text
+    assert (pieces.result.ids, pieces.result.text, pieces.result.finish_reason) == \
+        (whole.ids, whole.text, whole.finish_reason)
+    with pytest.raises(TypeError, match="stream takes one prompt: a str or a list of token ids"):
+        stream(model, TOK, [["a"]])
+    with pytest.raises(ValueError, match="token id 300 out of range; valid ids are 0..257"):
+        stream(model, TOK, [1, 300])
+
+
 def test_tracker_text_equals_one_shot_decode_of_random_bytes():
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
@@ -480,6 +494,21 @@ def test_score_perplexity_is_exp_mean_nll_by_hand(model):
     nll = -sum(by_hand) / len(by_hand)
     assert result.perplexity == pytest.approx(math.exp(nll), rel=1e-5), "exp(mean NLL)"
     assert 100 < result.perplexity < 1000, "an untrained model is near uniform (V=258)"
+
+
+def test_score_with_top_lists_the_most_likely_tokens_of_the_same_distribution(model):
+    ids = TOK.encode("To be, or not")
+    logprobs, top = score_ids_with_top(model, ids, 4)
+    assert logprobs == score_ids(model, ids)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids[:-1]]))[0], -1)   # (T, V)
+    for t, alternatives in enumerate(top):
+        best = torch.topk(logp[t], 4)
+        assert [i for i, _ in alternatives] == best.indices.tolist(), f"position {t}"
+        assert [v for _, v in alternatives] == pytest.approx(best.values.tolist(), abs=1e-5)
+    assert score_ids_with_top(model, ids, 0)[1] == [[]] * (len(ids) - 1)
+    with pytest.raises(ValueError, match=r"k=-1: must be an integer >= 0"):
+        score_ids_with_top(model, ids, -1)
 
 
 def test_score_of_a_text_longer_than_the_context_uses_windows():

@@ -9,6 +9,7 @@ calls the library and prints. One module per group of subcommands:
     looking.py     eval, info, attention
     generating.py  generate
     interop.py     export, import
+    serving.py     serve (an OpenAI-compatible HTTP API; needs the serve extra)
     _common.py     the parser class, which errors are the user's, logging
 
 This file assembles the parser and runs it. Results go to stdout, logs and progress to stderr.
@@ -34,6 +35,7 @@ from basegpt.cli.data import _add_corpus, _add_prepare, _add_tokenizer
 from basegpt.cli.generating import _add_generate
 from basegpt.cli.interop import _add_export, _add_import
 from basegpt.cli.looking import _add_attention, _add_eval, _add_info
+from basegpt.cli.serving import _add_serve
 from basegpt.cli.training import _add_config, _add_plot, _add_train
 
 
@@ -50,6 +52,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                "  basegpt plot runs/laptop\n"
                "  basegpt compare --preset seed --vary positional=sinusoidal,rope --seeds 3\n"
                "  basegpt attention runs/laptop --prompt 'def add(a, b):' --out attn.png\n"
+               "  basegpt serve runs/laptop      # an OpenAI-compatible API on localhost:8000\n"
                "  basegpt COMMAND --help         # each command's flags and examples",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     from basegpt import __version__
@@ -71,6 +74,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _add_attention(sub)
     _add_export(sub)
     _add_import(sub)
+    _add_serve(sub)
     return parser
 
 
