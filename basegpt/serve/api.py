@@ -47,8 +47,8 @@ async def create_completion(request: Request) -> Response:
     completion_id, created = new_completion_id()
     if not completion_request.stream:
         future = worker.submit(completion_job(completion_request, limits))
-        await asyncio.wait([asyncio.wrap_future(future)])     # never raises: _result does
-        completion = _result(future)
+        await asyncio.wait([asyncio.wrap_future(future)])     # never raises: job_result does
+        completion = job_result(future)
         return JSONResponse(completion_body(
             completion_id, created, completion_request.model,
             [c.to_json() for c in completion.choices], completion.usage))
@@ -71,7 +71,7 @@ async def _stream(worker: Any, request: CompletionRequest, limits: Limits, compl
     future.add_done_callback(lambda f: emit(("end", f)))
     first = await events.get()
     if first[0] == "end":                             # failed (or was dropped) before starting
-        _result(first[1])
+        job_result(first[1])
 
     def chunk(choices: list[dict], usage: dict | None = None) -> str:
         body = completion_body(completion_id, created, request.model, choices, usage)
@@ -89,7 +89,7 @@ async def _stream(worker: Any, request: CompletionRequest, limits: Limits, compl
                                   "finish_reason": item[2]}])
                 elif item[0] == "end":
                     try:
-                        completion = _result(item[1])
+                        completion = job_result(item[1])
                     except Exception as error:            # the headers are sent: an event
                         failure = error if isinstance(error, APIError) else server_error(error)
                         yield f"data: {json.dumps(failure.body)}\n\n"
@@ -105,7 +105,7 @@ async def _stream(worker: Any, request: CompletionRequest, limits: Limits, compl
                              headers={"Cache-Control": "no-cache"})
 
 
-def _result(future: Future) -> Any:
+def job_result(future: Future) -> Any:
     """A finished job's result; its failure as an APIError (a bug's as a 500, logged)."""
     if future.cancelled():
         raise APIError(503, "the server is shutting down; the request was not run",

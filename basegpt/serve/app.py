@@ -11,6 +11,9 @@ Routes:
     GET  /health            {"status": "ok", "models": {id: {"status", "pending"}}}; no key needed
     GET  /v1/models         the served runs (api.py)
     POST /v1/completions    OpenAI's completions API on basegpt's generation (api.py)
+    GET  /                  the explorer page (static/index.html, its script and style)
+    /explorer/...           the page's JSON endpoints: tokens, next token, attention, the
+                            model, the training curves (explorer.py)
 
 The app is Starlette's (an ASGI app) served by uvicorn. Each group of routes is its own module
 that reads what it needs from `app.state` (registry, limits), so another face of the server
@@ -23,21 +26,27 @@ import errno
 import hmac
 import ipaddress
 import socket
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from basegpt.serve.api import create_completion, list_models
 from basegpt.serve.errors import APIError
+from basegpt.serve.explorer import ROUTES as EXPLORER_ROUTES
 from basegpt.serve.limits import Limits
 from basegpt.serve.registry import Registry
 
-PROTECTED_PREFIX = "/v1/"          # what --api-key guards; /health stays open for probes
+# What --api-key guards: the API and the page's endpoints. /health stays open for probes, and
+# the page's static files too (they hold no data; the page asks for the key on a 401).
+PROTECTED_PREFIXES = ("/v1/", "/explorer/")
+STATIC = Path(__file__).parent / "static"
 
 
 def build_app(registry: Registry, limits: Limits | None = None,
@@ -46,7 +55,10 @@ def build_app(registry: Registry, limits: Limits | None = None,
     `Authorization: Bearer <api_key>` (401 otherwise)."""
     routes = [Route("/health", health),
               Route("/v1/models", list_models),
-              Route("/v1/completions", create_completion, methods=["POST"])]
+              Route("/v1/completions", create_completion, methods=["POST"]),
+              *EXPLORER_ROUTES,
+              Route("/", page),
+              Mount("/static", StaticFiles(directory=STATIC), name="static")]
     app = Starlette(routes=routes, exception_handlers={
         APIError: _api_error, HTTPException: _http_error, Exception: _unexpected_error})
     app.state.registry = registry
@@ -59,6 +71,11 @@ async def health(request: Request) -> JSONResponse:
     workers = request.app.state.registry.workers
     return JSONResponse({"status": "ok", "models": {
         model_id: {"status": w.status, "pending": w.pending} for model_id, w in workers.items()}})
+
+
+async def page(request: Request) -> FileResponse:
+    """GET /: the explorer page (its script and style are under /static/)."""
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 async def _api_error(request: Request, error: Exception) -> JSONResponse:
@@ -96,7 +113,7 @@ class BearerKey:
         return self.app.state
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIX):
+        if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIXES):
             headers = dict(scope["headers"])
             given = headers.get(b"authorization", b"")
             scheme, _, token = given.partition(b" ")
