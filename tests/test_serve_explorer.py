@@ -56,10 +56,11 @@ def test_tokens_round_trip_and_name_the_merge_that_made_each(server, run):
     assert merged, "the tiny tokenizer merges some of TEXT"
     for t in answer["tokens"]:
         if t["id"] < 256:
-            assert t["parents"] is None, t
+            assert t["parents"] is None and t["parent_texts"] is None, t
         else:
             a, b = t["parents"]
             assert run.tokenizer.merges[t["id"] - 256] == (a, b)
+            assert t["parent_texts"] == [run.tokenizer.token_text(a), run.tokenizer.token_text(b)]
             assert run.tokenizer.decode_bytes([a, b]) == bytes(t["bytes"]), "a then b = the token"
     n_bytes = len(TEXT.encode("utf-8"))
     assert (answer["n_bytes"], answer["n_tokens"]) == (n_bytes, len(ids))
@@ -93,6 +94,7 @@ def test_next_token_bars_are_softmax_of_the_processed_logits(server, run):
                 torch.softmax(logits[0], -1)[t["id"]].item(), abs=1e-6)
             assert t["text"] == run.tokenizer.token_text(t["id"])
         assert answer["kept"] == int((expected > 0).sum()), controls
+        assert answer["vocab_size"] == len(run.tokenizer)
     assert answer["kept"] < len(run.tokenizer), "min_p removed some tokens"
 
     status, greedy = post(server, "/explorer/next", model="tiny", text=TEXT, temperature=0, k=3)

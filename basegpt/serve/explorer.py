@@ -57,7 +57,8 @@ def token_table(run: Run, text: str, mode: str = "bpe") -> dict[str, Any]:
     """The tokens of `text`: with mode "bpe" the run's tokenizer's, with "bytes" one token per
     UTF-8 byte (ids 0..255, the tokenizer's first 256 tokens, before any merge).
 
-        {"ids": [...], "tokens": [{"id", "text", "bytes": [int], "parents": [a, b] | None}],
+        {"ids": [...], "tokens": [{"id", "text", "bytes": [int], "parents": [a, b] | None,
+                                   "parent_texts": [text of a, text of b] | None}],
          "n_bytes", "n_tokens", "bytes_per_token"}
 
     `parents` is the merge that made a merged token: merge i joins parents (a, b) into id
@@ -69,7 +70,8 @@ def token_table(run: Run, text: str, mode: str = "bpe") -> dict[str, Any]:
     for i in ids:
         parents = list(merges[i - 256]) if 256 <= i < 256 + len(merges) else None
         tokens.append({"id": i, "text": tokenizer.token_text(i),
-                       "bytes": list(tokenizer.decode_bytes([i])), "parents": parents})
+                       "bytes": list(tokenizer.decode_bytes([i])), "parents": parents,
+                       "parent_texts": parents and [tokenizer.token_text(p) for p in parents]})
     n_bytes = len(text.encode("utf-8"))
     return {"mode": mode, "ids": ids, "tokens": tokens, "n_bytes": n_bytes, "n_tokens": len(ids),
             "bytes_per_token": n_bytes / len(ids) if ids else None}
@@ -84,7 +86,7 @@ def next_tokens(run: Run, text: str, settings: SamplingSettings, k: int = 10) ->
     window. The model's logits z at the last position become the sampling distribution
     p = softmax(process_logits(z)) (for greedy settings: all mass on the argmax); each of
     the k most likely tokens under p comes with p ("prob") and softmax(z) ("model_prob").
-    `kept` counts the tokens left with p > 0 after top-k, top-p and min-p."""
+    `kept` counts the tokens left with p > 0 after top-k, top-p and min-p, of `vocab_size`."""
     model, tokenizer = run.model, run.tokenizer
     ids = encode_prompt(tokenizer, text, model)
     T = model.config.n_context
@@ -110,7 +112,7 @@ def next_tokens(run: Run, text: str, settings: SamplingSettings, k: int = 10) ->
         removed = model_probs.masked_fill(probs > 0, -1.0)
         order += torch.topk(removed, min(k, len(probs)) - len(order)).indices.tolist()
     return {"context_tokens": len(ids), "window_tokens": len(window),
-            "greedy": settings.greedy, "kept": kept,
+            "greedy": settings.greedy, "kept": kept, "vocab_size": len(probs),
             "top": [{"id": i, "text": tokenizer.token_text(i), "prob": probs[i].item(),
                      "model_prob": model_probs[i].item()} for i in order]}
 

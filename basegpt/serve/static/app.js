@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { view: "tokens", model: null, attention: null, query: null, vocab: null };
+const state = { view: "tokens", model: null, attention: null, query: null };
 
 // ------------------------------------------------------------------ requests
 
@@ -60,7 +60,7 @@ function refreshSoon() {
 
 // ------------------------------------------------------------------ shared bits
 
-function escapeText(s) { return s.replace(/[&<>]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[c]); }
+function escapeText(s) { return s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]); }
 function hex(bytes) { return bytes.map((b) => b.toString(16).padStart(2, "0")).join(" "); }
 function pct(p) { return p >= 0.001 || p === 0 ? (100 * p).toFixed(1) + "%" : (100 * p).toExponential(1) + "%"; }
 function visible(text) { return text.replace(/\n/g, "\u21b5\n").replace(/\t/g, "\u2192").replace(/ /g, "\u00b7"); }
@@ -105,10 +105,9 @@ VIEWS.tokens = async (current) => {
   if (!current()) return;
   const box = $("tok-spans");
   box.innerHTML = "";
-  const texts = new Map(data.tokens.map((t) => [t.id, t.text]));
   for (const t of data.tokens) {
     const span = tokenSpan({ id: t.id, showId: true }, t.text);
-    span.addEventListener("mousemove", (e) => showTip(e, tokenCard(t, texts)));
+    span.addEventListener("mousemove", (e) => showTip(e, tokenCard(t)));
     span.addEventListener("mouseleave", hideTip);
     box.appendChild(span);
   }
@@ -116,13 +115,12 @@ VIEWS.tokens = async (current) => {
     (data.bytes_per_token ? ` (${data.bytes_per_token.toFixed(2)} bytes/token)` : "");
 };
 
-function tokenCard(t, texts) {
+function tokenCard(t) {
   let html = `<b>token ${t.id}</b> <code>${escapeText(t.text)}</code><br>` +
     `${t.bytes.length} byte${t.bytes.length === 1 ? "" : "s"}: <code>${hex(t.bytes)}</code><br>`;
   if (t.parents) {
-    const [a, b] = t.parents;
-    const name = (i) => texts.has(i) ? ` <code>${escapeText(texts.get(i))}</code>` : "";
-    html += `merge of ${a}${name(a)} + ${b}${name(b)}`;
+    const [[a, b], [ta, tb]] = [t.parents, t.parent_texts];
+    html += `merge of ${a} <code>${escapeText(ta)}</code> + ${b} <code>${escapeText(tb)}</code>`;
   } else if (t.id < 256) {
     html += "a single byte: one of the 256 tokens every text starts from";
   } else {
@@ -154,7 +152,7 @@ VIEWS.next = async (current) => {
     }
   }
   $("next-stats").textContent = (data.greedy ? "greedy: the most likely token is always taken; " : "") +
-    `${data.kept} of ${state.vocab || "?"} tokens can be sampled` +
+    `${data.kept} of ${data.vocab_size} tokens can be sampled` +
     (data.window_tokens < data.context_tokens ? `; the model sees the last ${data.window_tokens} of ${data.context_tokens} tokens` : "");
 };
 
@@ -215,30 +213,44 @@ async function generate() {
     const full = await call("/v1/completions", { ...body, logprobs: 5 });
     const choice = full.choices[0];
     if (choice.text !== text) throw new Error("the second answer differs from the streamed one");
-    out.replaceChild(tokenSpans(choice.logprobs), live);
+    out.replaceChild(tokenSpans(text, choice.logprobs), live);
     $("gen-stats").textContent = `seed ${seed}: ${choice.logprobs.tokens.length} tokens in ${seconds.toFixed(2)} s; hover a token for its probability and the alternatives`;
   } catch (error) {
     showError(error);
   }
 }
 
-function tokenSpans(logprobs) {
+// One span per generated token, cut from the text at logprobs.text_offset (counted in code
+// points, as Python counts). A token that only begins a character (one byte of several) has
+// no text of its own: it joins the span of the token that completes the character.
+function tokenSpans(text, logprobs) {
   const box = document.createElement("span");
+  const chars = Array.from(text), offsets = logprobs.text_offset;
+  let pending = [];
   logprobs.tokens.forEach((token, i) => {
+    pending.push(i);
+    const piece = chars.slice(offsets[i], i + 1 < offsets.length ? offsets[i + 1] : chars.length).join("");
+    if (piece === "" && i + 1 < offsets.length) return;
     const span = document.createElement("span");
-    const p = Math.exp(logprobs.token_logprobs[i]);
+    const steps = pending;
+    const p = Math.exp(logprobs.token_logprobs[steps[steps.length - 1]]);
     span.className = "gen" + (p < 0.05 ? " unlikely" : "");
-    span.textContent = token.startsWith("bytes:") ? "\ufffd" : token;
-    const alternatives = Object.entries(logprobs.top_logprobs[i] || {});
-    span.addEventListener("mousemove", (e) => showTip(e,
-      `<b><code>${escapeText(visible(token))}</code></b> had probability <b>${pct(p)}</b><br>` +
-      `the model's top 5 there:<table>` + alternatives.map(([t, lp]) =>
-        `<tr><td><code>${escapeText(visible(t))}</code></td><td>${pct(Math.exp(lp))}</td></tr>`).join("") +
-      "</table><span style='color:#b8c3d9'>(the model's own probabilities, before temperature and filters)</span>"));
+    span.textContent = piece;
+    span.addEventListener("mousemove", (e) => showTip(e, steps.map((j) => stepCard(logprobs, j)).join("<hr>")));
     span.addEventListener("mouseleave", hideTip);
     box.appendChild(span);
+    pending = [];
   });
   return box;
+}
+
+function stepCard(logprobs, i) {
+  const token = logprobs.tokens[i], p = Math.exp(logprobs.token_logprobs[i]);
+  const alternatives = Object.entries(logprobs.top_logprobs[i] || {});
+  return `<b><code>${escapeText(visible(token))}</code></b> had probability <b>${pct(p)}</b><br>` +
+    `the model's top 5 there:<table>` + alternatives.map(([t, lp]) =>
+      `<tr><td><code>${escapeText(visible(t))}</code></td><td>${pct(Math.exp(lp))}</td></tr>`).join("") +
+    "</table><span style='color:#b8c3d9'>(the model's own probabilities, before temperature and filters)</span>";
 }
 
 VIEWS.attention = async (current) => {
@@ -271,15 +283,21 @@ function attentionMatrix() {
 // The heatmap: cell (t, s) = how much token t takes from token s. Masked cells (s > t) are
 // left white, unlike allowed cells of weight 0 (a pale grey), so the mask stays visible.
 const LABELS = 90;                                  // pixels left of and above the map for labels
+const MAX_CELL = 40;                                // pixels per token at most (short texts)
+
+// The canvas is sized to fit under the controls on the screen, so the whole map is seen at once.
 function attentionGeometry() {
   const canvas = $("att-canvas"), T = state.attention.tokens.length;
-  const cell = Math.max(3, Math.floor((canvas.width - LABELS - 4) / T));
+  const room = window.innerHeight - canvas.getBoundingClientRect().top - 12;
+  const side = Math.max(260, Math.min(640, room));
+  const cell = Math.max(1, Math.min(MAX_CELL, Math.floor((side - LABELS - 4) / T)));
   return { canvas, T, cell };
 }
 
 function drawAttention() {
   const data = state.attention, weights = attentionMatrix();
   const { canvas, T, cell } = attentionGeometry();
+  canvas.width = canvas.height = LABELS + T * cell + 4;
   const ctx = canvas.getContext("2d");
   ctx.fillStyle = "#ffffff";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
@@ -292,11 +310,8 @@ function drawAttention() {
       ctx.fillRect(LABELS + s * cell, LABELS + t * cell, cell, cell);
     }
   }
-  ctx.strokeStyle = "#c5ccd8";
-  ctx.beginPath();                                   // the diagonal: where the mask begins
-  ctx.moveTo(LABELS, LABELS);
-  ctx.lineTo(LABELS + T * cell, LABELS + T * cell);
-  ctx.stroke();
+  ctx.strokeStyle = "#c5ccd8";                       // the whole T x T square, masked half too
+  ctx.strokeRect(LABELS - 0.5, LABELS - 0.5, T * cell + 1, T * cell + 1);
   if (state.query !== null) {
     ctx.strokeStyle = "#c0392b";
     ctx.lineWidth = 2;
@@ -332,7 +347,7 @@ function drawAttentionText(weights) {
     span.style.background = s <= q ? `rgba(36, 87, 197, ${w.toFixed(3)})` : "#fff";
     span.style.color = w > 0.5 ? "#fff" : s <= q ? "#1d2330" : "#b0b7c3";
     span.textContent = visible(tok);
-    span.addEventListener("click", () => { state.query = s; drawAttention(); });
+    span.addEventListener("click", () => { state.query = s; hideTip(); drawAttention(); });
     span.addEventListener("mousemove", (e) => showTip(e, s <= q
       ? `<code>${escapeText(visible(data.tokens[q]))}</code> takes <b>${pct(w)}</b> from <code>${escapeText(visible(tok))}</code>`
       : "a later token: masked, it cannot be seen"));
@@ -402,7 +417,10 @@ VIEWS.training = async (current) => {
     ` \u00b7 updated ${new Date().toLocaleTimeString()}` : "no metrics.jsonl yet: this run has not logged a step";
 };
 
-function smooth(points, alpha = 0.1) {
+// An exponential moving average of the noisy per-step loss; its weight follows the number of
+// points, so a short run is barely smoothed and a long one is.
+function smooth(points) {
+  const alpha = Math.max(0.02, Math.min(0.5, 10 / points.length));
   let m = null;
   return points.map(([x, y]) => { m = m === null ? y : m + alpha * (y - m); return [x, m]; });
 }
@@ -486,21 +504,21 @@ async function loadModels() {
   select.innerHTML = list.data.map((m) => `<option value="${escapeText(m.id)}">${escapeText(m.id)}</option>`).join("");
   if (wanted && list.data.some((m) => m.id === wanted)) select.value = wanted;
   state.model = select.value;
-  $("train-runs").innerHTML = list.data.map((m) => `<label><input type="checkbox" value="${escapeText(m.id)}"> ${escapeText(m.id)}</label>`).join("");
   await modelChanged();
 }
 
 async function modelChanged() {
   state.model = $("model").value;
+  const others = Array.from($("model").options).map((o) => o.value).filter((id) => id !== state.model);
+  $("train-runs").innerHTML = others.length ? others.map((id) => `<label><input type="checkbox" value="${escapeText(id)}"> ${escapeText(id)}</label>`).join("")
+    : "<span class='muted'>(no other run is served)</span>";
   state.attention = null;
-  state.vocab = null;
   $("run-status").textContent = "";
   try {
     const info = await call(`/explorer/model?model=${encodeURIComponent(state.model)}`);
-    state.vocab = info.model.vocab_size;
     $("run-status").textContent = `${info.model.n_block} blocks \u00d7 ${info.model.n_embed}, context ${info.model.n_context}, ${info.parameters.total.toLocaleString("en")} parameters`;
   } catch (error) {
-    $("run-status").textContent = "";
+    $("run-status").textContent = "cannot read this run: " + error.message;
   }
   refresh();
 }
@@ -522,6 +540,7 @@ async function start() {
     const t = Math.floor(((e.clientY - rect.top) * canvas.height / rect.height - LABELS) / cell);
     if (t >= 0 && t < T) { state.query = t; drawAttention(); }
   });
+  window.addEventListener("resize", () => { if (state.view === "attention" && state.attention) drawAttention(); });
   $("train-x").addEventListener("change", refresh);
   $("train-runs").addEventListener("change", refresh);
   $("gen-go").addEventListener("click", generate);
