@@ -469,7 +469,8 @@ def test_the_command_serves_until_interrupted(root, run):
         assert warning.startswith("basegpt: warning: serving on 0.0.0.0: anyone who can reach "
                                   "this machine can use the models; no --api-key is set"), warning
         line = process.stderr.readline()
-        found = re.search(r"serving 2 models \(other, tiny\) at http://0\.0\.0\.0:(\d+)/v1", line)
+        found = re.search(r"serving 2 models \(other, tiny\): the page at http://0\.0\.0\.0:(\d+)/ , "
+                          r"the API at http://0\.0\.0\.0:\1/v1", line)
         assert found, line
         client = OpenAI(base_url=f"http://127.0.0.1:{found.group(1)}/v1", api_key="none",
                         max_retries=0, timeout=60)

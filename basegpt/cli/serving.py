@@ -1,4 +1,5 @@
-"""`basegpt serve`: runs behind an OpenAI-compatible HTTP API (basegpt/serve/)."""
+"""`basegpt serve`: runs behind an OpenAI-compatible HTTP API and an explorer page
+(basegpt/serve/)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     from basegpt.serve.limits import Limits             # no web stack needed to parse flags
     limits = Limits()
     p = sub.add_parser(
-        "serve", help="serve runs over HTTP with an OpenAI-compatible API",
-        description="Serve runs' models over HTTP: GET /health, GET /v1/models, POST "
+        "serve", help="serve runs over HTTP: an explorer page and an OpenAI-compatible API",
+        description="Serve runs' models over HTTP: an explorer page at / (tokens, next-token "
+                    "probabilities, generation, attention, the model, training curves), and "
+                    "GET /health, GET /v1/models, POST "
                     "/v1/completions (OpenAI's completions API: text or token-id prompts, "
                     "sampling controls, n, stop, seed, logprobs, echo, streaming). Each model "
                     "answers one request at a time; the rest wait in its queue. A model's id "
@@ -71,7 +74,8 @@ def _run_serve(args: argparse.Namespace) -> None:
     app = build_app(registry, limits, args.api_key)
     shown = f"[{host}]" if ":" in host else host
     _log(f"basegpt: serving {len(runs)} model{'s' if len(runs) != 1 else ''} "
-         f"({', '.join(run.id for run in runs)}) at http://{shown}:{port}/v1 ; Ctrl-C stops")
+         f"({', '.join(run.id for run in runs)}): the page at http://{shown}:{port}/ , the "
+         f"API at http://{shown}:{port}/v1 ; Ctrl-C stops")
     try:
         make_server(app).run(sockets=[sock])
     finally:

@@ -1,4 +1,4 @@
-"""`basegpt serve`: basegpt's runs behind an OpenAI-compatible HTTP API.
+"""`basegpt serve`: basegpt's runs behind an OpenAI-compatible HTTP API, and an explorer page.
 
     limits.py     what a request may ask and how many may wait (Limits)
     registry.py   which runs are served and under which model ids; loading them lazily
@@ -7,6 +7,8 @@
     completion.py answering a request on the worker: every choice through generate.stream
     api.py        GET /v1/models and POST /v1/completions over HTTP, streaming as SSE
     errors.py     every error as OpenAI-shaped JSON with a status
+    explorer.py   the page's JSON endpoints: tokens, next token, attention, model, curves
+    static/       the page itself (index.html, app.js, style.css): no build step, no CDN
     app.py        the Starlette app: routes, the API key, errors; the socket and uvicorn
 
     from basegpt.serve import Limits, Registry, bind, build_app, find_runs, make_server
