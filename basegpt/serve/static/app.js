@@ -417,12 +417,15 @@ VIEWS.training = async (current) => {
     ` \u00b7 updated ${new Date().toLocaleTimeString()}` : "no metrics.jsonl yet: this run has not logged a step";
 };
 
-// An exponential moving average of the noisy per-step loss; its weight follows the number of
-// points, so a short run is barely smoothed and a long one is.
+// A centred moving average of the noisy per-step loss: each point is the mean of its
+// neighbours within w steps on both sides, so the smooth curve does not lag behind the raw one
+// (as a running average does); w grows with the number of points.
 function smooth(points) {
-  const alpha = Math.max(0.02, Math.min(0.5, 10 / points.length));
-  let m = null;
-  return points.map(([x, y]) => { m = m === null ? y : m + alpha * (y - m); return [x, m]; });
+  const w = Math.max(1, Math.floor(points.length / 40));
+  return points.map(([x], i) => {
+    const window = points.slice(Math.max(0, i - w), i + w + 1);
+    return [x, window.reduce((sum, p) => sum + p[1], 0) / window.length];
+  });
 }
 
 function plot(canvas, series, label, xName) {
