@@ -169,3 +169,17 @@ def test_the_page_shows_tokens_generation_attention_model_and_training(browser, 
         page.select_option("#model", "tiny")
         page.wait_for_selector("#error", state="hidden")
         assert errors == [], errors
+
+
+def test_with_an_api_key_the_page_asks_for_it_and_then_works(browser, root):
+    with live_server(root, api_key="s3cret") as (url, registry):
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(url + "/")
+        page.wait_for_selector("#key-box:not([hidden])")
+        assert "no API key was given" in page.inner_text("#error")
+        assert page.locator("#model option").count() == 0
+        page.fill("#api-key", "s3cret")
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_function("document.querySelectorAll('#tok-spans .tok').length > 0")
+        assert page.locator("#model option").all_inner_texts() == ["tiny", "zbroken"]
+        assert page.is_hidden("#error")
