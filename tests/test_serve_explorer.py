@@ -7,12 +7,16 @@ token's parents are the merge that made it), the model's own logits through
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import tiny
 from test_serve_api import http, live_server
+
+from basegpt.serve import Limits
 
 from basegpt.checkpoint import load_run, save_run
 from basegpt.config import SamplingSettings
@@ -154,6 +158,28 @@ def test_metrics_are_re_read_as_training_writes_them(server, root):
         assert http("GET", f"{server}/explorer/metrics?model=tiny") == (200, {"records": records})
     finally:
         path.unlink()
+
+
+def test_the_model_endpoints_wait_in_the_models_queue_like_completions(root):
+    """tokens, next and attention run on the model's worker: with the model busy and its
+    queue full they get the API's 429, and the run's files (model, metrics) still answer."""
+    with live_server(root, Limits(max_queue=1), api_key=None) as (url, registry):
+        gate = threading.Event()
+        registry.workers["tiny"].submit(lambda run: gate.wait(60))        # busy, queue full
+        try:
+            for path in ("/explorer/tokens", "/explorer/next", "/explorer/attention"):
+                status, answer = post(url, path, model="tiny", text="All")
+                assert status == 429 and answer["error"]["code"] == "queue_full", (path, answer)
+            assert http("GET", f"{url}/explorer/model?model=tiny")[0] == 200
+            assert http("GET", f"{url}/explorer/metrics?model=tiny")[0] == 200
+        finally:
+            gate.set()
+        deadline = time.monotonic() + 20
+        while registry.workers["tiny"].pending:                    # the busy job has ended
+            assert time.monotonic() < deadline, "the blocking job never ended"
+            time.sleep(0.01)
+        status, answer = post(url, "/explorer/tokens", model="tiny", text="All")
+        assert status == 200 and answer["n_bytes"] == 3, answer
 
 
 @pytest.mark.parametrize("path, body, status, param, words", [

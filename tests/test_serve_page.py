@@ -41,7 +41,9 @@ def root(tokenizer, tmp_path_factory) -> Path:
     save_run(root / "tiny", tiny(tokenizer), tokenizer)
     (root / "tiny" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in METRICS[:30]))
     save_run(root / "zbroken", tiny(tokenizer), tokenizer)
-    (root / "zbroken" / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+    (root / "zbroken" / WEIGHTS_FILE).write_bytes(b"not a safetensors file")   # its curves stay
+    (root / "zbroken" / "metrics.jsonl").write_text(
+        "".join(json.dumps({**r, "train_loss": r["train_loss"] + 0.5}) + "\n" for r in METRICS))
     return root
 
 
@@ -154,11 +156,17 @@ def test_the_page_shows_tokens_generation_attention_model_and_training(browser, 
             f.write("".join(json.dumps(r) + "\n" for r in METRICS[30:]))
         page.wait_for_function("document.querySelector('#train-stats').textContent.includes('step 40')",
                                timeout=10_000)
-        drawn = page.evaluate("""() => { const c = document.querySelector('#loss-canvas');
+        count = """rgb => { const c = document.querySelector('#loss-canvas');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-            let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] < 200 && d[i + 2] > 150) n++;
-            return n; }""")
-        assert drawn > 200, "the blue train/validation curves are drawn"
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4)
+                if (Math.abs(d[i] - rgb[0]) + Math.abs(d[i + 1] - rgb[1]) + Math.abs(d[i + 2] - rgb[2]) < 40) n++;
+            return n; }"""
+        blue, red = [36, 87, 197], [192, 57, 43]
+        assert page.evaluate(count, blue) > 200, "this run's curves are drawn, in blue"
+        assert page.evaluate(count, red) == 0
+        page.check("#train-runs input[value=zbroken]")                 # overlay another run
+        page.wait_for_function(f"({count})({red}) > 200")
         snap(page, tmp_path, "training")
 
         # A run that cannot be loaded: an error on the page that names it; the server goes on.
