@@ -138,9 +138,9 @@ def test_the_page_shows_tokens_generation_attention_model_and_training(browser, 
             "#att-text .tok", "spans => spans.map(s => getComputedStyle(s).backgroundColor)")
         assert all(c == "rgb(255, 255, 255)" for c in shaded[3:]), "later tokens are not seen"
         assert all(c.startswith("rgba(36, 87, 197") for c in shaded[:3]), shaded
-        page.select_option("#att-layer", "1")
-        page.select_option("#att-head", "0")
-        assert "layer 1, head 0" in page.inner_text("#att-stats")
+        page.select_option("#att-head", "1")
+        page.select_option("#att-layer", "1")                  # asks for layer 1's weights
+        page.wait_for_function("document.querySelector('#att-stats').textContent.includes('layer 1, head 1')")
         snap(page, tmp_path, "attention")
 
         # Model: basegpt info's table.

@@ -71,8 +71,9 @@ def main() -> None:
 
             page.click("#tabs button[data-view=attention]")
             page.wait_for_function("document.querySelector('#att-stats').textContent.includes('tokens')")
-            page.select_option("#att-layer", "1")
             page.select_option("#att-head", "2")
+            page.select_option("#att-layer", "1")
+            page.wait_for_function("document.querySelector('#att-stats').textContent.includes('layer 1, head 2')")
             page.click("#att-text .tok >> nth=-2")
             page.screenshot(path=args.out / "attention.png")
 

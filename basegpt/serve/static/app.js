@@ -253,14 +253,16 @@ function stepCard(logprobs, i) {
     "</table><span style='color:#b8c3d9'>(the model's own probabilities, before temperature and filters)</span>";
 }
 
+// Only the chosen layer's weights are asked for (a long text's every layer and head would be
+// megabytes); choosing another layer asks again.
 VIEWS.attention = async (current) => {
-  const data = await call("/explorer/attention", { model: state.model, text: $("text").value });
+  const layerSelect = $("att-layer");
+  const layer = layerSelect.value === "" ? 0 : parseInt(layerSelect.value, 10);
+  const data = await call("/explorer/attention", { model: state.model, text: $("text").value, layer });
   if (!current()) return;
   state.attention = data;
-  const layerSelect = $("att-layer");
-  const keepLayer = layerSelect.value;
   layerSelect.innerHTML = data.layers.map((_, l) => `<option value="${l}">${l}</option>`).join("");
-  if (keepLayer !== "" && keepLayer < data.layers.length) layerSelect.value = keepLayer;
+  layerSelect.value = layer;
   fillHeads();
   if (state.query === null || state.query >= data.tokens.length) state.query = data.tokens.length - 1;
   drawAttention();
@@ -512,6 +514,7 @@ async function loadModels() {
 
 async function modelChanged() {
   state.model = $("model").value;
+  $("att-layer").innerHTML = "";
   const others = Array.from($("model").options).map((o) => o.value).filter((id) => id !== state.model);
   $("train-runs").innerHTML = others.length ? others.map((id) => `<label><input type="checkbox" value="${escapeText(id)}"> ${escapeText(id)}</label>`).join("")
     : "<span class='muted'>(no other run is served)</span>";
@@ -534,7 +537,7 @@ async function start() {
     $(id).addEventListener("input", () => { if (state.view === "next") refreshSoon(); });
   }
   for (const radio of document.querySelectorAll("input[name=tok-mode]")) radio.addEventListener("change", refresh);
-  $("att-layer").addEventListener("change", () => { fillHeads(); drawAttention(); });
+  $("att-layer").addEventListener("change", refresh);
   $("att-head").addEventListener("change", drawAttention);
   $("att-canvas").addEventListener("click", (e) => {
     if (!state.attention) return;
