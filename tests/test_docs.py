@@ -51,10 +51,11 @@ PREPARED_RUN = [arg for flag, value in zip(TINY_RUN[::2], TINY_RUN[1::2])
 # A resume goes two steps further; a fine-tuning run keeps its source's model, so only the
 # training settings shrink.
 RESUME = ["--max-steps", "4"]
-# A comparison: each run tiny and two steps long, one seed (its budget flag replaces the page's).
+# A comparison: each run tiny and two steps long, one seed (its budget flag replaces the page's),
+# one run at a time here (starting worker processes would take longer than the runs).
 COMPARE_RUN = [arg for flag, value in zip(TINY_RUN[::2], TINY_RUN[1::2])
                if flag != "--max-steps" for arg in (flag, value)] + [
-    "--budget-tokens", "256", "--seeds", "1"]
+    "--budget-tokens", "256", "--seeds", "1", "--jobs", "1"]
 INIT_FROM = ["--batch-size", "4", "--eval-tokens", "2048", "--device", "cpu", "--max-steps", "2"]
 
 # Blocks that are not run, by (page, first line): why, and what tests the claim instead.
