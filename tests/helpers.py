@@ -3,6 +3,8 @@ example (conftest.py turns TEXT into the `tokenizer` and `data` fixtures)."""
 
 from __future__ import annotations
 
+import signal
+
 import torch
 
 from basegpt import B2lM
@@ -27,3 +29,10 @@ def tiny(tokenizer, **kw) -> B2lM:
     base = dict(vocab_size=len(tokenizer), n_embed=32, n_block=2, n_head=2, n_k=16, n_v=16,
                 n_ff=64, n_context=16)
     return B2lM(**{**base, **kw})
+
+
+def default_ctrl_c() -> None:
+    """Popen's preexec_fn for a child a test stops with SIGINT: Ctrl-C acts as at a terminal
+    even when the test run itself was started in the background, where the shell starts it
+    with SIGINT ignored and every child inherits that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from basegpt.recipe import saved_progress
+from helpers import default_ctrl_c
 
 TINY = ["--n-block", "2", "--n-embed", "32", "--n-head", "2", "--n-k", "16", "--n-v", "16",
         "--n-ff", "64", "--n-context", "32", "--batch-size", "4", "--vocab-size", "300",
@@ -218,7 +219,8 @@ def test_ctrl_c_saves_the_run_and_exits_130(world, tmp_path):
     out_dir = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "-m", "basegpt", "train", *TINY, "--max-steps",
                              "1000000", "--out", str(out_dir), "--quiet"], cwd=work, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_ctrl_c)
     deadline = time.monotonic() + 120
     while not (out_dir / "metrics.jsonl").is_file() and proc.poll() is None \
             and time.monotonic() < deadline:
@@ -233,7 +235,8 @@ def test_ctrl_c_saves_the_run_and_exits_130(world, tmp_path):
 
     proc = subprocess.Popen([sys.executable, "-m", "basegpt", "generate", str(run),
                              "--interactive"], cwd=work, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_ctrl_c)
     assert "type a prompt" in proc.stderr.readline(), "waiting for a prompt"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

@@ -12,6 +12,7 @@ from basegpt.config import ModelConfig, TrainConfig
 from basegpt.model.memory import parameter_count
 
 from basegpt.ablation_table import verdict
+from helpers import default_ctrl_c
 
 ablation = importlib.import_module("basegpt.ablation")   # basegpt.compare is the function
 runs = importlib.import_module("basegpt.ablation_runs")  # where the runs train
@@ -472,7 +473,8 @@ def test_ctrl_c_stops_runs_in_workers_saved_and_a_second_call_resumes_them(env, 
             "--jobs", "2",
             "--out", str(out), "--quiet"]
     child = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=os.environ)
+                             stderr=subprocess.PIPE, text=True, env=os.environ,
+                             preexec_fn=default_ctrl_c)
     metrics = [out / name / "seed0" / "metrics.jsonl" for name in ("base", "lr=0.002")]
     deadline = time.monotonic() + 60
     while not all(m.is_file() and m.stat().st_size for m in metrics):

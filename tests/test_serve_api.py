@@ -24,7 +24,7 @@ from pathlib import Path
 import openai
 import pytest
 import torch
-from helpers import tiny
+from helpers import default_ctrl_c, tiny
 from openai import OpenAI
 
 from basegpt.checkpoint import WEIGHTS_FILE, load_run, save_run
@@ -463,7 +463,7 @@ def test_the_command_serves_until_interrupted(root, run):
     process = subprocess.Popen(
         [sys.executable, "-m", "basegpt", "serve", str(root / "tiny"), str(root / "other"),
          "--host", "0.0.0.0", "--allow-remote", "--port", "0", "--device", "cpu"],
-        stderr=subprocess.PIPE, text=True, env=env)
+        stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_ctrl_c)
     try:
         warning = process.stderr.readline()
         assert warning.startswith("basegpt: warning: serving on 0.0.0.0: anyone who can reach "
