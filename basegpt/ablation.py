@@ -166,13 +166,7 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
     """
     from tqdm.auto import tqdm
     from basegpt import distributed
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds={seeds!r}: must be an integer >= 1")
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (or unset: one per CPU core)")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and jobs not in (None, 1):
-        raise ValueError(f"jobs={jobs}: under torchrun every run trains on all the processes, "
-                         "one run at a time; drop --jobs")
+    _check_counts(seeds, jobs)
     # Under torchrun every process runs this function: each run is a data-parallel run over
     # all of them (train_run's), process 0 alone writes and reports, and a barrier after
     # each run lets every process see the same folders before deciding what to do next.
@@ -190,22 +184,10 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
     out = Path(out)
     if jobs is None:
         jobs = default_jobs(check_spec(base_spec)[1]) if dist.world == 1 else 1
-    if not dist.is_main:
-        dist.barrier()                              # process 0 trains and tokenizes first
-    tokenizer = _shared_tokenizer(base_spec, out, progress, log)
-    if prepared_input(check_spec(base_spec)[2]) is None:
-        base_spec = merge_specs(base_spec, {"data": {"tokenizer": str(out / "tokenizer.json")}})
-    get_shards(check_spec(base_spec)[2], tokenizer, progress, log)      # once, for all
-    if dist.is_main:
-        dist.barrier()
+    base_spec, tokenizer = _shared_data(base_spec, out, dist, progress, log)
     plans = _plan(base_spec, ordered, budget, len(tokenizer), match_params, seeds, out,
                   dist.world)
-    for plan in plans:                                                   # before training
-        for name in plan["aliases"]:
-            log(f"variant {name!r} has the same settings as {plan['variant'].name!r}: "
-                "trained once, listed as the same")
-        for run_dir, run_spec in plan["runs"]:
-            _check_same_settings(run_dir, run_spec)
+    _check_plans(plans, log)                                             # before training
     results = [VariantResult(p["variant"].name, p["variant"].overrides, p["params"],
                              p["flops_per_token"], p["max_steps"], matched=p["matched"],
                              aliases=p["aliases"]) for p in plans]
@@ -237,6 +219,44 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
     if dist.is_main:
         write_outputs(table, out)
     return table
+
+
+def _check_counts(seeds: int, jobs: int | None) -> None:
+    """compare's seeds and jobs: ValueErrors for what cannot be, before any work."""
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds={seeds!r}: must be an integer >= 1")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs={jobs!r}: must be an integer >= 1 (or unset: one per CPU core)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and jobs not in (None, 1):
+        raise ValueError(f"jobs={jobs}: under torchrun every run trains on all the processes, "
+                         "one run at a time; drop --jobs")
+
+
+def _shared_data(spec: dict[str, Any], out: Path, dist: Any, progress: bool,
+                 log: Callable[[str], None]) -> tuple[dict[str, Any], Tokenizer]:
+    """The tokenizer (OUT/tokenizer.json) and token shards every run shares, made once (by
+    process 0 first under torchrun, the others then finding them), and the spec that names
+    that tokenizer."""
+    if not dist.is_main:
+        dist.barrier()                              # process 0 trains and tokenizes first
+    tokenizer = _shared_tokenizer(spec, out, progress, log)
+    if prepared_input(check_spec(spec)[2]) is None:
+        spec = merge_specs(spec, {"data": {"tokenizer": str(out / "tokenizer.json")}})
+    get_shards(check_spec(spec)[2], tokenizer, progress, log)
+    if dist.is_main:
+        dist.barrier()
+    return spec, tokenizer
+
+
+def _check_plans(plans: list[dict[str, Any]], log: Callable[[str], None]) -> None:
+    """Say which variants are another's under a second name, and refuse a run folder made
+    with other settings, before anything trains."""
+    for plan in plans:
+        for name in plan["aliases"]:
+            log(f"variant {name!r} has the same settings as {plan['variant'].name!r}: "
+                "trained once, listed as the same")
+        for run_dir, run_spec in plan["runs"]:
+            _check_same_settings(run_dir, run_spec)
 
 
 def _absolute_inputs(spec: dict[str, Any]) -> dict[str, Any]:
