@@ -34,6 +34,7 @@ from basegpt._io import atomic_write_bytes, atomic_write_text
 from basegpt import fast
 from basegpt.config import ModelConfig
 from basegpt.model import B2lM
+from basegpt.sharding import copy_whole
 from basegpt.tokenizer import Tokenizer
 
 FORMAT_NAME = "basegpt.run"
@@ -114,10 +115,9 @@ def load_model_tensors(model: B2lM, tensors: dict[str, torch.Tensor], source: st
         if tensor.shape != expected[name].shape:
             raise ValueError(f"{source}: tensor {name} has shape {tuple(tensor.shape)} but the "
                              f"config needs {tuple(expected[name].shape)}")
-    with torch.no_grad():
-        for name, param in unwrap(model).state_dict().items():
-            if name in tensors:
-                param.copy_(tensors[name])
+    for name, param in unwrap(model).state_dict().items():
+        if name in tensors:
+            copy_whole(param, tensors[name])        # a sharded parameter takes its rows
 
 
 # ------------------------------------------------------------------------ starting from a run

@@ -237,6 +237,16 @@ class TrainConfig:
     compile: Literal["auto", "on", "off"] = "auto"
     on_nonfinite: Literal["stop", "skip"] = "stop"
     peak_tflops: float | None = None    # for MFU; None = look the device up in PEAK_TFLOPS
+    parallel: Literal["auto", "ddp", "fsdp"] = field(default="auto", metadata={
+        "help": "under torchrun: ddp (a whole replica per process) or fsdp (each process keeps "
+                "1/N of the weights, gradients and Adam state); auto: ddp while a replica fits "
+                "in a device's memory, else fsdp. fsdp also runs in one process (for --offload)"})
+    activation_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute each block's activations in the backward pass instead of keeping "
+                "them: less memory, about a third more compute"})
+    offload: bool = field(default=False, metadata={
+        "help": "fsdp: keep the weights, gradients and Adam state in CPU memory and run the "
+                "optimizer there; the GPU holds the blocks being computed"})
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -274,9 +284,12 @@ class TrainConfig:
             raise ValueError(f"weight_decay={self.weight_decay} needs optimizer='adamw' (Adam "
                              "folds decay into the gradient, which is not what you want)")
         hints = get_type_hints(TrainConfig)
-        for name in ("optimizer", "schedule", "dtype", "compile", "on_nonfinite"):
+        for name in ("optimizer", "schedule", "dtype", "compile", "on_nonfinite", "parallel"):
             _check_choice(name, getattr(self, name), hints[name])
         _check_device(self.device)
+        if self.offload and self.parallel != "fsdp":
+            raise ValueError(f"offload=True moves FSDP's shards to CPU memory, but parallel="
+                             f"{self.parallel!r}; pass parallel='fsdp' (--parallel fsdp) with it")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,6 +40,8 @@ class Dist:
     local_rank: int = 0
     world: int = 1
     device: torch.device | None = None
+    parallel: str = "none"
+    """How fit spreads the model: "ddp", "fsdp" (sharding.py) or "none" (sharding.choose)."""
 
     @property
     def is_main(self) -> bool:
@@ -48,16 +50,20 @@ class Dist:
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """`model` in DistributedDataParallel (which averages gradients across processes
         during backward and broadcasts rank 0's weights now); the model itself with one
-        process. On GPUs each process drives its own device (device_ids=[local rank])."""
-        if not self.enabled:
+        process, or under FSDP (sharded in place, sharding.shard). On GPUs each process
+        drives its own device (device_ids=[local rank])."""
+        if self.parallel != "ddp":
             return model
         from torch.nn.parallel import DistributedDataParallel
         ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
 
     def no_sync(self, model: torch.nn.Module, last: bool) -> Any:
-        """Skip the gradient all-reduce on every micro-batch but the step's last."""
-        if self.enabled and not last:
+        """Skip the gradient all-reduce (FSDP: reduce-scatter) on every micro-batch but the
+        step's last: the gradients add up locally, and the last one syncs the sums."""
+        if self.parallel == "fsdp":
+            model.set_requires_gradient_sync(last)       # holds until the next call
+        elif self.parallel == "ddp" and not last:
             return model.no_sync()
         return contextlib.nullcontext()
 
@@ -140,4 +146,5 @@ def setup() -> Dist:
         importlib.import_module("torch.distributed.nn")
         torch_dist.init_process_group(backend=backend)
         atexit.register(_destroy_process_group)
-    return Dist(enabled=True, rank=rank, local_rank=local_rank, world=world, device=device)
+    return Dist(enabled=True, rank=rank, local_rank=local_rank, world=world, device=device,
+                parallel="ddp")

@@ -405,7 +405,9 @@ def _train_locked(spec: dict[str, Any], out: Path, *, resume: bool,
                   ) -> tuple[TrainResult, B2lM, Tokenizer]:
     """train_run's work, in process 0 with `out`'s lock held."""
     from basegpt import distributed, fast
+    from basegpt.checkpoint import load_run
     from basegpt.config import ModelConfig
+    from basegpt.sharding import is_sharded
     from basegpt.data import ShardDataset
     import torch
     from basegpt.model import B2lM
@@ -452,6 +454,10 @@ def _train_locked(spec: dict[str, Any], out: Path, *, resume: bool,
     if before is not None and result.steps == before["step"] and result.stopped_by in BUDGET_FLAGS:
         # Only fit knows the steps in an epoch, so a used-up epochs budget shows here.
         raise budget_error(result.stopped_by, train_config, result.steps, result.seconds)
+    if is_sharded(model):
+        # FSDP left each process its rows, and calling the model would be collective: the
+        # caller (a sample from process 0) gets the whole weights fit saved last.
+        model = load_run(out).model
     return result, model, tokenizer
 
 

@@ -10,7 +10,7 @@ after a kill at any moment, leftovers of interrupted saves cleaned, a run replac
       metrics.jsonl, run.json, loss.png
       run.lock                           while a writer holds it (runlock.py)
 
-A checkpoint is written into a hidden temporary folder, checkpoints/.step_N.<hex>.tmp/, and
+A checkpoint is written into a hidden temporary folder, checkpoints/.step_N.tmp/, and
 renamed to checkpoints/step_N/ once all of its files are on disk. That rename is the commit
 point: a step_N folder is complete by construction, and a kill before it leaves only a
 temporary folder, which the next writer removes. Just before the rename, the weights at the
@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from basegpt._io import PROBE_PREFIX, atomic_write_bytes, atomic_write_text, errors_name, fsync_dir
-from basegpt.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, model_tensors, save_tensors
+from basegpt.checkpoint import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, save_tensors
 from basegpt.model import B2lM
 from basegpt.runlock import RunLock
 from basegpt.tokenizer import Tokenizer
@@ -69,23 +69,43 @@ def step_folder(run_dir: Path, step: int) -> Path:
 
 # ------------------------------------------------------------------------ writing
 
-def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, stream: Any, keep: int, progress: dict[str, Any],
-                    is_best: bool, rng_ranks: list[dict[str, torch.Tensor]] | None = None) -> Path:
-    """Write checkpoint step_N, put its weights at the top of run_dir, commit it (see the
-    module docstring), then copy the weights into best/ when validation improved, and drop
-    all but the latest `keep` checkpoints. `rng_ranks`: every process's RNG states under torchrun (see
-    train_state.rng_to_flat). Returns the checkpoint's folder."""
+def checkpoint_tmp(run_dir: Path, step: int) -> Path:
+    """The temporary folder checkpoint step_N is written into, before its rename commits it.
+    Its name follows from the step alone, so that every process of an FSDP run writes its
+    rows into the same folder."""
+    folder = step_folder(run_dir, step)
+    return folder.parent / f".{folder.name}.tmp"
+
+
+def begin_checkpoint(run_dir: Path, step: int) -> Path:
+    """Make checkpoint step_N's empty temporary folder (removing one that an interrupted save
+    of the same step left) and return it."""
+    tmp = checkpoint_tmp(run_dir, step)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    if tmp.exists():
+        _discard(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def save_checkpoint(run_dir: Path, weights: dict[str, torch.Tensor],
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, stream: Any,
+                    keep: int, progress: dict[str, Any], is_best: bool,
+                    rng_ranks: list[dict[str, torch.Tensor]] | None = None,
+                    begun: bool = False) -> Path:
+    """Write checkpoint step_N (the model's `weights`, whole, by plain name), put its weights
+    at the top of run_dir, commit it (see the module docstring), then copy the weights into
+    best/ when validation improved, and drop all but the latest `keep` checkpoints.
+    `rng_ranks`: every process's RNG states under torchrun (see train_state.rng_to_flat).
+    `begun`: the temporary folder exists already (begin_checkpoint), holding the files that
+    the other processes of an FSDP run wrote. Returns the checkpoint's folder."""
     step = progress["step"]
     progress = {**progress, "data": stream.state_dict()}
     folder = step_folder(run_dir, step)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.{secrets.token_hex(8)}.tmp"
-    tmp.mkdir()
+    tmp = checkpoint_tmp(run_dir, step) if begun else begin_checkpoint(run_dir, step)
     try:
         with errors_name(folder):             # a full disk names the checkpoint, not tmp
-            save_tensors(tmp / WEIGHTS_FILE, model_tensors(model),
-                         metadata={"format": "pt", "step": str(step)})
+            save_tensors(tmp / WEIGHTS_FILE, weights, metadata={"format": "pt", "step": str(step)})
             save_train_state(tmp, optimizer, scaler, progress, rng_ranks)
         _atomic_copy(tmp / WEIGHTS_FILE, run_dir / WEIGHTS_FILE)
         if folder.exists():                  # the same step saved again: replace it whole
@@ -104,9 +124,10 @@ def save_checkpoint(run_dir: Path, model: B2lM, optimizer: torch.optim.Optimizer
     return folder
 
 
-def save_best(run_dir: Path, model: B2lM, step: int, val_loss: float) -> None:
-    """best/: the weights with the lowest validation loss so far (between checkpoints too)."""
-    save_tensors(run_dir / BEST / WEIGHTS_FILE, model_tensors(model),
+def save_best(run_dir: Path, weights: dict[str, torch.Tensor], step: int, val_loss: float) -> None:
+    """best/: the weights (whole, by plain name) with the lowest validation loss so far
+    (between checkpoints too)."""
+    save_tensors(run_dir / BEST / WEIGHTS_FILE, weights,
                  metadata={"format": "pt", "step": str(step)})
     _write_best_json(run_dir, step, val_loss)
     _complete_best(run_dir)
@@ -155,8 +176,8 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def checkpoint_problem(folder: Path) -> str | None:
-    """Why checkpoint `folder` cannot be resumed from (None: it is complete): its three
-    files must exist and record the step in the folder's name."""
+    """Why checkpoint `folder` cannot be resumed from (None: it is complete): its files (three,
+    and an FSDP run's one per process) must exist and record the step in the folder's name."""
     step = int(_STEP_FOLDER.fullmatch(folder.name).group(1))
     try:
         state = read_state_json(folder)
@@ -164,7 +185,8 @@ def checkpoint_problem(folder: Path) -> str | None:
         return str(error)
     if state["progress"]["step"] != step:
         return f"{STATE_JSON} is from step {state['progress']['step']}"
-    for name in (STATE_TENSORS, WEIGHTS_FILE):
+    sharded = state["optimizer"].get("sharded") or {}
+    for name in (STATE_TENSORS, WEIGHTS_FILE, *sharded.get("files", [])):
         saved = tensor_step(folder / name)
         if saved != str(step):
             return f"{name} is " + ("missing or unreadable" if saved is None else f"from step {saved}")

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from basegpt.checkpoint import init_from_run, save_config, unwrap
+from basegpt.checkpoint import init_from_run, model_tensors, save_config, unwrap
 from basegpt.config import TrainConfig
 from basegpt.data import IGNORE_INDEX
 from basegpt.data.memmap import check_shard_data
@@ -63,13 +63,16 @@ from basegpt.model import B2lM
 from basegpt.optim import (decay_progress, learning_rate, make_optimizer, optimizer_kernels,
                            planned_steps, stop_reason)
 from basegpt.progress import progress_bar
-from basegpt.rundir import (checkpoint_to_resume, last_checkpoint, save_best, save_checkpoint,
-                            start_afresh, tidy as tidy_run_dir)
+from basegpt.rundir import (begin_checkpoint, checkpoint_tmp, checkpoint_to_resume,
+                            last_checkpoint, save_best, save_checkpoint, start_afresh,
+                            tidy as tidy_run_dir)
+from basegpt.sharding import (choose, gather, is_dtensor, is_sharded, one_process_group,
+                              replica_bytes, shard, sharded_bytes)
 from basegpt.runlock import RunLock, run_lock
 from basegpt.tokenizer import Tokenizer
 from basegpt.train_state import (METRICS_FILE, append_metrics, process_rng_state,
-                                 record_run_info, resume as resume_from, truncate_metrics,
-                                 update_train_config)
+                                 record_run_info, resume as resume_from, save_optimizer_rows,
+                                 truncate_metrics, update_train_config)
 
 if TYPE_CHECKING:
     from basegpt.distributed import Dist
@@ -152,7 +155,10 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     # One writer: only process 0 writes, so it alone holds the run directory's lock.
     writer = (run_lock(run_dir) if run_dir is not None and dist.is_main
               else contextlib.nullcontext())
-    with writer as lock:
+    # FSDP without torchrun shards over a group of this process alone (for offload).
+    group = (one_process_group(dist.device or pick_device(config.device))
+             if config.parallel == "fsdp" and not dist.enabled else contextlib.nullcontext())
+    with writer as lock, group:
         return _fit(model, train_data, val_data, config, dist, lock, tokenizer=tokenizer,
                     run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
                     log=log, on_step=on_step, extra_config=extra_config, init_from=init_from)
@@ -192,7 +198,7 @@ class Trainer:
     def __init__(self, model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None,
                  config: TrainConfig, dist: Dist, tokenizer: Tokenizer | None,
                  run_dir: str | os.PathLike | None, log: Callable[[str], None]) -> None:
-        self.config, self.dist, self.log, self.model = config, dist, log, model
+        self.config, self.log, self.model = config, log, model
         self.device = pick_device(config.device) if not dist.enabled else dist.device
         self.dtype, self.dtype_why = dtype_decision(config.dtype, self.device)
         self.raw = unwrap(model).to(self.device)           # the B2lM itself, no wrappers
@@ -212,12 +218,37 @@ class Trainer:
                            else config.batch_size)
         self.accum = _grad_accum(config, self.batch_size * self.T, dist.world)
         self.tokens_per_step = self.accum * self.batch_size * self.T * dist.world
-        self.optimizer = make_optimizer(self.raw, config, self.device)
+        self.dist = self._spread(dist)
+        # Offloaded (FSDP) rows and their optimizer state live in CPU memory.
+        self.optimizer = make_optimizer(self.raw, config, torch.device("cpu") if config.offload
+                                        else self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.result = TrainResult(run_dir=self.run_dir)
         self.steps, self.best, self.saved_at = 0, math.inf, -1
         self.clock = _Clock()
+
+    def _spread(self, dist: Dist) -> Dist:
+        """Choose how the processes share the model (sharding.choose: DDP, FSDP or neither)
+        and shard it now under FSDP, before the optimizer is built on its rows; returns
+        `dist` with the choice."""
+        raw, config = self.raw, self.config
+        activations = summary_activations(raw, self.batch_size, self.T, self.dtype,
+                                          config.activation_checkpointing)
+        parallel, self.parallel_why = choose(config.parallel, raw, dist, self.device,
+                                             self.dtype, activations)
+        if parallel == "fsdp" and not is_sharded(raw):
+            if self.dtype == torch.float16:
+                raise ValueError("parallel='fsdp' trains in bfloat16 or float32, not float16 "
+                                 "(its gradient scaler would need every process's overflow "
+                                 "check); pass dtype='bfloat16' (--dtype bfloat16) or 'float32'")
+            shard(raw, self.device, self.dtype, config.offload)
+        return dataclasses.replace(dist, parallel=parallel)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The model's weights, whole, by plain name, in process 0 ({} in the others, which
+        under FSDP must call this too: their rows are gathered)."""
+        return gather(model_tensors(self.raw), keep=self.dist.is_main)
 
     # ------------------------------------------------------------------------ before the loop
 
@@ -291,6 +322,7 @@ class Trainer:
                          decisions={"dtype": self.dtype_why,
                                     "compile": f"{'on' if compile_on else 'off'} ({compile_why})",
                                     "optimizer": optimizer_kernels(self.optimizer),
+                                    "parallel": f"{self.dist.parallel} ({self.parallel_why})",
                                     **memory}))
 
     @contextlib.contextmanager
@@ -309,10 +341,13 @@ class Trainer:
         # so those are voted on inside each step's loss all-reduce (step). A process that
         # stopped on its own would leave the others waiting forever in their next collective.
         self.reason = stop_reason(self.config, self.steps, self.total_steps, self.clock.elapsed)
+        recompute = self.raw.activation_checkpointing
+        self.raw.activation_checkpointing = self.config.activation_checkpointing
         try:
             with training_kernels(self.raw):     # basegpt.fast: the same numbers, faster
                 yield
         finally:
+            self.raw.activation_checkpointing = recompute
             self.bar.close()
             self.stop.uninstall()
 
@@ -340,7 +375,9 @@ class Trainer:
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(),
-                                                   config.grad_clip or float("inf")).item()
+                                                   config.grad_clip or float("inf"))
+        # Under FSDP the norm is a DTensor made from every process's rows.
+        grad_norm = (grad_norm.full_tensor() if is_dtensor(grad_norm) else grad_norm).item()
         loss_total, clock_total, signals, n_bytes = dist.sum_all(
             [loss_sum.item(), self.clock.now(), self.stop.raised, self._target_bytes(batches)])
         loss = loss_total / max(n_real, 1)
@@ -473,22 +510,38 @@ class Trainer:
         # Every process reaches the same decision here (step and reason agree).
         if run_dir is not None and (self.reason or (every and self.steps % every == 0)):
             self.checkpoint(record["seconds"], is_best)
-        elif run_dir is not None and is_best and main:
-            save_best(run_dir, self.raw, self.steps, self.best)
+        elif run_dir is not None and is_best:
+            weights = self.weights()                # every process: FSDP gathers the rows
+            if main:
+                save_best(run_dir, weights, self.steps, self.best)
         if "val_loss" in record and run_dir is not None and main:
             _plot(run_dir, self.log)                # after metrics.jsonl has this validation
 
     def checkpoint(self, seconds: float, is_best: bool) -> None:
         """Save the run at this step. Every process takes part (its RNG state goes into the
-        checkpoint); process 0 writes. Ctrl-C and SIGTERM wait until it is on disk."""
-        rng_ranks = self.dist.gather(process_rng_state(self.device))
-        if self.dist.is_main:
-            progress = _progress_record(self.steps, self.result.tokens, self.best, seconds,
-                                        self.clock.train_seconds)
-            with self.stop.deferred():
-                save_checkpoint(self.run_dir, self.raw, self.optimizer, self.scaler, self.stream,
+        checkpoint; under FSDP its rows of the weights are gathered and it writes its rows of
+        the optimizer's state); process 0 writes the rest and commits. Ctrl-C and SIGTERM
+        wait until it is on disk."""
+        dist, run_dir = self.dist, self.run_dir
+        rng_ranks = dist.gather(process_rng_state(self.device))
+        weights = self.weights()
+        sharded = dist.parallel == "fsdp"
+        with self.stop.deferred():
+            if sharded:                        # each process's rows into the one folder
+                if dist.is_main:
+                    begin_checkpoint(run_dir, self.steps)
+                dist.barrier()
+                save_optimizer_rows(checkpoint_tmp(run_dir, self.steps), self.optimizer,
+                                    self.steps)
+                dist.barrier()
+            if dist.is_main:
+                progress = _progress_record(self.steps, self.result.tokens, self.best, seconds,
+                                            self.clock.train_seconds)
+                save_checkpoint(run_dir, weights, self.optimizer, self.scaler, self.stream,
                                 self.config.keep_checkpoints, progress, is_best,
-                                rng_ranks=rng_ranks)
+                                rng_ranks=rng_ranks, begun=sharded)
+            if sharded:                        # committed before any process goes on
+                dist.barrier()
         self.saved_at = self.steps
 
     def finish(self) -> None:
@@ -627,21 +680,18 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
 
     `decisions` says what was chosen and why, e.g. {"dtype": "auto: this CPU multiplies bf16
     in hardware (AVX512-BF16)", "compile": "off (auto: off on cpu; ...)", "optimizer": "adam,
-    fused kernels"} (fit fills it from devices.dtype_decision, devices.compile_decision and
-    the optimizer it built; "memory": what basegpt.fast.keep_freed_memory did, where the caller
-    asked for it).
+    fused kernels", "parallel": "fsdp (asked)"} (fit fills it from devices.dtype_decision,
+    devices.compile_decision, the optimizer it built and sharding.choose; "memory": what
+    basegpt.fast.keep_freed_memory did, where the caller asked for it).
 
     Memory: weights + gradients (4 bytes each) + Adam's two moments (8 bytes), and activations
-    per Korthikanti et al. (2022), per block ~ T*B*C*(34 + 5*H*T/C) bytes at 16-bit, doubled
-    at fp32.
+    per Korthikanti et al. (2022) (summary_activations). Under torchrun, a line per process for
+    each way of spreading the model (sharding.py): DDP's whole replica, FSDP's shard.
     """
     n = model.num_parameters()
     c = model.config
     tokens_per_step = config.batch_size * T * accum * world
-    act_bytes = 2 if dtype in (torch.float16, torch.bfloat16) else 4
-    act = sum(T * config.batch_size * c.n_embed * (34 + 5 * b.n_head * T / c.n_embed)
-              * act_bytes / 2 for b in c.block_configs)
-    act += config.batch_size * T * c.vocab_size * 4 * 2                   # logits + their grad
+    act = summary_activations(model, config.batch_size, T, dtype, config.activation_checkpointing)
     mb = 1 / 2 ** 20
     steps = f"{total_steps:,}" if total_steps else "until the time budget"
     budget = f", budget {config.max_minutes:g} min" if config.max_minutes else ""
@@ -650,18 +700,45 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
     scaler = " with a gradient scaler" if dtype == torch.float16 else ""
     where = "torchrun local rank" if world > 1 else f"device={config.device!r}"
     dtype_why = why.get("dtype", f"dtype={config.dtype!r}")
-    return "\n".join([
+    lines = [
         f"model: {n:,} parameters ({model.num_parameters(exclude_embeddings=True):,} without "
         f"embeddings), {c.n_block} blocks x {c.n_embed} wide, context {c.n_context}",
         f"batch: {config.batch_size} x {T} tokens x {accum} accumulation x {world} "
         f"process(es) = {tokens_per_step:,} tokens/step; steps: {steps}{budget}",
         f"memory estimate: weights {n * 4 * mb:.1f} MB, gradients {n * 4 * mb:.1f} MB, "
         f"Adam {n * 8 * mb:.1f} MB, activations ~{act * mb:.0f} MB",
+    ]
+    spread = world > 1 or config.parallel == "fsdp"       # more than one way to hold it
+    if spread:
+        gathered = 2 if dtype in (torch.float16, torch.bfloat16) else 4
+        lines.append(f"memory per process, without activations: ddp {replica_bytes(n) * mb:,.1f} "
+                     f"MB (a whole replica), fsdp {sharded_bytes(model, world, gathered) * mb:,.1f}"
+                     f" MB (1/{world} of it + two blocks gathered)"
+                     + ("; offloaded to CPU memory but the gathered blocks" if config.offload
+                        else ""))
+    lines += [
         f"device {device} ({where}); {dtype_name}{scaler} ({dtype_why}); "
-        f"compile {why.get('compile', config.compile)}",
+        f"compile {why.get('compile', config.compile)}"
+        + (f"; parallel {why['parallel']}" if spread and "parallel" in why else ""),
         f"optimizer {why.get('optimizer', config.optimizer)}, lr {config.lr:g} "
         f"({config.schedule}, warmup {config.warmup_steps})",
-    ] + ([f"memory: {why['memory']}"] if "memory" in why else []))
+    ]
+    return "\n".join(lines + ([f"memory: {why['memory']}"] if "memory" in why else []))
+
+
+def summary_activations(model: B2lM, batch_size: int, T: int, dtype: torch.dtype,
+                        recompute: bool = False) -> float:
+    """Bytes of activations a micro-batch keeps for the backward pass: per block
+    ~ T*B*C*(34 + 5*H*T/C) at 16-bit, doubled at fp32 (Korthikanti et al. 2022), and the
+    float32 logits with their gradient. With activation checkpointing (`recompute`) a block
+    keeps only its input, and one block at a time has its activations again."""
+    c = model.config
+    act_bytes = 2 if dtype in (torch.float16, torch.bfloat16) else 4
+    blocks = [T * batch_size * c.n_embed * (34 + 5 * b.n_head * T / c.n_embed) * act_bytes / 2
+              for b in c.block_configs]
+    if recompute:
+        blocks = [T * batch_size * c.n_embed * act_bytes] * len(blocks) + [max(blocks)]
+    return sum(blocks) + batch_size * T * c.vocab_size * 4 * 2
 
 
 class _StopFlag:

@@ -16,6 +16,7 @@ run.json one entry per start or resume (versions, git commit, hardware, command 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from basegpt.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, load_model_tensors, l
                                 read_config, save_tensors)
 from basegpt.devices import mps_available
 from basegpt.model import B2lM
+from basegpt.sharding import from_rows, is_dtensor, own_rows, rows
 from basegpt.tokenizer import Tokenizer
 
 METRICS_FILE = "metrics.jsonl"
@@ -45,31 +47,126 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     """Split optimizer.state_dict() into flat named tensors and a JSON-able rest.
 
         state[3]["exp_avg"] -> tensors["optimizer.3.exp_avg"]
+
+    Under FSDP a moment is a DTensor, of which each process holds some rows: those rows go
+    into each process's own file (save_optimizer_rows), and the rest records where they are,
+    as meta["sharded"] = {"files": [file of process 0, 1, ...], "tensors": {name: {"shape":
+    whole shape, "rows": [[start, stop] of process 0, 1, ...]}}}.
     """
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, dict[str, Any]] = {}
+    sharded: dict[str, dict[str, Any]] = {}
+    world = 1
     for index, slots in state["state"].items():
         for name, value in slots.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{name}"] = value
+            key = f"optimizer.{index}.{name}"
+            if is_dtensor(value):
+                world = value.device_mesh.size()
+                sharded[key] = {"shape": list(value.shape),
+                                "rows": [list(rows(value.shape[0], world, r)) for r in range(world)]}
+            elif isinstance(value, torch.Tensor):
+                tensors[key] = value
             else:
                 plain.setdefault(str(index), {})[name] = value
-    return tensors, {"param_groups": state["param_groups"], "plain_state": plain}
+    meta: dict[str, Any] = {"param_groups": state["param_groups"], "plain_state": plain}
+    if sharded:
+        meta["sharded"] = {"files": [shard_file(r, world) for r in range(world)],
+                           "tensors": sharded}
+    return tensors, meta
+
+
+def shard_file(rank: int, world: int) -> str:
+    """The file of process `rank`'s rows of the optimizer's state in a checkpoint of an FSDP
+    run of `world` processes."""
+    return f"optimizer.rank{rank}-of-{world}.safetensors"
+
+
+def save_optimizer_rows(directory: Path, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Under FSDP, every process writes its rows of the optimizer's state into its own file
+    in `directory` (see optimizer_to_flat); nothing without sharded state."""
+    own = {f"optimizer.{index}.{name}": value.to_local()
+           for index, slots in optimizer.state_dict()["state"].items()
+           for name, value in slots.items() if is_dtensor(value)}
+    if own:
+        mesh = next(v for slots in optimizer.state.values() for v in slots.values()
+                    if is_dtensor(v)).device_mesh
+        save_tensors(directory / shard_file(mesh.get_local_rank(), mesh.size()), own,
+                     metadata={"step": str(step)})
 
 
 def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                        meta: dict) -> None:
-    """Inverse of optimizer_to_flat: load the state back into `optimizer`."""
+                        meta: dict, directory: Path | None = None) -> None:
+    """Inverse of optimizer_to_flat: load the state back into `optimizer`, whatever the number
+    of processes now and when it was saved. Each moment takes the rows its parameter holds:
+    all of them for a whole parameter, this process's for an FSDP one (a DTensor), read from
+    the whole tensor or from the saved processes' files (in `directory`) that hold them."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved = _SavedRows(tensors, meta.get("sharded"), directory)
     state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
+    with saved:
+        for key in saved.names():
             _, index, name = key.split(".", 2)
+            param = params[int(index)]
+            if name == "step" or saved.shape(key) != tuple(param.shape):   # not per row
+                value = tensors[key]
+            elif is_dtensor(param):
+                value = from_rows(saved.rows(key, *own_rows(param)), param)
+            else:
+                value = saved.rows(key, 0, param.shape[0])
             state.setdefault(int(index), {})[name] = value
     for index, slots in meta["plain_state"].items():
         state.setdefault(int(index), {}).update(slots)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     _match_param_layouts(optimizer)
+
+
+class _SavedRows:
+    """The optimizer's saved tensors, read by rows: whole ones from train_state.safetensors,
+    and FSDP ones from the saved processes' files, each read only where it overlaps."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], sharded: dict | None,
+                 directory: Path | None) -> None:
+        self.tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
+        self.sharded = sharded["tensors"] if sharded else {}
+        self.paths = [directory / name for name in sharded["files"]] if sharded else []
+        self._stack = contextlib.ExitStack()
+        self.files: list[Any] = []
+
+    def __enter__(self) -> _SavedRows:
+        from safetensors import SafetensorError, safe_open
+        for path in self.paths:
+            try:
+                self.files.append(self._stack.enter_context(safe_open(path, "pt")))
+            except (SafetensorError, OSError) as error:
+                raise ValueError(f"{path} is not a readable safetensors file ({error}); the "
+                                 "checkpoint is damaged, resume from another one in "
+                                 "checkpoints/") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
+
+    def names(self) -> list[str]:
+        return [*self.tensors, *self.sharded]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if key in self.tensors:
+            return tuple(self.tensors[key].shape)
+        return tuple(self.sharded[key]["shape"])
+
+    def rows(self, key: str, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of saved tensor `key`."""
+        if key in self.tensors:
+            return self.tensors[key][start:stop]
+        parts = []
+        for file, (first, end) in zip(self.files, self.sharded[key]["rows"]):
+            lo, hi = max(start, first), min(stop, end)
+            if lo < hi:
+                parts.append(file.get_slice(key)[lo - first:hi - first])
+        if not parts:                  # no rows here: an empty part of the right width
+            return torch.empty((0, *self.sharded[key]["shape"][1:]))
+        return torch.cat(parts)
 
 
 def _match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
@@ -174,7 +271,7 @@ def load_train_state(directory: Path, optimizer: torch.optim.Optimizer,
         raise ValueError(f"{directory}: {STATE_TENSORS} is from step {saved} but {STATE_JSON} "
                          f"from step {meta['progress']['step']} (a save was cut short); resume "
                          "from another checkpoint in checkpoints/")
-    optimizer_from_flat(optimizer, tensors, meta["optimizer"])
+    optimizer_from_flat(optimizer, tensors, meta["optimizer"], directory)
     if scaler is not None and meta.get("scaler") is not None:
         scaler.load_state_dict(meta["scaler"])
     rng_from_flat(tensors, meta["rng"], rank, device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,10 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.init_from is not None and args.out is None:
         raise ValueError("--init-from starts a new run: name its directory with --out, e.g. "
                          "--out runs/finetuned")
-    log = (lambda m: None) if args.quiet else _log          # above the progress bar
+    from basegpt import distributed
+    # Under torchrun every process runs this; one of them tells the story.
+    quiet = args.quiet or not distributed.setup().is_main
+    log = (lambda m: None) if quiet else _log               # above the progress bar
     if args.resume is not None:
         if args.preset or args.config or overrides["model"] or overrides["data"]:
             raise ValueError("--resume continues a run with its own model and data settings; "
@@ -114,8 +118,7 @@ def _run_train(args: argparse.Namespace) -> int:
     _keep_freed_memory(spec, args.resume)
     result, model, tokenizer = train_run(spec, out, resume=args.resume is not None,
                                          init_from=args.init_from, overwrite=args.overwrite,
-                                         progress=not args.quiet, log=log)
-    from basegpt import distributed
+                                         progress=not quiet, log=log)
     if not distributed.setup().is_main:
         return 0
     last = result.evals[-1] if result.evals else {}
@@ -185,12 +188,17 @@ def _run_name(spec: dict[str, Any], preset: str) -> str:
 
 def _check_memory(spec: dict[str, Any]) -> None:
     """Refuse settings whose training cannot fit in the memory of the device it would run on,
-    before the tokenizer and the data are prepared (model/memory.py estimates it)."""
+    before the tokenizer and the data are prepared (model/memory.py estimates it); where FSDP
+    may shard or offload the training state, that building the model fits."""
     from basegpt.devices import pick_device
     from basegpt.model.memory import check_fits
     from basegpt.recipe import check_spec
     model, train, _ = check_spec(spec)        # vocab_size: the data section's, as the tokenizer's
-    check_fits(model, pick_device(train.device), batch_size=train.batch_size)
+    # Under torchrun FSDP may share the training state among the processes (fit decides,
+    # sharding.choose), but every process builds the whole model before sharding it.
+    shared = int(os.environ.get("WORLD_SIZE", "1")) > 1 and train.parallel != "ddp"
+    check_fits(model, pick_device(train.device),
+               batch_size=None if shared or train.offload else train.batch_size)
 
 
 def _keep_freed_memory(spec: dict[str, Any], resume: Path | None) -> None:

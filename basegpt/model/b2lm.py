@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from basegpt.config import ModelConfig
 from basegpt.model.attention import left_padding_mask
@@ -54,6 +55,13 @@ class B2lM(nn.Module):
 
     weights_file: str | None = None
     """Where the weights were read from (checkpoint.load_run sets it), for error messages."""
+
+    activation_checkpointing: bool = False
+    """Training memory for compute: keep only each block's input during the forward pass and
+    run the block again in the backward pass for the activations it needs (Chen et al. 2016),
+    about one more forward pass of compute for activations of one block instead of all. A
+    setting of how to train, not of the model (fit sets it from TrainConfig), so it is not in
+    the config; it has no effect without gradients."""
 
     def __init__(self, config: ModelConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__()
@@ -139,8 +147,13 @@ class B2lM(nn.Module):
         x = self.tok_emb(ids)                                       # (B, T, C)
         x = self.embed_dropout(self.positional.embed(x, pos))       # (B, T, C)
         attention = []
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
-            x, weights = block(x, pos, self.positional, kv_cache, mask, return_attention)
+            if recompute:       # dropout masks are drawn again from the same RNG state
+                x, weights = checkpoint(block, x, pos, self.positional, kv_cache, mask,
+                                        return_attention, use_reentrant=False)
+            else:
+                x, weights = block(x, pos, self.positional, kv_cache, mask, return_attention)
             attention.append(weights)
         if kv_cache is not None:
             kv_cache.advance(T)                                     # once, after every layer wrote
