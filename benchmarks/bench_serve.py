@@ -35,8 +35,8 @@ then B then A), after one warm-up request each; the warm-up is a plain (not stre
 whose text is compared between the two (same weights, greedy: it should be the same).
 
 With --page it also times the explorer page's requests on server A, one client, one after
-another: POST /explorer/tokens, /explorer/next (k 10) and /explorer/attention (layer 0) of a
-text of n_context - 8 tokens.
+another: POST /explorer/tokens, /explorer/next (k 10) and /explorer/attention (layer 0) of the
+start of the built-in corpus cut to at most n_context - 8 tokens.
 
     pip install 'basegpt[serve]' transformers openai
     python benchmarks/bench_serve.py                      # ~3 min on a 2-core machine
@@ -144,6 +144,9 @@ def hf_app(hf_dir: str) -> Any:
                   "model": HF_MODEL_ID, "choices": choices}
         return answer | ({"usage": usage} if usage else {})
 
+    def event(choices: list[dict], usage: dict | None = None) -> str:
+        return f"data: {json.dumps(body(choices, usage))}\n\n"
+
     def usage(n_prompt: int, n_new: int) -> dict:
         return {"prompt_tokens": n_prompt, "completion_tokens": n_new,
                 "total_tokens": n_prompt + n_new}
@@ -175,13 +178,14 @@ def hf_app(hf_dir: str) -> Any:
         async def events() -> Any:
             async for piece in iterate_in_threadpool(streamer):
                 if piece:
-                    yield f"data: {json.dumps(body([{'index': 0, 'text': piece, 'logprobs': None, 'finish_reason': None}]))}\n\n"
+                    yield event([{"index": 0, "text": piece, "logprobs": None,
+                                  "finish_reason": None}])
             await run_in_threadpool(thread.join)
             _, n_prompt, n_new = result["answer"]
             finish = "length" if n_new == max_tokens else "stop"
-            yield f"data: {json.dumps(body([{'index': 0, 'text': '', 'logprobs': None, 'finish_reason': finish}]))}\n\n"
+            yield event([{"index": 0, "text": "", "logprobs": None, "finish_reason": finish}])
             if (req.get("stream_options") or {}).get("include_usage"):
-                yield f"data: {json.dumps(body([], usage(n_prompt, n_new)))}\n\n"
+                yield event([], usage(n_prompt, n_new))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -300,15 +304,16 @@ async def warm_up(url: str, model: str, max_tokens: int) -> str:
 
 # --------------------------------------------------------------------------- the page
 
-def page_text(run_dir: Path, n_tokens: int) -> str:
-    """The start of the built-in corpus, cut to at most `n_tokens` tokens of the run's BPE."""
+def page_text(run_dir: Path, n_tokens: int) -> tuple[str, int]:
+    """The start of the built-in corpus cut to at most `n_tokens` tokens of the run's BPE,
+    and its length in tokens."""
     from basegpt.checkpoint import load_run
     from basegpt.corpus import builtin_corpus
     tokenizer = load_run(run_dir).tokenizer
     text = next(iter(builtin_corpus(20_000)))
     while len(tokenizer.encode(text)) > n_tokens:
         text = text[:int(len(text) * 0.9)]
-    return text
+    return text, len(tokenizer.encode(text))
 
 
 def time_page(url: str, model: str, text: str, repeats: int) -> list[dict[str, Any]]:
@@ -420,8 +425,10 @@ def main() -> None:
                     levels.append(level)
             page = []
             if args.page:
-                text = page_text(Path(run_dir), n_context - 8)
+                text, n_page = page_text(Path(run_dir), n_context - 8)
                 page = time_page(urls["basegpt serve"], base_id, text, args.page_repeats)
+                for row in page:
+                    row["text_tokens"] = n_page
     print_tables(levels, page, args)
     if args.json:
         args.json.write_text(json.dumps({"commit": _commit(), "same_text": same,
@@ -441,7 +448,8 @@ def print_tables(levels: list[Level], page: list[dict[str, Any]], args: argparse
               f"{level.request_median_s:.2f} |")
     if page:
         print()
-        print(f"Explorer requests on basegpt serve, one at a time ({args.page_repeats} each):")
+        print(f"Explorer requests on basegpt serve, one at a time ({args.page_repeats} each), "
+              f"a text of {page[0]['text_tokens']} tokens:")
         print()
         print("| request | median (ms) | p90 (ms) | answer bytes |")
         print("|---|---:|---:|---:|")
