@@ -49,6 +49,9 @@ run("ddp", parallel="ddp")
 run("fsdp", parallel="fsdp")
 run("fsdp_recompute", parallel="fsdp", activation_checkpointing=True)
 run("fsdp_offload", parallel="fsdp", offload=True)
+run("fsdp_whole_batches", parallel="fsdp", micro_batches=1)
+run("ddp_bf16", parallel="ddp", dtype="bfloat16")
+run("fsdp_bf16", parallel="fsdp", dtype="bfloat16")
 # A run saved at step 3, copied for the one-process resume, then resumed here to step 6.
 root = sys.argv[1]
 run("fsdp_first", parallel="fsdp", run_dir=os.path.join(root, "two"), max_steps=3)
@@ -63,18 +66,20 @@ if dist.is_main:
 '''
 
 
-def tiny_run(losses: list[float], world: int = 1, max_steps: int = 6, **kw) -> B2lM:
-    """Train the tiny model 6 steps (global batch 8 rows of 16 tokens, 2 micro-batches per
+def tiny_run(losses: list[float], world: int = 1, max_steps: int = 6, micro_batches: int = 2,
+             **kw) -> B2lM:
+    """Train the tiny model 6 steps (global batch 8 rows of 16 tokens, `micro_batches` per
     process, a constant lr so that a run cut at step 3 plans the same), appending each
     step's loss; returns the model."""
     tokenizer = Tokenizer(vocab_size=300).train(TEXT, progress=False)
     data = SlidingWindowDataset(tokenizer=tokenizer, n_context=16, texts=[TEXT])
     torch.manual_seed(0)
     model = B2lM(vocab_size=len(tokenizer), **MODEL)
-    config = TrainConfig(max_steps=max_steps, batch_size=GLOBAL_ROWS // world // 2,
-                         batch_tokens=GLOBAL_ROWS * 16, lr=3e-3, schedule="constant", dtype="float32",
-                         checkpoint_every=3, **{k: v for k, v in kw.items()
-                                                if k not in ("run_dir", "resume")})
+    settings = {"dtype": "float32", **{k: v for k, v in kw.items()
+                                       if k not in ("run_dir", "resume")}}
+    config = TrainConfig(max_steps=max_steps, batch_size=GLOBAL_ROWS // world // micro_batches,
+                         batch_tokens=GLOBAL_ROWS * 16, lr=3e-3, schedule="constant",
+                         checkpoint_every=3, **settings)
     fit(model, data, config=config, progress=False, run_dir=kw.get("run_dir"),
         resume=kw.get("resume", False), on_step=lambda r: losses.append(r["train_loss"]))
     return model
@@ -103,7 +108,7 @@ def one_process() -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", ["fsdp", "fsdp_recompute", "fsdp_offload"])
+@pytest.mark.parametrize("run", ["fsdp", "fsdp_recompute", "fsdp_offload", "fsdp_whole_batches"])
 def test_fsdp_follows_ddp_and_one_process(job, one_process, run: str):
     _, losses = job
     assert len(losses[run]) == 6
@@ -111,6 +116,17 @@ def test_fsdp_follows_ddp_and_one_process(job, one_process, run: str):
         assert mine == pytest.approx(ddp, rel=1e-5), f"step {step + 1}: {run} vs ddp"
         assert mine == pytest.approx(single, rel=1e-5), f"step {step + 1}: {run} vs 1 process"
     assert losses[run][-1] < losses[run][0] - 0.3, "it learns"
+
+
+@pytest.mark.slow
+def test_fsdp_in_mixed_precision_follows_ddp_in_autocast(job):
+    # bf16 weights gathered for the compute (FSDP's mixed precision), fp32 rows and reduction,
+    # against DDP's fp32 weights under bf16 autocast: the same products in bf16.
+    _, losses = job
+    for step, (fsdp, ddp) in enumerate(zip(losses["fsdp_bf16"], losses["ddp_bf16"]), start=1):
+        assert fsdp == pytest.approx(ddp, abs=0.02), f"step {step}"
+    assert losses["fsdp_bf16"] != losses["fsdp"], "the products ran in bf16"
+    assert losses["fsdp_bf16"][-1] < losses["fsdp_bf16"][0] - 0.3, "it learns"
 
 
 @pytest.mark.slow
