@@ -274,3 +274,20 @@ def test_the_summary_shows_each_strategys_memory_per_process():
     one = summary(model, TrainConfig(max_steps=1, batch_size=2), torch.device("cpu"),
                   torch.float32, 16, 1, 1, 1, decisions={"parallel": "none (one process)"})
     assert "memory per process" not in one and "parallel" not in one
+
+
+@pytest.mark.gpu
+def test_one_process_fsdp_on_a_gpu_with_offload_follows_plain_training(tmp_path: Path):
+    # The paths a CPU cannot take: NCCL, pinned offload memory, rows gathered onto the GPU
+    # from CPU memory for the checkpoints (sharding.gather).
+    plain: list[float] = []
+    tiny_run(plain, device="cuda", run_dir=tmp_path / "plain")
+    offloaded: list[float] = []
+    model = tiny_run(offloaded, device="cuda", parallel="fsdp", offload=True,
+                     run_dir=tmp_path / "offload")
+    assert offloaded == pytest.approx(plain, rel=1e-4)
+    assert model.tok_emb.weight.to_local().device.type == "cpu", "the rows live in CPU memory"
+    a = load_tensors(tmp_path / "plain" / "model.safetensors")
+    b = load_tensors(tmp_path / "offload" / "model.safetensors")
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-6), name
