@@ -5,7 +5,8 @@
 Data parallelism (distributed.py) keeps a whole replica in every process: 4 bytes of weights,
 4 of gradients and 8 of Adam's two moments per parameter, 16n bytes for n parameters, however
 many processes there are. FSDP (Zhao et al. 2023; PyTorch's `fully_shard`, FSDP2) splits each
-parameter by rows among the N processes instead, so a process holds 16n/N bytes of them:
+parameter by rows among the N processes instead (ZeRO stage 3, Rajbhandari et al. 2020), so a
+process holds 16n/N bytes of them:
 
     forward    a block's processes all-gather its rows into whole weights, run the block,
                and drop the gathered weights again
@@ -48,7 +49,7 @@ device's memory (the rest: activations' peaks, the allocator's slack, the CUDA c
 
 # ------------------------------------------------------------------------ choosing
 
-def choose(setting: str, model: B2lM, dist: Dist, device: torch.device, dtype: torch.dtype,
+def choose(setting: str, model: B2lM, dist: Dist, device: torch.device,
            activations: float) -> tuple[str, str]:
     """How fit spreads the model over the processes: ("none" | "ddp" | "fsdp", why).
 

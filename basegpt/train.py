@@ -235,8 +235,7 @@ class Trainer:
         raw, config = self.raw, self.config
         activations = summary_activations(raw, self.batch_size, self.T, self.dtype,
                                           config.activation_checkpointing)
-        parallel, self.parallel_why = choose(config.parallel, raw, dist, self.device,
-                                             self.dtype, activations)
+        parallel, self.parallel_why = choose(config.parallel, raw, dist, self.device, activations)
         if parallel == "fsdp" and not is_sharded(raw):
             if self.dtype == torch.float16:
                 raise ValueError("parallel='fsdp' trains in bfloat16 or float32, not float16 "

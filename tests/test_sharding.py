@@ -236,13 +236,13 @@ def test_auto_picks_ddp_while_a_replica_fits(monkeypatch):
     two = Dist(enabled=True, rank=0, world=2, device=torch.device("cpu"))
     need = 16 * model.num_parameters() + 1000
     monkeypatch.setattr(sharding, "device_memory", lambda device: int(need / 0.8) + 1)
-    assert choose("auto", model, two, torch.device("cpu"), torch.float32, 1000)[0] == "ddp"
+    assert choose("auto", model, two, torch.device("cpu"), 1000)[0] == "ddp"
     monkeypatch.setattr(sharding, "device_memory", lambda device: int(need / 0.8) - 1)
-    parallel, why = choose("auto", model, two, torch.device("cpu"), torch.float32, 1000)
+    parallel, why = choose("auto", model, two, torch.device("cpu"), 1000)
     assert parallel == "fsdp" and "over 80%" in why, why
-    assert choose("ddp", model, two, torch.device("cpu"), torch.float32, 0) == ("ddp", "asked")
-    assert choose("auto", model, Dist(), torch.device("cpu"), torch.float32, 0)[0] == "none"
-    assert choose("fsdp", model, Dist(), torch.device("cpu"), torch.float32, 0)[0] == "fsdp"
+    assert choose("ddp", model, two, torch.device("cpu"), 0) == ("ddp", "asked")
+    assert choose("auto", model, Dist(), torch.device("cpu"), 0)[0] == "none"
+    assert choose("fsdp", model, Dist(), torch.device("cpu"), 0)[0] == "fsdp"
 
 
 def test_bad_parallel_settings_are_clear_errors():
@@ -263,7 +263,7 @@ def test_the_summary_shows_each_strategys_memory_per_process():
     model = B2lM(vocab_size=300, **MODEL)
     n = model.num_parameters()
     text = summary(model, TrainConfig(max_steps=1, batch_size=2, parallel="fsdp"),
-                   torch.device("cpu"), torch.float32, 16, 1, 2, 1,
+                   torch.device("cpu"), 16, 1, 2, 1,
                    decisions={"parallel": "fsdp (asked)"})
     line = next(l for l in text.splitlines() if l.startswith("memory per process"))
     assert f"ddp {16 * n / 2**20:,.1f} MB" in line
