@@ -263,7 +263,7 @@ def test_the_summary_shows_each_strategys_memory_per_process():
     model = B2lM(vocab_size=300, **MODEL)
     n = model.num_parameters()
     text = summary(model, TrainConfig(max_steps=1, batch_size=2, parallel="fsdp"),
-                   torch.device("cpu"), 16, 1, 2, 1,
+                   torch.device("cpu"), torch.float32, 16, 1, 2, 1,
                    decisions={"parallel": "fsdp (asked)"})
     line = next(l for l in text.splitlines() if l.startswith("memory per process"))
     assert f"ddp {16 * n / 2**20:,.1f} MB" in line
