@@ -105,7 +105,7 @@ def env(out: Path) -> None:
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "cpus": os.cpu_count(), "commit": _commit(),
     }
-    for module in ("triton", "transformers"):
+    for module in ("numpy", "tqdm", "safetensors", "triton", "transformers"):
         try:
             info[module] = __import__(module).__version__
         except ImportError:

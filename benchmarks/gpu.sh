@@ -56,6 +56,17 @@ BUDGET=570            # seconds for all the steps together, the report after the
 RESERVE=15            # kept for the report
 MIN_STEP=20           # a step with less time left than this is skipped
 
+# basegpt's own runtime needs; without one of them every step would fail the same way.
+missing=$("$PY" -c 'import importlib.util
+print(" ".join(m for m in ("torch", "numpy", "tqdm", "safetensors")
+               if importlib.util.find_spec(m) is None))') || missing="(could not run $PY)"
+if [ -n "$missing" ]; then
+    echo "gpu.sh: error: basegpt needs the Python packages torch, numpy, tqdm and safetensors;" \
+         "$PY lacks: $missing. Install them, or name an interpreter that has them with" \
+         "PYTHON=..." >&2
+    exit 2
+fi
+
 if [ -z "${BASEGPT_SHAKESPEARE:-}" ]; then
     for candidate in "$ROOT/data/tinyshakespeare.txt" "$ROOT/../shared/data/tinyshakespeare.txt"; do
         if [ -f "$candidate" ]; then BASEGPT_SHAKESPEARE=$candidate; break; fi
