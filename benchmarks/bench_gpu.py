@@ -98,6 +98,7 @@ def measured_rate(records: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------ env
 
 def env(out: Path) -> None:
+    """What the figures depend on: GPUs, versions, the optional packages, the commit."""
     import torch
     info: dict[str, Any] = {
         "python": platform.python_version(), "torch": torch.__version__,
@@ -133,6 +134,8 @@ def _commit() -> str:
 
 def throughput(out: Path, dry_run: bool, warmup: int, steps: int, batch_size: int,
                max_seconds: float) -> None:
+    """GPT-2 small's training tokens/s and MFU through fit (module docstring); `max_seconds`
+    bounds the whole run, compilation included, so the step always ends within its cap."""
     import torch
     from torch.utils.data import Dataset
     from basegpt import B2lM
@@ -148,7 +151,7 @@ def throughput(out: Path, dry_run: bool, warmup: int, steps: int, batch_size: in
     T, V = config.n_context, config.vocab_size
 
     class RandomTokens(Dataset):
-        """Windows of uniformly random token ids; every index gives the same fixed window."""
+        """n fixed windows of uniformly random token ids (window i is the same each time)."""
 
         def __init__(self, n: int) -> None:
             self.ids = torch.randint(0, V, (n, T + 1), generator=torch.Generator().manual_seed(0))
