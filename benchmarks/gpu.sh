@@ -183,7 +183,7 @@ if "$PY" -m basegpt train --help 2>/dev/null | grep -q -- '--parallel'; then
 else
     for mode in ddp fsdp; do
         record "parallel-$mode" "not available" 0 0 \
-            "in this checkout: basegpt train has no --parallel flag"
+            "this checkout's basegpt train has no --parallel flag"
     done
 fi
 
