@@ -32,6 +32,8 @@
 #                        into data/ and have the copy include it. Without it, that step is
 #                        skipped and says so.
 #   GPU_SH_NPROC         processes for the DDP/FSDP steps (default: the GPU count; dry run 1)
+#   GPU_SH_STEPS         the steps to run, e.g. "env decode" (default all: env throughput
+#                        shakespeare decode parallel); the others are reported as skipped
 #   PYTHON               the interpreter (default python3)
 #   BASEGPT_COMMIT       the commit to report where the checkout was copied without .git
 #
@@ -47,6 +49,7 @@ mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 PY=${PYTHON:-python3}
 DRY=${GPU_SH_DRY_RUN:-0}
+WANTED=" ${GPU_SH_STEPS:-env throughput shakespeare decode parallel} "
 [ "$DRY" = "0" ] && DRY=""
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export BASEGPT_CACHE="$OUT_DIR/cache"
@@ -85,7 +88,8 @@ if [ -n "$DRY" ]; then
           --batch-size 4 --eval-tokens 256 --device cpu --dtype float32 --compile off)
     SHAKESPEARE_RUN=("${TINY[@]}" --max-steps 4 --eval-every 2 --max-minutes 1)
     DECODE=(--device cpu --sizes seed --batch 1 4 --new-tokens 8 --repeats 1)
-    PARALLEL_RUN=("${TINY[@]}" --max-bytes 200000 --batch-tokens 64 --max-steps 3)
+    PARALLEL_RUN=("${TINY[@]}" --max-bytes 200000 --batch-tokens $((4 * 16 * NPROC))
+                  --max-steps 3)
 else
     if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
         echo "gpu.sh: error: no CUDA GPU is visible to $PY (torch.cuda.is_available() is False);" \
@@ -119,11 +123,31 @@ json.dump({"status": status, "seconds": int(seconds), "cap_s": int(cap), "note":
     printf '%-14s %-14s %4ss  %s\n' "$1" "$2" "$3" "$5"
 }
 
+# why NAME: the line of logs/NAME.log that best says why the step failed: basegpt's own
+# error line, else the last line naming an error (a traceback's last line; under torchrun the
+# children's tracebacks come before torchrun's summary), else the last line.
+why() {
+    local log="$OUT_DIR/logs/$1.log" line
+    line=$(grep -m 1 '^basegpt: error:' "$log")
+    [ -n "$line" ] || line=$(grep -E '^[A-Za-z_.]*(Error|Exception)\b' "$log" | tail -n 1)
+    [ -n "$line" ] || line=$(grep -v '^\s*$' "$log" | tail -n 1)
+    printf '%s' "${line:0:200}"
+}
+
+# wanted NAME: NAME (parallel-ddp counts as parallel) is in GPU_SH_STEPS; else it is
+# recorded as skipped.
+wanted() {
+    [[ "$WANTED" == *" ${1%%-*} "* ]] && return 0
+    record "$1" skipped 0 0 "not in GPU_SH_STEPS"
+    return 1
+}
+
 # step NAME CAP COMMAND...: run COMMAND under a time cap (shortened to what the budget has
 # left) with its output in logs/NAME.log, and record how it ended.
 step() {
     local name=$1 cap=$2
     shift 2
+    wanted "$name" || return 0
     local left=$((BUDGET - SECONDS - RESERVE))
     if ((left < MIN_STEP)); then
         record "$name" skipped 0 0 "out of time: ${left} s left of the ${BUDGET} s budget"
@@ -138,9 +162,7 @@ step() {
     elif ((rc == 124 || rc == 137)); then
         record "$name" "timed out" "$took" "$cap" "stopped at its ${cap} s cap; logs/$name.log"
     else
-        local last
-        last=$(grep -v '^\s*$' "$OUT_DIR/logs/$name.log" | tail -n 1 | cut -c1-200)
-        record "$name" failed "$took" "$cap" "exit $rc; logs/$name.log: $last"
+        record "$name" failed "$took" "$cap" "exit $rc; logs/$name.log: $(why "$name")"
     fi
 }
 
@@ -161,8 +183,9 @@ step throughput "$CAP_THROUGHPUT" "$PY" "$BENCH/bench_gpu.py" throughput "$OUT_D
     "${THROUGHPUT[@]}"
 
 if [ -z "$SHAKESPEARE" ] || [ ! -f "$SHAKESPEARE" ]; then
-    record shakespeare skipped 0 0 "no tinyshakespeare file${SHAKESPEARE:+ at $SHAKESPEARE}:" \
-"copy input.txt into data/ of the checkout and set BASEGPT_SHAKESPEARE=data/tinyshakespeare.txt"
+    wanted shakespeare && record shakespeare skipped 0 0 "no tinyshakespeare file${SHAKESPEARE:+ \
+at $SHAKESPEARE}: copy input.txt into data/ of the checkout and set \
+BASEGPT_SHAKESPEARE=data/tinyshakespeare.txt"
 else
     step shakespeare "$CAP_SHAKESPEARE" "$PY" -m basegpt train --preset shakespeare-char \
         "$SHAKESPEARE" --out "$OUT_DIR/runs/shakespeare-char" --overwrite \
@@ -172,7 +195,10 @@ fi
 step decode "$CAP_DECODE" "$PY" "$BENCH/bench_generate.py" "${DECODE[@]}" \
     --json "$OUT_DIR/decode.json"
 
-if "$PY" -m basegpt train --help 2>/dev/null | grep -q -- '--parallel'; then
+if [[ "$WANTED" != *" parallel "* ]]; then
+    wanted parallel-ddp
+    wanted parallel-fsdp
+elif "$PY" -m basegpt train --help 2>/dev/null | grep -q -- '--parallel'; then
     for mode in ddp fsdp; do
         step "parallel-$mode" "$CAP_PARALLEL" "$PY" -m torch.distributed.run --standalone \
             --nproc_per_node="$NPROC" "$BENCH/bench_gpu.py" peak-memory \
@@ -182,7 +208,7 @@ if "$PY" -m basegpt train --help 2>/dev/null | grep -q -- '--parallel'; then
     done
 else
     for mode in ddp fsdp; do
-        record "parallel-$mode" "not available" 0 0 \
+        wanted "parallel-$mode" && record "parallel-$mode" "not available" 0 0 \
             "this checkout's basegpt train has no --parallel flag"
     done
 fi

@@ -43,6 +43,28 @@ def test_the_script_is_valid_bash_and_refuses_without_a_gpu(tmp_path):
     assert not (out / "results.json").exists(), "a refused run wrote results"
 
 
+def test_a_failing_step_is_reported_with_its_error_and_the_script_goes_on(tmp_path):
+    """Only the shakespeare step (GPU_SH_STEPS), on a file that is not UTF-8: basegpt exits 2,
+    and the step's record and table row carry basegpt's error line."""
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe not text")
+    out = tmp_path / "out"
+    proc = run_script(out, GPU_SH_DRY_RUN="1", GPU_SH_STEPS="shakespeare",
+                      BASEGPT_SHAKESPEARE=str(bad))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    step = results["shakespeare"]
+    assert step["status"] == "failed", step
+    assert step["note"].startswith("exit 2; logs/shakespeare.log: basegpt: error: "), step
+    assert f"{bad} is not valid UTF-8" in step["note"], step
+    for other in ("env", "throughput", "decode", "parallel-ddp", "parallel-fsdp"):
+        assert results[other]["status"] == "skipped", (other, results[other])
+        assert results[other]["note"] == "not in GPU_SH_STEPS", (other, results[other])
+    row = next(line for line in (out / "gpu.md").read_text().splitlines()
+               if line.startswith("| shakespeare-char"))
+    assert "| failed: exit 2; logs/shakespeare.log: basegpt: error: " in row, row
+
+
 def test_measured_rate_counts_only_the_steps_after_warmup():
     # Steps of 100 tokens; after the warm-up step they take 2, 1 and 0.5 s: 300 / 3.5 tok/s.
     records = [{"tokens": 100 * i, "tokens_per_s": rate, "mfu": rate / 200}
