@@ -103,7 +103,7 @@ else
     CAP_ENV=40 CAP_THROUGHPUT=120 CAP_SHAKESPEARE=135 CAP_DECODE=80 CAP_PARALLEL=70
     THROUGHPUT=(--warmup 20 --steps 50 --batch-size 16 --max-seconds 105)
     SHAKESPEARE_RUN=(--max-minutes 1.5 --eval-every 100)
-    DECODE=(--device cuda --sizes gpt2 --batch 1 32 --new-tokens 128 --repeats 3
+    DECODE=(--device cuda --sizes gpt2 --batch 1 32 --new-tokens 128 --repeats 2
             --dtype bfloat16)
     # 8 sequences of 1024 per process and step, no accumulation; compile off in both, so
     # the two differ only in how they hold and synchronise the model.
