@@ -125,11 +125,12 @@ json.dump({"status": status, "seconds": int(seconds), "cap_s": int(cap), "note":
 
 # why NAME: the line of logs/NAME.log that best says why the step failed: basegpt's own
 # error line, else the last line naming an error (a traceback's last line; under torchrun the
-# children's tracebacks come before torchrun's summary), else the last line.
+# children's, not torchrun's own ChildFailedError after them), else the last line.
 why() {
     local log="$OUT_DIR/logs/$1.log" line
     line=$(grep -m 1 '^basegpt: error:' "$log")
-    [ -n "$line" ] || line=$(grep -E '^[A-Za-z_.]*(Error|Exception)\b' "$log" | tail -n 1)
+    [ -n "$line" ] || line=$(grep -E '^[A-Za-z_.]*(Error|Exception)\b' "$log" |
+                             grep -v ChildFailedError | tail -n 1)
     [ -n "$line" ] || line=$(grep -v '^\s*$' "$log" | tail -n 1)
     printf '%s' "${line:0:200}"
 }
