@@ -38,8 +38,10 @@
 #   BASEGPT_COMMIT       the commit to report where the checkout was copied without .git
 #
 # basegpt runs from this checkout (PYTHONPATH), installed or not; its tokenizer's C extension
-# is optional (the pure-Python code gives the same results). Tokenizers and prepared data go
-# to OUT/cache (BASEGPT_CACHE), runs to OUT/runs.
+# is optional (the pure-Python code gives the same results). Runs (their checkpoints are
+# hundreds of MB) and the cache of tokenizers and prepared data (BASEGPT_CACHE) go to a
+# temporary folder, $GPU_SH_WORK if set (then kept), else one made under $TMPDIR and removed
+# at the end; each run's metrics.jsonl, config.json and run.json are copied to OUT/runs/.
 
 set -u -o pipefail
 
@@ -52,8 +54,15 @@ DRY=${GPU_SH_DRY_RUN:-0}
 WANTED=" ${GPU_SH_STEPS:-env throughput shakespeare decode parallel} "
 [ "$DRY" = "0" ] && DRY=""
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-export BASEGPT_CACHE="$OUT_DIR/cache"
 BENCH="$ROOT/benchmarks"
+if [ -n "${GPU_SH_WORK:-}" ]; then
+    WORK=$GPU_SH_WORK
+    mkdir -p "$WORK"
+else
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/basegpt-gpu.XXXXXX")
+    trap 'rm -rf "$WORK"' EXIT
+fi
+export BASEGPT_CACHE="$WORK/cache"
 
 BUDGET=570            # seconds for all the steps together, the report after them
 RESERVE=15            # kept for the report
@@ -112,7 +121,8 @@ else
 fi
 
 mkdir -p "$OUT_DIR/logs" "$OUT_DIR/steps" "$OUT_DIR/parallel"
-rm -f "$OUT_DIR"/steps/*.json "$OUT_DIR"/parallel/*.json "$OUT_DIR"/{env,throughput,decode}.json
+rm -rf "$OUT_DIR"/steps/*.json "$OUT_DIR"/parallel/*.json "$OUT_DIR"/{env,throughput,decode}.json \
+    "$OUT_DIR/runs"
 
 # record STEP STATUS SECONDS CAP NOTE: the step's status file, which the report reads.
 record() {
@@ -133,6 +143,17 @@ why() {
                              grep -v ChildFailedError | tail -n 1)
     [ -n "$line" ] || line=$(grep -v '^\s*$' "$log" | tail -n 1)
     printf '%s' "${line:0:200}"
+}
+
+# keep_run NAME: the small files of run WORK/runs/NAME (what the report reads, and what
+# says how it ran) into OUT/runs/NAME; its checkpoints stay behind.
+keep_run() {
+    local file
+    mkdir -p "$OUT_DIR/runs/$1"
+    for file in metrics.jsonl config.json run.json; do
+        [ -f "$WORK/runs/$1/$file" ] && cp "$WORK/runs/$1/$file" "$OUT_DIR/runs/$1/"
+    done
+    return 0
 }
 
 # wanted NAME: NAME (parallel-ddp counts as parallel) is in GPU_SH_STEPS; else it is
@@ -189,8 +210,9 @@ at $SHAKESPEARE}: copy input.txt into data/ of the checkout and set \
 BASEGPT_SHAKESPEARE=data/tinyshakespeare.txt"
 else
     step shakespeare "$CAP_SHAKESPEARE" "$PY" -m basegpt train --preset shakespeare-char \
-        "$SHAKESPEARE" --out "$OUT_DIR/runs/shakespeare-char" --overwrite \
+        "$SHAKESPEARE" --out "$WORK/runs/shakespeare-char" --overwrite \
         "${SHAKESPEARE_RUN[@]}"
+    keep_run shakespeare-char
 fi
 
 step decode "$CAP_DECODE" "$PY" "$BENCH/bench_generate.py" "${DECODE[@]}" \
@@ -204,8 +226,9 @@ elif "$PY" -m basegpt train --help 2>/dev/null | grep -q -- '--parallel'; then
         step "parallel-$mode" "$CAP_PARALLEL" "$PY" -m torch.distributed.run --standalone \
             --nproc_per_node="$NPROC" "$BENCH/bench_gpu.py" peak-memory \
             "$OUT_DIR/parallel/$mode" -- train --preset gpt2-small --vocab-size 258 \
-            --out "$OUT_DIR/runs/parallel-$mode" --overwrite --parallel "$mode" \
+            --out "$WORK/runs/parallel-$mode" --overwrite --parallel "$mode" \
             "${PARALLEL_RUN[@]}"
+        keep_run "parallel-$mode"
     done
 else
     for mode in ddp fsdp; do

@@ -166,6 +166,9 @@ def test_dry_run_goes_through_every_step(tmp_path):
             assert step["status"] == "not available", step
             assert "no --parallel flag" in step["note"], step
 
+    # the run's metrics came back to OUT, its checkpoints (hundreds of MB on a GPU) did not
+    assert not list(out.rglob("*.safetensors")), list(out.rglob("*.safetensors"))
+
     md = (out / "gpu.md").read_text()
     assert md == proc.stdout[proc.stdout.index("### GPU"):proc.stdout.rindex("gpu.sh: ")], \
         "gpu.sh printed something else than gpu.md"
