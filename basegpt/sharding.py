@@ -15,9 +15,10 @@ process holds 16n/N bytes of them:
     step       each process updates its own rows with its own rows of Adam's moments
 
 The unit of gathering is one block; the embeddings, the final norm and the head form the
-root unit (with a tied head, one tensor). At any moment a process holds about two units
-whole (the one computing, the next one prefetched). The arithmetic is the data-parallel
-step's: a test holds FSDP's losses equal to DDP's and to one process's.
+root unit (with a tied head, one tensor), gathered for the whole forward pass. Besides it, a
+process holds two blocks whole at a time (the one computing, the next one prefetched). The
+arithmetic is the data-parallel step's: a test holds FSDP's losses equal to DDP's and to one
+process's.
 
 Options: mixed precision (the gathered weights in bf16/fp16 while the rows and the gradient
 reduction stay fp32), activation checkpointing (B2lM.activation_checkpointing), and CPU offload
@@ -80,13 +81,14 @@ def replica_bytes(n_params: int) -> int:
 
 
 def sharded_bytes(model: B2lM, world: int, gathered_bytes: int = 4) -> int:
-    """One FSDP process's training state: 1/world of the replica, plus two units gathered
-    whole at a time (the computing one and the prefetched next), `gathered_bytes` per value
-    (2 with bf16/fp16 mixed precision)."""
+    """One FSDP process's training state: 1/world of the replica, plus the weights gathered
+    whole at a time, `gathered_bytes` per value (2 with bf16/fp16 mixed precision): the root
+    unit for the whole forward pass (the tied head at its end uses the embedding of its start)
+    and two blocks (the one computing and the next, prefetched)."""
     units = [sum(p.numel() for p in block.parameters()) for block in model.blocks]
     root = model.num_parameters() - sum(units)
-    largest = sorted(units + [root])[-2:]
-    return math.ceil(replica_bytes(model.num_parameters()) / world) + gathered_bytes * sum(largest)
+    return (math.ceil(replica_bytes(model.num_parameters()) / world)
+            + gathered_bytes * (root + 2 * max(units)))
 
 
 def device_memory(device: torch.device) -> int | None:

@@ -712,7 +712,7 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
         gathered = 2 if dtype in (torch.float16, torch.bfloat16) else 4
         lines.append(f"memory per process, without activations: ddp {replica_bytes(n) * mb:,.1f} "
                      f"MB (a whole replica), fsdp {sharded_bytes(model, world, gathered) * mb:,.1f}"
-                     f" MB (1/{world} of it + two blocks gathered)"
+                     f" MB (1/{world} of it + the embeddings and two blocks gathered)"
                      + ("; offloaded to CPU memory but the gathered blocks" if config.offload
                         else ""))
     lines += [

@@ -175,7 +175,12 @@ def test_dry_run_goes_through_every_step(tmp_path):
     lines = md.splitlines()
     assert lines[0].startswith("### GPU (DRY RUN"), lines[0]
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| what")]
-    assert len(rows) == 1 + 1 + 2 + 2, rows       # throughput, shakespeare, 2 decode, ddp, fsdp
+    both = has_parallel_flag()                   # then a row compares FSDP with DDP
+    assert len(rows) == 1 + 1 + 2 + 2 + both, rows  # throughput, shakespeare, 2 decode, ddp, fsdp
+    if both:
+        ddp, fsdp = (results[f"parallel-{m}"]["results"] for m in ("ddp", "fsdp"))
+        assert rows[6].startswith("| FSDP / DDP | tokens/s "
+                                  f"{fsdp['tokens_per_s'] / ddp['tokens_per_s']:.2f}x"), rows[6]
     assert f"{speed['tokens_per_s']:,.0f} tok/s" in rows[0], rows[0]
     assert f"{shakes['best_val_bpc']:.3f} at step {shakes['best_at_step']}" in rows[1], rows[1]
     assert f"{decode['rows'][1]['kv_cache']:,.0f} tok/s" in rows[3], rows[3]

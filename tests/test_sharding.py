@@ -268,7 +268,7 @@ def test_the_summary_shows_each_strategys_memory_per_process():
     line = next(l for l in text.splitlines() if l.startswith("memory per process"))
     assert f"ddp {16 * n / 2**20:,.1f} MB" in line
     block = sum(p.numel() for p in model.blocks[0].parameters())
-    fsdp = (16 * n // 2 + 4 * (block + (n - 2 * block))) / 2**20
+    fsdp = (16 * n // 2 + 4 * ((n - 2 * block) + 2 * block)) / 2**20
     assert f"fsdp {fsdp:,.1f} MB (1/2 of it" in line, line
     assert "parallel fsdp (asked)" in text
     one = summary(model, TrainConfig(max_steps=1, batch_size=2), torch.device("cpu"),
