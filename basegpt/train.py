@@ -539,8 +539,9 @@ class Trainer:
                 save_checkpoint(run_dir, weights, self.optimizer, self.scaler, self.stream,
                                 self.config.keep_checkpoints, progress, is_best,
                                 rng_ranks=rng_ranks, begun=sharded)
-            if sharded:                        # committed before any process goes on
-                dist.barrier()
+            # Committed before any process goes on: one that went on to read the run (a
+            # resume in the same job, a sample from the weights) would find it half-written.
+            dist.barrier()
         self.saved_at = self.steps
 
     def finish(self) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,8 +107,9 @@ def one_process() -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", ["fsdp", "fsdp_recompute", "fsdp_offload", "fsdp_whole_batches"])
-def test_fsdp_follows_ddp_and_one_process(job, one_process, run: str):
+@pytest.mark.parametrize("run", ["ddp", "fsdp", "fsdp_recompute", "fsdp_offload",
+                                 "fsdp_whole_batches"])
+def test_ddp_and_fsdp_follow_one_process(job, one_process, run: str):
     _, losses = job
     assert len(losses[run]) == 6
     for step, (mine, ddp, single) in enumerate(zip(losses[run], losses["ddp"], one_process)):
