@@ -103,7 +103,8 @@ struct Plan {
     Linear head;
     Layer *layers;
     /* shared between threads: the products' outputs */
-    float *qkv, *att, *delta, *hidden, *up, *logits;
+    float *qkv, *att, *hidden, *up, *logits, *partials;
+    int pstride;                            /* floats between two threads' partials */
     /* per thread: x, h, scores; widest floats each */
     float *priv;
     /* the current job */
@@ -130,23 +131,25 @@ static void rows_of(int n, int t, int n_threads, int *lo, int *hi) {
     *hi = *lo + chunk < n ? *lo + chunk : n;
 }
 
-/* y[o] = b[o] + sum_i x[i] W[o, i] for o in [lo, hi) */
-HOT static void matvec(const Linear *L, const float *restrict x, float *restrict y, int lo, int hi) {
-    const float *w = L->w;
+/* y[o] = sum_{i in [in_lo, in_hi)} x[i] W[o, i], plus b[o] if with_bias (so that partial sums
+ * over input ranges add the bias once), for o in [lo, hi) */
+HOT static void matvec(const Linear *L, const float *restrict x, float *restrict y, int lo, int hi,
+                       int in_lo, int in_hi, int with_bias) {
+    const float *w = L->w, *b = with_bias ? L->b : NULL;
     if (L->s_out == 1) {                    /* (in, out) memory: rows of outputs */
         Py_ssize_t s = L->s_in;
         for (int o = lo; o < hi; o += BLOCK) {
             int n = hi - o < BLOCK ? hi - o : BLOCK;
             float acc[BLOCK] = {0};
             if (n == BLOCK) {
-                for (int i = 0; i < L->n_in; i++) {
+                for (int i = in_lo; i < in_hi; i++) {
                     const float *row = w + i * s + o;
                     float xi = x[i];
                     for (int j = 0; j < BLOCK; j++)
                         acc[j] += xi * row[j];
                 }
             } else {
-                for (int i = 0; i < L->n_in; i++) {
+                for (int i = in_lo; i < in_hi; i++) {
                     const float *row = w + i * s + o;
                     float xi = x[i];
                     for (int j = 0; j < n; j++)
@@ -154,29 +157,29 @@ HOT static void matvec(const Linear *L, const float *restrict x, float *restrict
                 }
             }
             for (int j = 0; j < n; j++)
-                y[o + j] = L->b ? acc[j] + L->b[o + j] : acc[j];
+                y[o + j] = b ? acc[j] + b[o + j] : acc[j];
         }
     } else if (L->s_in == 1) {              /* (out, in) memory: one dot product per output */
         for (int o = lo; o < hi; o++) {
             const float *row = w + o * L->s_out;
             float part[16] = {0};           /* 16 partial sums: vectorised, no reassociation */
-            int i = 0;
-            for (; i + 16 <= L->n_in; i += 16)
+            int i = in_lo;
+            for (; i + 16 <= in_hi; i += 16)
                 for (int j = 0; j < 16; j++)
                     part[j] += row[i + j] * x[i + j];
             float sum = 0.0f;
-            for (; i < L->n_in; i++)
+            for (; i < in_hi; i++)
                 sum += row[i] * x[i];
             for (int j = 0; j < 16; j++)
                 sum += part[j];
-            y[o] = L->b ? sum + L->b[o] : sum;
+            y[o] = b ? sum + b[o] : sum;
         }
     } else {                                /* any other strides: plain loops */
         for (int o = lo; o < hi; o++) {
             float sum = 0.0f;
-            for (int i = 0; i < L->n_in; i++)
+            for (int i = in_lo; i < in_hi; i++)
                 sum += w[o * L->s_out + i * L->s_in] * x[i];
-            y[o] = L->b ? sum + L->b[o] : sum;
+            y[o] = b ? sum + b[o] : sum;
         }
     }
 }
@@ -308,6 +311,23 @@ static void barrier_wait(Barrier *B, int n_threads, int *local_sense) {
     }
 }
 
+/* x += the sum of the threads' partial vectors, in thread order: every thread adds the same
+ * numbers in the same order, so the copies of x stay equal */
+static void add_partials(float *x, const float *partials, int n_threads, int stride, int C) {
+    for (int c = 0; c < C; c++) {
+        float sum = partials[c];
+        for (int t = 1; t < n_threads; t++)
+            sum += partials[(Py_ssize_t)t * stride + c];
+        x[c] += sum;
+    }
+}
+
+/* Thread t's share of one step. Per block the threads meet twice (three times when the kv
+ * heads do not divide between them): each thread computes q, k, v for its own heads, attends
+ * with them, and multiplies its heads' outputs by their rows of Wo (a partial sum); after the
+ * first meeting all add the partials to x. The feed-forward goes the same way over its hidden
+ * units. Partials alternate between two buffers, so a thread that runs ahead never overwrites
+ * one that another thread is still adding. */
 static void run_step(Plan *P, int t, int *sense) {
     int C = P->C, T = P->n_threads, lo, hi;
     float *x = P->priv + (Py_ssize_t)t * 3 * P->widest;
@@ -322,22 +342,30 @@ static void run_step(Plan *P, int t, int *sense) {
             x[c] = x[c] * P->pos_scale + P->pos_table[(Py_ssize_t)P->pos * C + c];
     for (int l = 0; l < P->n_layer; l++) {
         const Layer *L = &P->layers[l];
+        int H = L->H, G = L->G, D = L->D, Dv = L->Dv;
+        float *partial_a = P->partials, *partial_b = P->partials + (Py_ssize_t)T * P->pstride;
         const float *in = x;
         if (L->pre_norm) {
             norm(&L->norm1, x, h, C);
             in = h;
         }
-        rows_of(L->qkv.n_out, t, T, &lo, &hi);
-        matvec(&L->qkv, in, P->qkv, lo, hi);
-        barrier_wait(&P->barrier, T, sense);
-        int g_lo = (int)((long)L->G * t / T), g_hi = (int)((long)L->G * (t + 1) / T);
+        int g_lo = (int)((long)G * t / T), g_hi = (int)((long)G * (t + 1) / T);
+        int h_lo = g_lo * (H / G), h_hi = g_hi * (H / G);
+        if (G % T == 0) {                   /* q, k, v of this thread's heads only */
+            matvec(&L->qkv, in, P->qkv, h_lo * D, h_hi * D, 0, C, 1);
+            matvec(&L->qkv, in, P->qkv, H * D + g_lo * D, H * D + g_hi * D, 0, C, 1);
+            matvec(&L->qkv, in, P->qkv, H * D + G * D + g_lo * Dv, H * D + G * D + g_hi * Dv,
+                   0, C, 1);
+        } else {                            /* fewer kv heads than threads: share rows */
+            rows_of(L->qkv.n_out, t, T, &lo, &hi);
+            matvec(&L->qkv, in, P->qkv, lo, hi, 0, C, 1);
+            barrier_wait(&P->barrier, T, sense);
+        }
         attend(P, L, g_lo, g_hi, scores);
+        matvec(&L->out, P->att, partial_a + (Py_ssize_t)t * P->pstride, 0, C, h_lo * Dv, h_hi * Dv,
+               t == 0);
         barrier_wait(&P->barrier, T, sense);
-        rows_of(C, t, T, &lo, &hi);
-        matvec(&L->out, P->att, P->delta, lo, hi);
-        barrier_wait(&P->barrier, T, sense);
-        for (int c = 0; c < C; c++)
-            x[c] += P->delta[c];
+        add_partials(x, partial_a, T, P->pstride, C);
         if (L->pre_norm) {
             norm(&L->norm2, x, h, C);
             in = h;
@@ -347,28 +375,25 @@ static void run_step(Plan *P, int t, int *sense) {
         }
         rows_of(L->F, t, T, &lo, &hi);
         if (L->ff == FF_SWIGLU) {
-            matvec(&L->gate, in, P->hidden, lo, hi);
-            matvec(&L->up, in, P->up, lo, hi);
+            matvec(&L->gate, in, P->hidden, lo, hi, 0, C, 1);
+            matvec(&L->up, in, P->up, lo, hi, 0, C, 1);
             for (int f = lo; f < hi; f++)
                 P->hidden[f] = silu(P->hidden[f]) * P->up[f];
         } else {
-            matvec(&L->up, in, P->hidden, lo, hi);
+            matvec(&L->up, in, P->hidden, lo, hi, 0, C, 1);
             for (int f = lo; f < hi; f++)
                 P->hidden[f] = L->ff == FF_GELU ? gelu_tanh(P->hidden[f])
                                                 : (P->hidden[f] > 0.0f ? P->hidden[f] : 0.0f);
         }
+        matvec(&L->down, P->hidden, partial_b + (Py_ssize_t)t * P->pstride, 0, C, lo, hi, t == 0);
         barrier_wait(&P->barrier, T, sense);
-        rows_of(C, t, T, &lo, &hi);
-        matvec(&L->down, P->hidden, P->delta, lo, hi);
-        barrier_wait(&P->barrier, T, sense);
-        for (int c = 0; c < C; c++)
-            x[c] += P->delta[c];
+        add_partials(x, partial_b, T, P->pstride, C);
         if (!L->pre_norm)
             norm(&L->norm2, x, x, C);
     }
     norm(&P->final_norm, x, h, C);
     rows_of(P->V, t, T, &lo, &hi);
-    matvec(&P->head, h, P->logits, lo, hi);
+    matvec(&P->head, h, P->logits, lo, hi, 0, C, 1);
     barrier_wait(&P->barrier, T, sense);
 }
 
@@ -548,7 +573,9 @@ static PyObject *py_new(PyObject *self, PyObject *args) {
     }
     P->widest = widest;
     /* one block for the shared buffers, each on its own cache lines */
-    Py_ssize_t pad = ROW_ALIGN, sizes[6] = {n_qkv, n_att, P->C, n_ff, n_ff, P->V}, total = 0;
+    P->pstride = (P->C + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
+    Py_ssize_t pad = ROW_ALIGN, total = 0,
+               sizes[6] = {n_qkv, n_att, n_ff, n_ff, P->V, (Py_ssize_t)2 * P->n_threads * P->pstride};
     for (int i = 0; i < 6; i++)
         total += (sizes[i] + pad - 1) / pad * pad;
     P->qkv = aligned_alloc(64, sizeof(float) * total);
@@ -558,7 +585,7 @@ static PyObject *py_new(PyObject *self, PyObject *args) {
         plan_free(P);
         return PyErr_NoMemory();
     }
-    float *at = P->qkv, **bufs[6] = {&P->qkv, &P->att, &P->delta, &P->hidden, &P->up, &P->logits};
+    float *at = P->qkv, **bufs[6] = {&P->qkv, &P->att, &P->hidden, &P->up, &P->logits, &P->partials};
     for (int i = 0; i < 6; i++) {
         *bufs[i] = at;
         at += (sizes[i] + pad - 1) / pad * pad;

@@ -66,9 +66,10 @@ def compiled_unsupported(model: B2lM) -> str | None:
     if _decode is None:
         return ("the C extension basegpt.fast._decode was not built (reinstall with a C "
                 "compiler: pip install -e .)")
-    params = list(model.parameters()) + list(model.buffers())
-    if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in params):
-        return "its parameters are not all float32 on the CPU"
+    for module in model.modules():                      # one walk: it runs every generation
+        for t in (*module._parameters.values(), *module._buffers.values()):
+            if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+                return "its parameters are not all float32 on the CPU"
     if model.tok_emb.max_norm is not None:
         return "tok_emb renormalises its rows (max_norm)"
     if type(model.positional) not in _POSITIONALS:

@@ -73,9 +73,11 @@ def unsupported(model: nn.Module) -> str | None:
         return "this torch keeps its global forward hooks where DecodeStep cannot check them"
     if any(tables):
         return "a global forward hook is registered"
-    for name, module in model.named_modules():
+    for name, module in model.named_modules():          # one walk: it runs every generation
         if module._forward_hooks or module._forward_pre_hooks:
             return f"{name or 'the model'} has a forward hook"
+        if isinstance(module, nn.Linear) and type(module) is not nn.Linear:
+            return f"{name} is a {type(module).__name__}, a subclass of nn.Linear"
     if type(model.tok_emb) is not nn.Embedding:
         return f"tok_emb is a {type(model.tok_emb).__name__}, not nn.Embedding"
     for i, block in enumerate(model.blocks):
@@ -85,9 +87,6 @@ def unsupported(model: nn.Module) -> str | None:
         for what, (part, known) in parts.items():
             if type(part) not in known:
                 return f"block {i}'s {what} is a {type(part).__name__}, not one of basegpt's"
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and type(module) is not nn.Linear:
-            return f"{name} is a {type(module).__name__}, a subclass of nn.Linear"
     return None
 
 
