@@ -102,7 +102,8 @@ class CompiledStep:
 
     Like DecodeStep it reads the parameters' memory as it finds it when built (updates made in
     place are seen; a parameter replaced later is not) and holds on to those tensors, so the
-    memory it reads stays alive. Threads: torch.get_num_threads() when built.
+    memory it reads stays alive. Threads: torch.get_num_threads() when built; its buffers are
+    its own, so one step object serves one generation at a time, as generate.py uses it.
     """
 
     def __init__(self, model: B2lM) -> None:
