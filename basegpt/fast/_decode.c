@@ -16,13 +16,15 @@
  * Why: at batch 1 a small model's step is a few hundred microseconds of arithmetic, and the
  * Python and torch dispatch around each of its ~40 operations costs more than the arithmetic.
  *
- * Threads: each matrix-vector product's outputs are split between n_threads threads (the
- * caller's thread is thread 0), each thread always taking the same rows, so a thread's share
- * of the weights stays in its core's cache from one token to the next. Between products the
- * threads meet at a spin barrier. Every thread keeps its own copy of the residual vector x and
- * updates it with the same arithmetic in the same order, so the copies stay identical and the
- * norms need no extra meeting. Between steps the other threads spin for a while, then sleep
- * on a condition variable.
+ * Threads: the work is split between n_threads threads (the caller's thread is thread 0), each
+ * always taking the same share, so its part of the weights stays in its core's cache from one
+ * token to the next: the query, key and value rows and the attention of its own heads, then
+ * their rows of Wo (a partial sum of x's update); the hidden units of its share of the
+ * feed-forward, then their rows of the down projection (another partial sum); its rows of the
+ * head. The threads meet at a spin barrier after each partial sum (twice a block), and every
+ * thread adds all partials to its own copy of the residual vector x in the same order, so the
+ * copies stay identical and the norms need no meeting. Between steps the other threads spin
+ * for a while, then sleep on a condition variable.
  *
  * Weights are read in place through (pointer, stride of an output, stride of an input): an
  * nn.Linear kept in (in, out) memory order (basegpt.fast.store_transposed) is read as rows of
@@ -33,6 +35,7 @@
 #define Py_LIMITED_API 0x030A0000
 #include <Python.h>
 
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -62,8 +65,8 @@ enum { FF_RELU = 0, FF_GELU = 1, FF_SWIGLU = 2 };
 
 #define ROW_ALIGN 16        /* a thread's first output row: a multiple of one 64-byte line */
 #define BLOCK 64            /* outputs accumulated in registers at once (axpy form) */
-#define SPINS_BEFORE_YIELD 256
-#define SPINS_BEFORE_SLEEP 200000
+#define SPINS_BEFORE_YIELD 256      /* a barrier's wait: then the waiting thread yields its core */
+#define SPINS_BEFORE_SLEEP 200000   /* between tokens: milliseconds, longer than Python's part */
 
 typedef struct {
     const float *w;          /* W[o, i] = w[o * s_out + i * s_in] */
@@ -655,8 +658,10 @@ static PyObject *py_step(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     P->token = token;
     P->pos = pos;
-    if (P->n_threads > 1)
-        post(P, atomic_load_explicit(&P->epoch, memory_order_relaxed) + 1);
+    if (P->n_threads > 1) {
+        int epoch = atomic_load_explicit(&P->epoch, memory_order_relaxed);
+        post(P, epoch == INT_MAX ? 1 : epoch + 1);  /* never negative: that means "exit" */
+    }
     run_step(P, 0, &P->main_sense);
     memcpy(logits, P->logits, sizeof(float) * P->V);
     Py_END_ALLOW_THREADS
