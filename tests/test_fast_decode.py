@@ -485,3 +485,30 @@ def test_the_compiled_step_checks_its_input():
         step(torch.tensor([1]), full)
     with pytest.raises(ValueError, match="needs a float32 CPU KV cache"):
         step(torch.tensor([1]), model.to(torch.float64).new_kv_cache(1))
+
+
+@needs_c
+def test_the_compiled_step_refuses_memory_it_cannot_read_as_one_block():
+    """Matrices are read through their strides (a Linear in either layout); a vector or a
+    position table laid out otherwise is refused, and the torch steps run instead."""
+    model = tiny(norm_position="pre", positional="learned")
+    with torch.no_grad():
+        pos = model.positional.weight
+        pos.data = pos.data.t().contiguous().t()                 # the same values, strided
+    assert compiled_unsupported(model) == "a vector or position table of its is not contiguous in memory"
+    assert DecodeStep(model).compiled is None
+    (slow, _), (fast_, _) = both_paths(model, torch.tensor([[1, 2]]), steps=3, compiled=True)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(slow, fast_))
+    plain = perturbed(B2lM(model.config).eval(), 4)   # not fast.prepare'd: (out, in) Linears
+    assert plain.blocks[0].ff.up.weight.is_contiguous() and compiled_unsupported(plain) is None
+    (slow, _), (fast_, _) = both_paths(plain, torch.tensor([[1, 2]]), steps=6, compiled=True)
+    for a, b in zip(slow, fast_):
+        assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+@needs_c
+def test_a_compiled_step_made_directly_checks_what_decode_step_checks():
+    model = tiny().train()
+    with pytest.raises(ValueError, match="CompiledStep cannot run this model: the model is in "
+                                         "training mode"):
+        CompiledStep(model)

@@ -66,10 +66,15 @@ def compiled_unsupported(model: B2lM) -> str | None:
     if _decode is None:
         return ("the C extension basegpt.fast._decode was not built (reinstall with a C "
                 "compiler: pip install -e .)")
+    tables = set(model.positional.modules())            # read as one block each, as vectors
     for module in model.modules():                      # one walk: it runs every generation
         for t in (*module._parameters.values(), *module._buffers.values()):
-            if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            if t is None:
+                continue
+            if t.dtype != torch.float32 or t.device.type != "cpu":
                 return "its parameters are not all float32 on the CPU"
+            if not t.is_contiguous() and (t.dim() != 2 or module in tables):
+                return "a vector or position table of its is not contiguous in memory"
     if model.tok_emb.max_norm is not None:
         return "tok_emb renormalises its rows (max_norm)"
     if type(model.positional) not in _POSITIONALS:
@@ -107,7 +112,8 @@ class CompiledStep:
     """
 
     def __init__(self, model: B2lM) -> None:
-        reason = compiled_unsupported(model)
+        from basegpt.fast.decode import unsupported         # decode.py imports this module
+        reason = unsupported(model) or compiled_unsupported(model)
         if reason is not None:
             raise ValueError(f"CompiledStep cannot run this model: {reason}; use DecodeStep")
         self.model, self.keep = model, []           # keep: every tensor whose memory C reads
