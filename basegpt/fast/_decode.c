@@ -45,8 +45,9 @@
 #include <string.h>
 
 /* Hot loops are compiled for AVX-512, AVX2+FMA and plain x86-64, the best picked at load
- * time (GCC's function multiversioning), so one build is fast on new CPUs and runs on old. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+ * time (GCC's function multiversioning, through glibc's ifunc), so one build is fast on new
+ * CPUs and runs on old: no -march=native, which would tie a wheel to the builder's CPU. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && !defined(__clang__)
 #define HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define HOT
@@ -582,7 +583,9 @@ static PyObject *py_new(PyObject *self, PyObject *args) {
     for (int i = 0; i < 6; i++)
         total += (sizes[i] + pad - 1) / pad * pad;
     P->qkv = aligned_alloc(64, sizeof(float) * total);
-    P->priv = aligned_alloc(64, sizeof(float) * (Py_ssize_t)3 * widest * P->n_threads + 64);
+    /* aligned_alloc takes a multiple of the alignment: 16 floats are 64 bytes */
+    Py_ssize_t n_priv = ((Py_ssize_t)3 * widest * P->n_threads + 15) / 16 * 16;
+    P->priv = aligned_alloc(64, sizeof(float) * n_priv);
     P->workers = calloc(P->n_threads, sizeof(Worker));
     if (!P->qkv || !P->priv || !P->workers) {
         plan_free(P);
