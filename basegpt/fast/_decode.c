@@ -16,15 +16,15 @@
  * Why: at batch 1 a small model's step is a few hundred microseconds of arithmetic, and the
  * Python and torch dispatch around each of its ~40 operations costs more than the arithmetic.
  *
- * Threads: the work is split between n_threads threads (the caller's thread is thread 0), each
- * always taking the same share, so its part of the weights stays in its core's cache from one
- * token to the next: the query, key and value rows and the attention of its own heads, then
- * their rows of Wo (a partial sum of x's update); the hidden units of its share of the
- * feed-forward, then their rows of the down projection (another partial sum); its rows of the
- * head. The threads meet at a spin barrier after each partial sum (twice a block), and every
- * thread adds all partials to its own copy of the residual vector x in the same order, so the
- * copies stay identical and the norms need no meeting. Between steps the other threads spin
- * for a while, then sleep on a condition variable.
+ * Threads: the work is cut into n_threads shares (the caller's thread is thread 0), and
+ * thread t takes share t whenever it can, so its part of the weights stays in its core's
+ * cache from one token to the next: the query, key and value rows and the attention of its
+ * heads, then their rows of Wo (a partial sum of x's update); the hidden units of its part of
+ * the feed-forward, then their rows of the down projection (another partial sum); its rows of
+ * the head. A thread that falls behind has its shares done by the others ("The step" below).
+ * Every thread adds the partial sums to its own copy of the residual vector x in the same
+ * order, so the copies stay identical and the norms need no meeting. Between steps the other
+ * threads spin for a while, then sleep on a condition variable.
  *
  * Weights are read in place through (pointer, stride of an output, stride of an input): an
  * nn.Linear kept in (in, out) memory order (basegpt.fast.store_transposed) is read as rows of
@@ -35,7 +35,6 @@
 #define Py_LIMITED_API 0x030A0000
 #include <Python.h>
 
-#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -66,7 +65,7 @@ enum { FF_RELU = 0, FF_GELU = 1, FF_SWIGLU = 2 };
 
 #define ROW_ALIGN 16        /* a thread's first output row: a multiple of one 64-byte line */
 #define BLOCK 64            /* outputs accumulated in registers at once (axpy form) */
-#define SPINS_BEFORE_YIELD 256      /* a barrier's wait: then the waiting thread yields its core */
+#define SPINS_BEFORE_STEAL 256      /* waiting for a share: then take it over, or yield */
 #define SPINS_BEFORE_SLEEP 200000   /* between tokens: milliseconds, longer than Python's part */
 
 typedef struct {
@@ -92,11 +91,6 @@ typedef struct {
 
 typedef struct Plan Plan;
 
-typedef struct {
-    atomic_int count;
-    atomic_int sense;
-} Barrier;
-
 struct Plan {
     int V, C, n_context, n_layer, pos_kind, max_len, n_threads, widest;
     const float *emb;                       /* tok_emb[t, c] = emb[t * emb_s0 + c * emb_s1] */
@@ -107,19 +101,21 @@ struct Plan {
     Linear head;
     Layer *layers;
     /* shared between threads: the products' outputs */
-    float *qkv, *att, *hidden, *up, *logits, *partials;
-    int pstride;                            /* floats between two threads' partials */
+    float *qkv, *att, *hidden, *up, *logits;
+    float *partials;                        /* (n_phases, n_threads, pstride) */
+    int pstride;                            /* floats between two shares' partials */
+    int n_phases;
+    atomic_llong *claims;                   /* (n_phases, n_threads): the step that claimed it */
+    atomic_int *done;                       /* (n_phases,): shares done in the current step */
     /* per thread: x, h, scores; widest floats each */
     float *priv;
     /* the current job */
     int token, pos;
     /* the pool */
-    Barrier barrier;
-    int main_sense;                         /* thread 0's barrier sense */
     struct Worker *workers;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    atomic_int epoch;                       /* one more per job; -1 tells workers to exit */
+    atomic_llong epoch;                     /* the current step's number; -1: workers exit */
     int sleepers;
     int have_pool;
 };
@@ -292,48 +288,115 @@ static float silu(float x) {
 }
 
 /* ------------------------------------------------------------------------------------------
- * The step, run by every thread on its share
+ * The step: phases of shares that any thread may compute
+ *
+ * A step is a sequence of phases (per block: attention, then the feed-forward; then the head),
+ * each cut into n_threads shares. A share is computed by whichever thread claims it first (an
+ * atomic swap of the share's claim from an older step's number to this step's); thread t
+ * claims share t, then waits until the phase's shares are all done, and takes over any share
+ * still unclaimed after SPINS_BEFORE_STEAL pauses. So when a thread loses its core to another
+ * program, the others do its shares instead of waiting for it, and a step only waits for a
+ * thread in the middle of a share. A share's
+ * result is the same whichever thread computes it, and every thread adds the partial sums in
+ * share order, so the copies of x stay equal. Partial sums have a buffer per phase, so a
+ * thread that is behind still reads its phase's, and a thread still in an older step claims
+ * nothing (its step number is older than the claims).
  * ---------------------------------------------------------------------------------------- */
 
-static void barrier_wait(Barrier *B, int n_threads, int *local_sense) {
-    if (n_threads == 1)
-        return;
-    int sense = !*local_sense;
-    *local_sense = sense;
-    if (atomic_fetch_add_explicit(&B->count, 1, memory_order_acq_rel) == n_threads - 1) {
-        atomic_store_explicit(&B->count, 0, memory_order_relaxed);
-        atomic_store_explicit(&B->sense, sense, memory_order_release);
-        return;
-    }
-    int spins = 0;
-    while (atomic_load_explicit(&B->sense, memory_order_acquire) != sense) {
-        SPIN_PAUSE();
-        if (++spins == SPINS_BEFORE_YIELD) {   /* the other thread lost its core: let it run */
-            spins = 0;
-            sched_yield();
-        }
-    }
-}
+enum { SHARE_QKV_ROWS, SHARE_ATTENTION, SHARE_FF, SHARE_HEAD };
 
-/* x += the sum of the threads' partial vectors, in thread order: every thread adds the same
- * numbers in the same order, so the copies of x stay equal */
-static void add_partials(float *x, const float *partials, int n_threads, int stride, int C) {
+/* x += the sum of the shares' partial vectors, in share order */
+static void add_partials(float *x, const float *partials, int n_shares, int stride, int C) {
     for (int c = 0; c < C; c++) {
         float sum = partials[c];
-        for (int t = 1; t < n_threads; t++)
-            sum += partials[(Py_ssize_t)t * stride + c];
+        for (int s = 1; s < n_shares; s++)
+            sum += partials[(Py_ssize_t)s * stride + c];
         x[c] += sum;
     }
 }
 
-/* Thread t's share of one step. Per block the threads meet twice (three times when the kv
- * heads do not divide between them): each thread computes q, k, v for its own heads, attends
- * with them, and multiplies its heads' outputs by their rows of Wo (a partial sum); after the
- * first meeting all add the partials to x. The feed-forward goes the same way over its hidden
- * units. Partials alternate between two buffers, so a thread that runs ahead never overwrites
- * one that another thread is still adding. */
-static void run_step(Plan *P, int t, int *sense) {
+/* Share s of a phase, from the input vector in (C,) to its slice of the shared buffers */
+static void compute_share(Plan *P, const Layer *L, int kind, int s, const float *in,
+                          float *partial, float *scores) {
     int C = P->C, T = P->n_threads, lo, hi;
+    if (kind == SHARE_HEAD) {
+        rows_of(P->V, s, T, &lo, &hi);
+        matvec(&P->head, in, P->logits, lo, hi, 0, C, 1);
+        return;
+    }
+    int H = L->H, G = L->G, D = L->D, Dv = L->Dv;
+    if (kind == SHARE_QKV_ROWS) {           /* fewer kv heads than threads: rows of Wqkv */
+        rows_of(L->qkv.n_out, s, T, &lo, &hi);
+        matvec(&L->qkv, in, P->qkv, lo, hi, 0, C, 1);
+        return;
+    }
+    if (kind == SHARE_ATTENTION) {          /* kv heads [g_lo, g_hi) and their query heads */
+        int g_lo = (int)((long)G * s / T), g_hi = (int)((long)G * (s + 1) / T);
+        int h_lo = g_lo * (H / G), h_hi = g_hi * (H / G);
+        if (G % T == 0) {                   /* else a SHARE_QKV_ROWS phase made q, k, v */
+            matvec(&L->qkv, in, P->qkv, h_lo * D, h_hi * D, 0, C, 1);
+            matvec(&L->qkv, in, P->qkv, H * D + g_lo * D, H * D + g_hi * D, 0, C, 1);
+            matvec(&L->qkv, in, P->qkv, H * D + G * D + g_lo * Dv, H * D + G * D + g_hi * Dv,
+                   0, C, 1);
+        }
+        attend(P, L, g_lo, g_hi, scores);
+        matvec(&L->out, P->att, partial, 0, C, h_lo * Dv, h_hi * Dv, s == 0);
+        return;
+    }
+    rows_of(L->F, s, T, &lo, &hi);          /* SHARE_FF: hidden units [lo, hi) */
+    if (L->ff == FF_SWIGLU) {
+        matvec(&L->gate, in, P->hidden, lo, hi, 0, C, 1);
+        matvec(&L->up, in, P->up, lo, hi, 0, C, 1);
+        for (int f = lo; f < hi; f++)
+            P->hidden[f] = silu(P->hidden[f]) * P->up[f];
+    } else {
+        matvec(&L->up, in, P->hidden, lo, hi, 0, C, 1);
+        for (int f = lo; f < hi; f++)
+            P->hidden[f] = L->ff == FF_GELU ? gelu_tanh(P->hidden[f])
+                                            : (P->hidden[f] > 0.0f ? P->hidden[f] : 0.0f);
+    }
+    matvec(&L->down, P->hidden, partial, 0, C, lo, hi, s == 0);
+}
+
+/* Claim share s of phase ph for step `step` and compute it; 0 if it was claimed already */
+static int try_share(Plan *P, int ph, long long step, int s, const Layer *L, int kind,
+                     const float *in, float *scores) {
+    atomic_llong *claim = &P->claims[(Py_ssize_t)ph * P->n_threads + s];
+    long long seen = atomic_load_explicit(claim, memory_order_relaxed);
+    if (seen >= step || !atomic_compare_exchange_strong(claim, &seen, step))
+        return 0;                           /* claimed in this step (or this is an old one) */
+    float *partial = P->partials + ((Py_ssize_t)ph * P->n_threads + s) * P->pstride;
+    compute_share(P, L, kind, s, in, partial, scores);
+    atomic_fetch_add_explicit(&P->done[ph], 1, memory_order_release);
+    return 1;
+}
+
+/* Thread t's part of phase ph of step `step`: its own share, then, while some other share is
+ * not done, waiting; a share still unclaimed after a while (its thread has not come) is taken
+ * over. Returns 0 if the plan has moved on to another step (a thread left behind). */
+static int run_phase(Plan *P, int ph, long long step, int t, const Layer *L, int kind,
+                     const float *in, float *scores) {
+    int T = P->n_threads, spins = 0;
+    try_share(P, ph, step, t, L, kind, in, scores);
+    while (atomic_load_explicit(&P->done[ph], memory_order_acquire) != T) {
+        if (atomic_load_explicit(&P->epoch, memory_order_relaxed) != step)
+            return 0;
+        SPIN_PAUSE();
+        if (++spins < SPINS_BEFORE_STEAL)
+            continue;
+        spins = 0;
+        int took = 0;
+        for (int k = 1; k < T; k++)
+            took |= try_share(P, ph, step, (t + k) % T, L, kind, in, scores);
+        if (!took)                          /* claimed, not done: let its thread run */
+            sched_yield();
+    }
+    return 1;
+}
+
+/* One step as thread t runs it; thread 0 (the caller) always runs it to the end. */
+static void run_step(Plan *P, int t, long long step) {
+    int C = P->C, T = P->n_threads, ph = 0;
     float *x = P->priv + (Py_ssize_t)t * 3 * P->widest;
     float *h = x + P->widest, *scores = h + P->widest;
     for (int c = 0; c < C; c++)
@@ -346,30 +409,16 @@ static void run_step(Plan *P, int t, int *sense) {
             x[c] = x[c] * P->pos_scale + P->pos_table[(Py_ssize_t)P->pos * C + c];
     for (int l = 0; l < P->n_layer; l++) {
         const Layer *L = &P->layers[l];
-        int H = L->H, G = L->G, D = L->D, Dv = L->Dv;
-        float *partial_a = P->partials, *partial_b = P->partials + (Py_ssize_t)T * P->pstride;
         const float *in = x;
         if (L->pre_norm) {
             norm(&L->norm1, x, h, C);
             in = h;
         }
-        int g_lo = (int)((long)G * t / T), g_hi = (int)((long)G * (t + 1) / T);
-        int h_lo = g_lo * (H / G), h_hi = g_hi * (H / G);
-        if (G % T == 0) {                   /* q, k, v of this thread's heads only */
-            matvec(&L->qkv, in, P->qkv, h_lo * D, h_hi * D, 0, C, 1);
-            matvec(&L->qkv, in, P->qkv, H * D + g_lo * D, H * D + g_hi * D, 0, C, 1);
-            matvec(&L->qkv, in, P->qkv, H * D + G * D + g_lo * Dv, H * D + G * D + g_hi * Dv,
-                   0, C, 1);
-        } else {                            /* fewer kv heads than threads: share rows */
-            rows_of(L->qkv.n_out, t, T, &lo, &hi);
-            matvec(&L->qkv, in, P->qkv, lo, hi, 0, C, 1);
-            barrier_wait(&P->barrier, T, sense);
-        }
-        attend(P, L, g_lo, g_hi, scores);
-        matvec(&L->out, P->att, partial_a + (Py_ssize_t)t * P->pstride, 0, C, h_lo * Dv, h_hi * Dv,
-               t == 0);
-        barrier_wait(&P->barrier, T, sense);
-        add_partials(x, partial_a, T, P->pstride, C);
+        if (L->G % T != 0 && !run_phase(P, ph++, step, t, L, SHARE_QKV_ROWS, in, scores))
+            return;
+        if (!run_phase(P, ph, step, t, L, SHARE_ATTENTION, in, scores))
+            return;
+        add_partials(x, P->partials + (Py_ssize_t)ph++ * T * P->pstride, T, P->pstride, C);
         if (L->pre_norm) {
             norm(&L->norm2, x, h, C);
             in = h;
@@ -377,42 +426,29 @@ static void run_step(Plan *P, int t, int *sense) {
             norm(&L->norm1, x, x, C);
             in = x;
         }
-        rows_of(L->F, t, T, &lo, &hi);
-        if (L->ff == FF_SWIGLU) {
-            matvec(&L->gate, in, P->hidden, lo, hi, 0, C, 1);
-            matvec(&L->up, in, P->up, lo, hi, 0, C, 1);
-            for (int f = lo; f < hi; f++)
-                P->hidden[f] = silu(P->hidden[f]) * P->up[f];
-        } else {
-            matvec(&L->up, in, P->hidden, lo, hi, 0, C, 1);
-            for (int f = lo; f < hi; f++)
-                P->hidden[f] = L->ff == FF_GELU ? gelu_tanh(P->hidden[f])
-                                                : (P->hidden[f] > 0.0f ? P->hidden[f] : 0.0f);
-        }
-        matvec(&L->down, P->hidden, partial_b + (Py_ssize_t)t * P->pstride, 0, C, lo, hi, t == 0);
-        barrier_wait(&P->barrier, T, sense);
-        add_partials(x, partial_b, T, P->pstride, C);
+        if (!run_phase(P, ph, step, t, L, SHARE_FF, in, scores))
+            return;
+        add_partials(x, P->partials + (Py_ssize_t)ph++ * T * P->pstride, T, P->pstride, C);
         if (!L->pre_norm)
             norm(&L->norm2, x, x, C);
     }
     norm(&P->final_norm, x, h, C);
-    rows_of(P->V, t, T, &lo, &hi);
-    matvec(&P->head, h, P->logits, lo, hi, 0, C, 1);
-    barrier_wait(&P->barrier, T, sense);
+    run_phase(P, ph, step, t, NULL, SHARE_HEAD, h, scores);
 }
 
 typedef struct Worker {
     Plan *plan;
-    int t, sense;
+    int t;
     pthread_t thread;
 } Worker;
 
 static void *worker_main(void *arg) {
     Worker *W = arg;
     Plan *P = W->plan;
-    int seen = 0;
+    long long seen = 0;
     for (;;) {
-        int spins = 0, now;
+        long long now;
+        int spins = 0;
         while ((now = atomic_load_explicit(&P->epoch, memory_order_acquire)) == seen) {
             SPIN_PAUSE();
             if (++spins < SPINS_BEFORE_SLEEP)
@@ -428,11 +464,11 @@ static void *worker_main(void *arg) {
         if (now < 0)
             return NULL;
         seen = now;
-        run_step(P, W->t, &W->sense);
+        run_step(P, W->t, now);
     }
 }
 
-static void post(Plan *P, int epoch) {
+static void post(Plan *P, long long epoch) {
     pthread_mutex_lock(&P->lock);
     atomic_store_explicit(&P->epoch, epoch, memory_order_release);
     if (P->sleepers)
@@ -454,6 +490,8 @@ static void plan_free(Plan *P) {
     free(P->layers);
     free(P->qkv);
     free(P->priv);
+    free(P->claims);
+    free(P->done);
     free(P);
 }
 
@@ -576,10 +614,14 @@ static PyObject *py_new(PyObject *self, PyObject *args) {
         return NULL;
     }
     P->widest = widest;
+    P->n_phases = 1;                        /* the head */
+    for (int l = 0; l < P->n_layer; l++)
+        P->n_phases += 2 + (P->layers[l].G % P->n_threads != 0);
     /* one block for the shared buffers, each on its own cache lines */
     P->pstride = (P->C + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN;
     Py_ssize_t pad = ROW_ALIGN, total = 0,
-               sizes[6] = {n_qkv, n_att, n_ff, n_ff, P->V, (Py_ssize_t)2 * P->n_threads * P->pstride};
+               sizes[6] = {n_qkv, n_att, n_ff, n_ff, P->V,
+                           (Py_ssize_t)P->n_phases * P->n_threads * P->pstride};
     for (int i = 0; i < 6; i++)
         total += (sizes[i] + pad - 1) / pad * pad;
     P->qkv = aligned_alloc(64, sizeof(float) * total);
@@ -587,7 +629,9 @@ static PyObject *py_new(PyObject *self, PyObject *args) {
     Py_ssize_t n_priv = ((Py_ssize_t)3 * widest * P->n_threads + 15) / 16 * 16;
     P->priv = aligned_alloc(64, sizeof(float) * n_priv);
     P->workers = calloc(P->n_threads, sizeof(Worker));
-    if (!P->qkv || !P->priv || !P->workers) {
+    P->claims = calloc((size_t)P->n_phases * P->n_threads, sizeof(atomic_llong));
+    P->done = calloc(P->n_phases, sizeof(atomic_int));
+    if (!P->qkv || !P->priv || !P->workers || !P->claims || !P->done) {
         plan_free(P);
         return PyErr_NoMemory();
     }
@@ -661,11 +705,14 @@ static PyObject *py_step(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     P->token = token;
     P->pos = pos;
-    if (P->n_threads > 1) {
-        int epoch = atomic_load_explicit(&P->epoch, memory_order_relaxed);
-        post(P, epoch == INT_MAX ? 1 : epoch + 1);  /* never negative: that means "exit" */
-    }
-    run_step(P, 0, &P->main_sense);
+    long long step = atomic_load_explicit(&P->epoch, memory_order_relaxed) + 1;
+    for (int ph = 0; ph < P->n_phases; ph++)
+        atomic_store_explicit(&P->done[ph], 0, memory_order_relaxed);
+    if (P->n_threads > 1)
+        post(P, step);                      /* its release publishes token, pos and done */
+    else
+        atomic_store_explicit(&P->epoch, step, memory_order_relaxed);
+    run_step(P, 0, step);
     memcpy(logits, P->logits, sizeof(float) * P->V);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
