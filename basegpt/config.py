@@ -418,7 +418,8 @@ class GenerationConfig(SamplingSettings):
                 "reference path; slow)"})
     fast_step: bool = field(default=True, metadata={
         "help": "one-token steps on DecodeStep (basegpt/fast/decode.py: the model's forward "
-                "for T = 1 in fewer operations, the same logits to float rounding) where the "
+                "for T = 1 in fewer operations, one row in compiled C where that extension "
+                "was built, the same logits to float rounding) where the "
                 "model allows it (any basegpt-built B2lM without forward hooks) and basegpt.fast "
                 "is on; off runs every step through the model's forward"})
 

@@ -15,8 +15,9 @@ fills a KV cache with every layer's keys and values, then each step feeds only t
 (T = 1), picks the next token from the logits (basegpt/sampling.py: temperature, top-k, top-p,
 min-p, repetition penalty; greedy at temperature 0) and appends it. The one-token steps run on
 `DecodeStep` (basegpt/fast/decode.py: the forward for T = 1 in fewer operations, the same
-logits to float rounding) unless fast_step=False, basegpt.fast is switched off or the model
-has parts it does not know; then
+logits to float rounding; one row in compiled C where basegpt/fast/_decode.c was built)
+unless fast_step=False, basegpt.fast is switched off or the model has parts it does not know;
+then
 model.forward with `logits_for="last"`.
 `use_cache=False` is the reference path: every step reruns the whole context; tests hold the two
 to the same tokens. generate() owns the cache: the model keeps no decoding state.

@@ -1,7 +1,9 @@
 """DecodeStep (basegpt/fast/decode.py), the fast one-token step, against the modules' forward: the same
-logits and cache contents for every kind of block it accepts, batched rows with padding, the
-torch (non-numpy) path, weights updated in place; `unsupported` refusing what it does not know;
-generation using it, and falling back to the forward where it must."""
+logits and cache contents for every kind of block it accepts, on its torch steps and on the
+compiled one-row step (basegpt/fast/compiled.py, the C extension _decode.c) on one and two
+threads, batched rows with padding, the torch (non-numpy) path, weights updated in place;
+`unsupported` and `compiled_unsupported` refusing what they do not know; generation using it,
+and falling back to the torch steps or the forward where it must."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 
+import basegpt.fast.compiled as compiled
 import basegpt.fast.decode as decode
 from basegpt import fast
 from basegpt.config import ModelConfig
+from basegpt.fast.compiled import CompiledStep, compiled_unsupported
 from basegpt.fast.decode import DecodeStep, numpy_blas_threads, numpy_products, unsupported
 from basegpt.generate import generate_ids
 from basegpt.model import B2lM
@@ -42,9 +46,11 @@ def tiny(seed: int = 0, dtype: torch.dtype = torch.float32, **kw) -> B2lM:
     return fast.prepare(B2lM(ModelConfig(**(base | kw)))).to(dtype).eval()   # as basegpt builds it
 
 
-def both_paths(model: B2lM, prompt: torch.Tensor, steps: int, pad_lengths=None):
-    """Prefill, then `steps` one-token steps through model.forward and through DecodeStep, each
-    path on its own cache, fed the same ids. Returns the two lists of logits (B, V) and caches."""
+def both_paths(model: B2lM, prompt: torch.Tensor, steps: int, pad_lengths=None,
+               compiled: bool = False):
+    """Prefill, then `steps` one-token steps through model.forward and through DecodeStep (on
+    its torch steps, or compiled=True: on the C step where it applies), each path on its own
+    cache, fed the same ids. Returns the two lists of logits (B, V) and caches."""
     ids = torch.randint(0, V, (steps, prompt.shape[0]), generator=torch.Generator().manual_seed(1))
     device = model.tok_emb.weight.device
     ids, prompt = ids.to(device), prompt.to(device)
@@ -54,7 +60,7 @@ def both_paths(model: B2lM, prompt: torch.Tensor, steps: int, pad_lengths=None):
         for use_step in (False, True):
             cache = model.new_kv_cache(prompt.shape[0])
             model(prompt, kv_cache=cache, pad_lengths=pad_lengths)
-            step = DecodeStep(model)
+            step = DecodeStep(model, compiled=compiled)
             logits = []
             for t in range(steps):
                 if use_step:
@@ -66,12 +72,21 @@ def both_paths(model: B2lM, prompt: torch.Tensor, steps: int, pad_lengths=None):
     return results
 
 
+needs_c = pytest.mark.skipif(not compiled.available(),
+                             reason="the C extension basegpt.fast._decode is not built")
+
+
+@pytest.mark.parametrize("on", ["torch steps", pytest.param("compiled", marks=needs_c)])
 @pytest.mark.parametrize("name", CONFIGS)
-def test_decode_step_gives_the_forward_logits_and_cache(name):
+def test_decode_step_gives_the_forward_logits_and_cache(name, on):
     model = tiny(**CONFIGS[name])
     assert unsupported(model) is None, "a basegpt-built model is supported"
+    if on == "compiled":
+        assert compiled_unsupported(model) is None, "every basegpt-built float32 model"
+        assert DecodeStep(model).compiled is not None, "one row runs in C"
     prompt = torch.tensor([[5, 17, 3, 44, 8]])
-    (slow, slow_cache), (fast, fast_cache) = both_paths(model, prompt, steps=12)
+    (slow, slow_cache), (fast, fast_cache) = both_paths(model, prompt, steps=12,
+                                                        compiled=on == "compiled")
     assert fast_cache.length == slow_cache.length == 17, "each step moved the cache on by one"
     for t, (a, b) in enumerate(zip(slow, fast)):
         assert b.shape == a.shape == (1, V), "one row of logits per step"
@@ -123,7 +138,7 @@ def test_numpy_multiplies_only_with_torch_on_one_thread_and_one_blas_thread(monk
         return matmul(*args)
     before = set_threads(2)
     try:
-        step = DecodeStep(model)
+        step = DecodeStep(model, compiled=False)
         cache = model.new_kv_cache(1)
         with torch.inference_mode():
             model(torch.tensor([[3, 4]]), kv_cache=cache)
@@ -151,7 +166,7 @@ def test_the_bare_sdpa_call_is_the_kernels_call_bit_for_bit():
     for kw, direct in ((dict(), True), (dict(n_kv_head=2), False),
                        (dict(attention="manual"), False)):
         model = tiny(norm_position="pre", positional="rope", **kw)
-        step = DecodeStep(model)
+        step = DecodeStep(model, compiled=False)
         assert all(b.bare_sdpa == direct for b in step.blocks), kw
         cache = model.new_kv_cache(1)
         with torch.inference_mode():
@@ -164,11 +179,13 @@ def test_the_bare_sdpa_call_is_the_kernels_call_bit_for_bit():
         assert torch.equal(bare, kernel), f"{kw}: the same op and arguments, the same bits"
 
 
-def test_weights_changed_in_place_are_seen():
-    """The numpy products and the norms read the parameters' own memory: no stale copy
-    after an update."""
+@pytest.mark.parametrize("on", ["torch steps", pytest.param("compiled", marks=needs_c)])
+def test_weights_changed_in_place_are_seen(on):
+    """The numpy products, the norms and the C step read the parameters' own memory: no stale
+    copy after an update."""
     model = tiny(norm_position="pre")
-    step = DecodeStep(model)
+    step = DecodeStep(model, compiled=on == "compiled")
+    assert (step.compiled is not None) == (on == "compiled")
     with torch.no_grad():
         model.blocks[0].ff.up.weight.mul_(3.0)
         model.blocks[1].attn_norm.weight.mul_(2.0)
@@ -214,7 +231,7 @@ def test_the_step_calls_no_norm_module(monkeypatch):
         model(torch.tensor([[3, 4]]), kv_cache=cache)
         assert len(calls) == 2 * 2 + 1, "the forward calls each block's two norms and the final one"
         calls.clear()
-        DecodeStep(model)(torch.tensor([5]), cache)
+        DecodeStep(model, compiled=False)(torch.tensor([5]), cache)
     assert calls == [], "the step runs the norms' op directly"
 
 
@@ -321,3 +338,179 @@ def test_on_a_gpu_the_step_multiplies_in_torch_and_matches_the_forward(dtype):
                                                         temperature=0, fast_step=f)]
                           for f in (True, False))
     assert fast_ids == slow_ids, "the same greedy tokens on the GPU"
+
+
+# --------------------------------------------------------------- the compiled one-row step
+
+def random_model(seed: int) -> B2lM:
+    """A small model of a random shape the compiled step covers, every parameter (norm gains
+    and biases included) moved off its initial value, so that each one counts."""
+    rng = np.random.default_rng(seed)
+    H = int(rng.choice([1, 2, 4]))
+    kw = dict(norm_position=rng.choice(["pre", "post"]), norm=rng.choice(["layernorm", "rmsnorm"]),
+              positional=rng.choice(["rope", "learned", "sinusoidal", "none"]),
+              activation=rng.choice(["relu", "gelu", "swiglu"]), n_head=H,
+              n_kv_head=int(rng.choice([g for g in (1, 2, 4) if H % g == 0])),
+              n_k=int(rng.choice([4, 8, 10])), n_v=int(rng.choice([4, 8, 12])),
+              n_ff=int(rng.choice([24, 37, 64])), n_embed=int(rng.choice([16, 32, 40])),
+              bias=bool(rng.integers(2)), tie_weights=bool(rng.integers(2)),
+              attention=rng.choice(["sdpa", "manual"]), norm_kernel=rng.choice(["fused", "manual"]))
+    return perturbed(tiny(seed, **{k: v.item() if isinstance(v, np.generic) else v
+                                   for k, v in kw.items()}), seed)
+
+
+def perturbed(model: B2lM, seed: int) -> B2lM:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) * 0.1)
+    return model
+
+
+@needs_c
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("seed", range(12))
+def test_the_compiled_step_gives_the_forward_logits_and_cache_for_random_shapes(seed, threads):
+    """Three threads on this 2-core machine: a thread often loses its core mid-step and the
+    others take its shares over (_decode.c, "The step"); the numbers must not change."""
+    model = random_model(seed)
+    shape = {k: getattr(model.config, k) for k in ("norm_position", "norm", "positional",
+                                                   "activation", "n_head", "n_kv_head")}
+    torch.set_num_threads(threads)
+    try:
+        step = DecodeStep(model)
+        assert step.compiled is not None and step.compiled.n_threads == threads, shape
+        (slow, slow_cache), (fast, fast_cache) = both_paths(model, torch.tensor([[5, 17, 3]]),
+                                                            steps=40, compiled=True)
+    finally:
+        torch.set_num_threads(1)
+    for t, (a, b) in enumerate(zip(slow, fast)):
+        assert_close(b, a, atol=1e-5, rtol=1e-5, msg=lambda m: f"{shape}, step {t}: {m}")
+    for layer in range(len(model.blocks)):
+        for what in ("keys", "values"):
+            slow_kv, fast_kv = (getattr(c, what)[layer][:, :, :43] for c in (slow_cache, fast_cache))
+            assert_close(fast_kv, slow_kv, atol=1e-5, rtol=1e-5,
+                         msg=lambda m: f"{shape}, layer {layer} cached {what}: {m}")
+
+
+def count_calls(monkeypatch, cls, name: str) -> list[int]:
+    calls = []
+    real = getattr(cls, name)
+
+    def counted(self, ids, cache, pad_lengths=None):
+        calls.append(ids.shape[0])
+        return real(self, ids, cache, pad_lengths)
+    monkeypatch.setattr(cls, name, counted)
+    return calls
+
+
+@needs_c
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_row_generates_on_the_compiled_step_the_plain_paths_tokens(monkeypatch, threads):
+    """Greedy and sampled tokens of the compiled step equal the plain path's (basegpt.fast
+    off: every step through model.forward), which runs no compiled step at all. The main
+    job's shape: pre-norm RMSNorm, RoPE, SwiGLU, grouped-query heads, no biases."""
+    model = perturbed(tiny(**CONFIGS["llama-like (rmsnorm, swiglu, rope, gqa, no bias)"],
+                           tie_weights=True), 3)
+    calls = count_calls(monkeypatch, CompiledStep, "__call__")
+    settings = [dict(temperature=0), dict(seed=5, top_p=0.9), dict(seed=6, top_k=20)]
+    torch.set_num_threads(threads)
+    try:
+        quick = [generate_ids(model, [[1, 2, 3]], max_new_tokens=50, **s)[0].ids for s in settings]
+        assert calls == [1] * 49 * 3, "after each prefill, 49 one-row compiled steps"
+        with fast.disabled():
+            plain = [generate_ids(model, [[1, 2, 3]], max_new_tokens=50, **s)[0].ids
+                     for s in settings]
+    finally:
+        torch.set_num_threads(1)
+    assert len(calls) == 49 * 3, "the switch off: no compiled step"
+    assert quick == plain, "the same greedy and sampled tokens"
+    assert len(set(map(tuple, quick))) == 3, "three different generations"
+
+
+def test_without_the_extension_one_row_runs_on_the_torch_steps(monkeypatch):
+    """An install without a C compiler has no basegpt.fast._decode: compiled.py imports, and
+    generation runs DecodeStep's torch steps, with the same tokens."""
+    import importlib.util
+    import sys
+    monkeypatch.setitem(sys.modules, "basegpt.fast._decode", None)    # the import fails
+    monkeypatch.delattr(fast, "_decode", raising=False)
+    spec = importlib.util.spec_from_file_location("compiled_without_c", compiled.__file__)
+    without_c = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(without_c)
+    assert not without_c.available()
+    monkeypatch.setattr(decode, "compiled_unsupported", without_c.compiled_unsupported)
+    model = tiny(norm_position="pre", positional="rope")
+    assert "basegpt.fast._decode was not built" in without_c.compiled_unsupported(model)
+    with pytest.raises(ValueError, match="CompiledStep cannot run this model: the C extension"):
+        without_c.CompiledStep(model)
+    assert DecodeStep(model).compiled is None
+    torch_steps = count_calls(monkeypatch, DecodeStep, "_torch_step")
+    ids = generate_ids(model, [[1, 2, 3]], max_new_tokens=12, temperature=0)[0].ids
+    assert torch_steps == [1] * 11, "every one-token step on the torch steps"
+    with fast.disabled():
+        assert generate_ids(model, [[1, 2, 3]], max_new_tokens=12, temperature=0)[0].ids == ids
+
+
+@needs_c
+def test_compiled_unsupported_names_what_the_c_step_does_not_cover():
+    model = tiny(norm_position="pre", activation="gelu")
+    assert compiled_unsupported(model) is None
+    assert "float32 on the CPU" in compiled_unsupported(tiny(dtype=torch.float64))
+    model.blocks[1].ff.activation = torch.tanh
+    assert "block 1's feed-forward activation is" in compiled_unsupported(model)
+    assert DecodeStep(model).compiled is None, "the torch steps call the user's function"
+    (slow, _), (fast_, _) = both_paths(model, torch.tensor([[1, 2]]), steps=3, compiled=True)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(slow, fast_))
+    model = tiny(norm_position="pre")
+
+    class MyNorm(LayerNorm):
+        pass
+    model.final_norm.__class__ = MyNorm
+    assert compiled_unsupported(model) == "final_norm is a MyNorm"
+    with pytest.raises(ValueError, match="CompiledStep cannot run this model: final_norm"):
+        CompiledStep(model)
+
+
+@needs_c
+def test_the_compiled_step_checks_its_input():
+    model = tiny()
+    step = CompiledStep(model)
+    cache = model.new_kv_cache(1)
+    with pytest.raises(ValueError, match="token id 97 is out of range; valid ids are 0..96"):
+        step(torch.tensor([V]), cache)
+    assert cache.length == 0, "nothing stored"
+    with pytest.raises(ValueError, match="CompiledStep runs one unpadded row"):
+        step(torch.tensor([1, 2]), model.new_kv_cache(2))
+    with pytest.raises(ValueError, match="KV cache is full"):
+        full = model.new_kv_cache(1, max_len=2)
+        full.advance(2)
+        step(torch.tensor([1]), full)
+    with pytest.raises(ValueError, match="needs a float32 CPU KV cache"):
+        step(torch.tensor([1]), model.to(torch.float64).new_kv_cache(1))
+
+
+@needs_c
+def test_the_compiled_step_refuses_memory_it_cannot_read_as_one_block():
+    """Matrices are read through their strides (a Linear in either layout); a vector or a
+    position table laid out otherwise is refused, and the torch steps run instead."""
+    model = tiny(norm_position="pre", positional="learned")
+    with torch.no_grad():
+        pos = model.positional.weight
+        pos.data = pos.data.t().contiguous().t()                 # the same values, strided
+    assert compiled_unsupported(model) == "a vector or position table of its is not contiguous in memory"
+    assert DecodeStep(model).compiled is None
+    (slow, _), (fast_, _) = both_paths(model, torch.tensor([[1, 2]]), steps=3, compiled=True)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(slow, fast_))
+    plain = perturbed(B2lM(model.config).eval(), 4)   # not fast.prepare'd: (out, in) Linears
+    assert plain.blocks[0].ff.up.weight.is_contiguous() and compiled_unsupported(plain) is None
+    (slow, _), (fast_, _) = both_paths(plain, torch.tensor([[1, 2]]), steps=6, compiled=True)
+    for a, b in zip(slow, fast_):
+        assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+@needs_c
+def test_a_compiled_step_made_directly_checks_what_decode_step_checks():
+    model = tiny().train()
+    with pytest.raises(ValueError, match="CompiledStep cannot run this model: the model is in "
+                                         "training mode"):
+        CompiledStep(model)

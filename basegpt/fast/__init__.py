@@ -8,6 +8,8 @@ computes the same numbers faster on a CPU, and basegpt uses it only where the sw
                   load_run, train_run, basegpt.B2lM)
     decode.py     DecodeStep: the one-token decoding step in fewer operations, its products in
                   numpy's OpenBLAS on one thread (generate, after the prefill)
+    compiled.py   CompiledStep: DecodeStep's step for one row as one call into C (_decode.c,
+                  an optional extension), on torch.get_num_threads() threads
     attention.py  bf16 / fp16 training over short sequences on a CPU with bf16 instructions runs
                   attention's manual steps, where torch's fused kernel is slow (fit)
     memory.py     keep_freed_memory: glibc's malloc keeps what a training step frees, for the
@@ -19,13 +21,14 @@ trick to the plain path's numbers; BENCHMARKS.md records what each one gains.
 """
 
 from basegpt.fast.attention import attention_sdpa_or_manual, sdpa_hands_to_manual, training_kernels
+from basegpt.fast.compiled import CompiledStep, compiled_unsupported
 from basegpt.fast.decode import DecodeStep, unsupported
 from basegpt.fast.layout import prepare, store_transposed
 from basegpt.fast.memory import keep_freed_memory, malloc_setting
 from basegpt.fast.switch import disabled, enabled, set_enabled
 
 __all__ = [
-    "DecodeStep", "attention_sdpa_or_manual", "disabled", "enabled", "keep_freed_memory",
+    "CompiledStep", "DecodeStep", "attention_sdpa_or_manual", "compiled_unsupported", "disabled", "enabled", "keep_freed_memory",
     "malloc_setting", "prepare", "sdpa_hands_to_manual", "set_enabled", "store_transposed",
     "training_kernels", "unsupported",
 ]

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from basegpt.fast.compiled import CompiledStep, compiled_unsupported
 from basegpt.model.attention import CausalSelfAttention, attention_sdpa
 from basegpt.model.b2lm import B2lM
 from basegpt.model.block import PostNormBlock, PreNormBlock
@@ -72,9 +73,11 @@ def unsupported(model: nn.Module) -> str | None:
         return "this torch keeps its global forward hooks where DecodeStep cannot check them"
     if any(tables):
         return "a global forward hook is registered"
-    for name, module in model.named_modules():
+    for name, module in model.named_modules():          # one walk: it runs every generation
         if module._forward_hooks or module._forward_pre_hooks:
             return f"{name or 'the model'} has a forward hook"
+        if isinstance(module, nn.Linear) and type(module) is not nn.Linear:
+            return f"{name} is a {type(module).__name__}, a subclass of nn.Linear"
     if type(model.tok_emb) is not nn.Embedding:
         return f"tok_emb is a {type(model.tok_emb).__name__}, not nn.Embedding"
     for i, block in enumerate(model.blocks):
@@ -84,9 +87,6 @@ def unsupported(model: nn.Module) -> str | None:
         for what, (part, known) in parts.items():
             if type(part) not in known:
                 return f"block {i}'s {what} is a {type(part).__name__}, not one of basegpt's"
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and type(module) is not nn.Linear:
-            return f"{name} is a {type(module).__name__}, a subclass of nn.Linear"
     return None
 
 
@@ -222,10 +222,14 @@ class DecodeStep:
     one per generation, as generate.py does.
     """
 
-    def __init__(self, model: B2lM) -> None:
+    def __init__(self, model: B2lM, compiled: bool = True) -> None:
         reason = unsupported(model)
         if reason is not None:
             raise ValueError(f"DecodeStep cannot run this model: {reason}; use model.forward")
+        # One unpadded row runs in C where the extension covers the model (compiled.py);
+        # compiled=False keeps every step on the torch operations below.
+        self.compiled = (CompiledStep(model) if compiled and compiled_unsupported(model) is None
+                         else None)
         self.embedding = model.tok_emb.weight.detach()
         self.positional, self.final_norm = model.positional, _norm(model.final_norm)
         in_numpy = numpy_products(model)
@@ -234,10 +238,16 @@ class DecodeStep:
         self.positions_and_mask = model.positions_and_mask     # forward's checks, positions, mask
         self.blas_threads = numpy_blas_threads() if in_numpy else None
 
-    @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, cache: KVCache,
                  pad_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B,) int64, the newest token of each row -> logits (B, V) for the next one."""
+        if self.compiled is not None and ids.shape[0] == 1 and pad_lengths is None:
+            return self.compiled(ids, cache)
+        return self._torch_step(ids, cache, pad_lengths)
+
+    @torch.inference_mode()
+    def _torch_step(self, ids: torch.Tensor, cache: KVCache,
+                    pad_lengths: torch.Tensor | None) -> torch.Tensor:
         if self.blas_threads is None:
             return self._step(ids, cache, pad_lengths)
         before = self.blas_threads(1)                # numpy's products on this thread: one
