@@ -181,20 +181,29 @@ def test_echo_puts_the_prompt_first(client, run):
 
 def test_streamed_text_equals_the_whole_answer(client):
     for kw in (dict(seed=5, max_tokens=30), dict(temperature=0, max_tokens=30, stop=["e"]),
-               dict(seed=6, max_tokens=10, n=2, echo=True)):
+               dict(seed=6, max_tokens=10, n=2, echo=True, logprobs=3),
+               dict(seed=7, max_tokens=12, logprobs=0, stop=["e"])):
         whole = client.completions.create(model="tiny", prompt="All: Speak", **kw)
         pieces: dict[int, list[str]] = {}
-        finish, usage = {}, None
+        finish, logprobs, usage = {}, {}, None
         for chunk in client.completions.create(model="tiny", prompt="All: Speak", stream=True,
                                                stream_options={"include_usage": True}, **kw):
             for c in chunk.choices:
                 pieces.setdefault(c.index, []).append(c.text)
                 if c.finish_reason:
                     finish[c.index] = c.finish_reason
+                if c.logprobs is not None:
+                    assert c.finish_reason, "a choice's logprobs come whole in its last chunk"
+                    logprobs[c.index] = c.logprobs
             usage = chunk.usage or usage
         assert {i: "".join(p) for i, p in pieces.items()} == \
             {c.index: c.text for c in whole.choices}, kw
         assert finish == {c.index: c.finish_reason for c in whole.choices}, kw
+        if "logprobs" in kw:
+            assert logprobs == {c.index: c.logprobs for c in whole.choices}, kw
+            assert all(len(lp.tokens) > 0 for lp in logprobs.values())
+        else:
+            assert logprobs == {}, "no logprobs unless asked"
         assert usage == whole.usage, "the last chunk holds the usage"
         if "seed" in kw and kw["max_tokens"] == 30:
             assert len(pieces[0]) > 5, "streamed in pieces, not at once"
@@ -297,8 +306,6 @@ BAD = [  # (request fields, status, exception, message part, param)
     (dict(frequency_penalty=0.5), 400, openai.BadRequestError,
      "frequency_penalty=0.5 is not supported", "frequency_penalty"),
     (dict(best_of=3), 400, openai.BadRequestError, "best_of=3 is not supported", "best_of"),
-    (dict(logprobs=1, stream=True), 400, openai.BadRequestError,
-     "logprobs with stream is not supported", "logprobs"),
     (dict(extra_body={"temprature": 1}), 400, openai.BadRequestError,
      "unknown field 'temprature'; did you mean 'temperature'?", "temprature"),
 ]

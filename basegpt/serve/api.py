@@ -85,7 +85,7 @@ async def _stream(worker: Any, request: CompletionRequest, limits: Limits, compl
                     yield chunk([{"index": item[1], "text": item[2], "logprobs": None,
                                   "finish_reason": None}])
                 elif item[0] == FINISH:
-                    yield chunk([{"index": item[1], "text": "", "logprobs": None,
+                    yield chunk([{"index": item[1], "text": "", "logprobs": item[3],
                                   "finish_reason": item[2]}])
                 elif item[0] == "end":
                     try:

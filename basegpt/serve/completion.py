@@ -56,7 +56,9 @@ class Completion:
 
 # What a streaming job emits, in order, for the event loop to send: STARTED once the prompts
 # are checked (so an error before it is still a plain HTTP error), then per choice its pieces
-# (PIECE, index, text) and (FINISH, index, finish_reason).
+# (PIECE, index, text) and (FINISH, index, finish_reason, logprobs or None). The logprobs come
+# whole with the choice's last chunk: they are scored over the finished text, as without
+# streaming, so a client that joins the chunks' logprobs gets the unstreamed answer's.
 STARTED, PIECE, FINISH = "started", "piece", "finish"
 Emit = Callable[[tuple], None]
 
@@ -126,13 +128,13 @@ def _one_choice(run: Run, request: CompletionRequest, ids: list[int], prompt_tex
     generation = pieces.result
     assert generation is not None, "an exhausted TextStream holds its Generation"
     finish = "length" if generation.finish_reason == "length" else "stop"
-    if emit is not None:
-        emit((FINISH, index, finish))
     new_text = "".join(text)
     logprobs = None
     if request.logprobs is not None:
         logprobs = _logprobs(run, ids, prompt_text, _kept_ids(run, generation, new_text),
                              request.logprobs, request.echo)
+    if emit is not None:
+        emit((FINISH, index, finish, logprobs))
     return Choice(index=index, text=(prompt_text if request.echo else "") + new_text,
                   finish_reason=finish, logprobs=logprobs,
                   completion_tokens=len(generation.ids))

@@ -20,7 +20,9 @@ the same text. The fields:
     logprobs     k = 0..20: per token its log-probability under the model (before temperature
                  and filters, as `score_ids` gives it), and the k most likely tokens there
     echo         the prompt comes first in `text` (and in logprobs, its first token with null)
-    stream       server-sent events: `data: {chunk}` per text piece, then `data: [DONE]`
+    stream       server-sent events: `data: {chunk}` per text piece, then `data: [DONE]`; with
+                 logprobs, a choice's whole logprobs come in its last chunk (with its
+                 finish_reason), scored over the finished text as without streaming
     stream_options   {"include_usage": true} adds a last chunk with the token counts
 
 Tokens in `logprobs` are the token's text, or "bytes:\\xNN..." when its bytes are not valid
@@ -178,9 +180,6 @@ def parse_completion(body: Any, limits: Limits) -> CompletionRequest:
         raise bad_request(f"stream_options must be an object like {{\"include_usage\": true}}, "
                           f"got {options!r}", "stream_options")
     streaming = _bool(body, "stream")
-    if streaming and logprobs is not None:
-        raise bad_request("logprobs with stream is not supported yet; ask without stream to "
-                          "get logprobs", "logprobs")
     if options is not None and not streaming:
         raise bad_request("stream_options needs stream: true", "stream_options")
     sampling = {name: body.get(name) for name in
