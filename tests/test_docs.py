@@ -142,10 +142,10 @@ def test_readme_test_command_is_the_one_ci_runs():
     quickstart = code_blocks(README)[0]
     steps = [shlex.join(argv) for argv in commands(quickstart)]
     assert steps == ["pip install torch==2.13.0", "pip install -e .", "basegpt train",
-                     "pip install torch==2.13.0", "pip install -e '.[test]'", "python -m pytest"], \
+                     "pip install torch==2.13.0", "pip install -e '.[test]'", "python -m pytest -n auto"], \
         steps
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
-    for step in ('pip install torch==2.13.0', 'pip install -e ".[test]"', "python -m pytest"):
+    for step in ('pip install torch==2.13.0', 'pip install -e ".[test]"', "python -m pytest -n auto"):
         assert step in ci, f".ci/run no longer runs the README's `{step}`"
         assert step in quickstart.code, f"the README no longer says `{step}`"
 
