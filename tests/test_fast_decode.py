@@ -72,6 +72,20 @@ def both_paths(model: B2lM, prompt: torch.Tensor, steps: int, pad_lengths=None,
     return results
 
 
+def assert_same_steps(slow: list, fast: list, slow_cache, fast_cache, n_layer: int,
+                      length: int, name: str) -> None:
+    """Each step's logits, and the first `length` cached keys and values of every layer, the
+    same on both paths to 1e-5."""
+    for t, (a, b) in enumerate(zip(slow, fast)):
+        assert_close(b, a, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}, step {t}: {m}")
+    for layer in range(n_layer):
+        for what in ("keys", "values"):
+            slow_kv, fast_kv = (getattr(c, what)[layer][:, :, :length]
+                                for c in (slow_cache, fast_cache))
+            assert_close(fast_kv, slow_kv, atol=1e-5, rtol=1e-5,
+                         msg=lambda m: f"{name}, layer {layer} cached {what}: {m}")
+
+
 needs_c = pytest.mark.skipif(not compiled.available(),
                              reason="the C extension basegpt.fast._decode is not built")
 
@@ -88,14 +102,8 @@ def test_decode_step_gives_the_forward_logits_and_cache(name, on):
     (slow, slow_cache), (fast, fast_cache) = both_paths(model, prompt, steps=12,
                                                         compiled=on == "compiled")
     assert fast_cache.length == slow_cache.length == 17, "each step moved the cache on by one"
-    for t, (a, b) in enumerate(zip(slow, fast)):
-        assert b.shape == a.shape == (1, V), "one row of logits per step"
-        assert_close(b, a, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}, step {t}: {m}")
-    for layer in range(len(model.blocks)):
-        for what in ("keys", "values"):
-            slow_kv, fast_kv = (getattr(c, what)[layer][:, :, :17] for c in (slow_cache, fast_cache))
-            assert_close(fast_kv, slow_kv, atol=1e-5, rtol=1e-5,
-                         msg=lambda m: f"{name}, layer {layer} cached {what}: {m}")
+    assert all(b.shape == a.shape == (1, V) for a, b in zip(slow, fast)), "a row per step"
+    assert_same_steps(slow, fast, slow_cache, fast_cache, len(model.blocks), 17, name)
 
 
 @pytest.mark.parametrize("positional", ["learned", "rope"])
@@ -383,13 +391,7 @@ def test_the_compiled_step_gives_the_forward_logits_and_cache_for_random_shapes(
                                                             steps=40, compiled=True)
     finally:
         torch.set_num_threads(1)
-    for t, (a, b) in enumerate(zip(slow, fast)):
-        assert_close(b, a, atol=1e-5, rtol=1e-5, msg=lambda m: f"{shape}, step {t}: {m}")
-    for layer in range(len(model.blocks)):
-        for what in ("keys", "values"):
-            slow_kv, fast_kv = (getattr(c, what)[layer][:, :, :43] for c in (slow_cache, fast_cache))
-            assert_close(fast_kv, slow_kv, atol=1e-5, rtol=1e-5,
-                         msg=lambda m: f"{shape}, layer {layer} cached {what}: {m}")
+    assert_same_steps(slow, fast, slow_cache, fast_cache, len(model.blocks), 43, str(shape))
 
 
 def count_calls(monkeypatch, cls, name: str) -> list[int]:
