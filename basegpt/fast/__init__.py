@@ -10,6 +10,7 @@ computes the same numbers faster on a CPU, and basegpt uses it only where the sw
                   numpy's OpenBLAS on one thread (generate, after the prefill)
     compiled.py   CompiledStep: DecodeStep's step for one row as one call into C (_decode.c,
                   an optional extension), on torch.get_num_threads() threads
+    support.py    unsupported: which models both steps may stand in for
     attention.py  bf16 / fp16 training over short sequences on a CPU with bf16 instructions runs
                   attention's manual steps, where torch's fused kernel is slow (fit)
     memory.py     keep_freed_memory: glibc's malloc keeps what a training step frees, for the
@@ -22,7 +23,8 @@ trick to the plain path's numbers; BENCHMARKS.md records what each one gains.
 
 from basegpt.fast.attention import attention_sdpa_or_manual, sdpa_hands_to_manual, training_kernels
 from basegpt.fast.compiled import CompiledStep, compiled_unsupported
-from basegpt.fast.decode import DecodeStep, unsupported
+from basegpt.fast.decode import DecodeStep
+from basegpt.fast.support import unsupported
 from basegpt.fast.layout import prepare, store_transposed
 from basegpt.fast.memory import keep_freed_memory, malloc_setting
 from basegpt.fast.switch import disabled, enabled, set_enabled

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from basegpt.fast.support import unsupported
 from basegpt.model.block import PreNormBlock
 from basegpt.model.feedforward import ACTIVATIONS, FUSED_ACTIVATIONS, MLP, SwiGLU
 from basegpt.model.norms import LayerNorm, RMSNorm
@@ -112,7 +113,6 @@ class CompiledStep:
     """
 
     def __init__(self, model: B2lM) -> None:
-        from basegpt.fast.decode import unsupported         # decode.py imports this module
         reason = unsupported(model) or compiled_unsupported(model)
         if reason is not None:
             raise ValueError(f"CompiledStep cannot run this model: {reason}; use DecodeStep")

@@ -28,7 +28,8 @@ threads) in F.linear, as the modules do. A different BLAS sums in a different or
 logits then match the module path to float rounding (tests: within 1e-5, and the same greedy
 tokens), not bit for bit.
 
-The step is only used where it computes what the modules would: `unsupported(model)` names the
+The step is only used where it computes what the modules would: `unsupported(model)`
+(support.py) names the
 first part it does not know (a subclass of a block, attention, feed-forward or Linear may
 compute something else), a forward hook (the step skips the block, attention, feed-forward and
 Linear calls, so their hooks would not run) or training mode (dropout), and generation then
@@ -49,45 +50,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from basegpt.fast.compiled import CompiledStep, compiled_unsupported
-from basegpt.model.attention import CausalSelfAttention, attention_sdpa
+from basegpt.fast.support import unsupported
+from basegpt.model.attention import attention_sdpa
 from basegpt.model.b2lm import B2lM
 from basegpt.model.block import PostNormBlock, PreNormBlock
-from basegpt.model.feedforward import MLP, SwiGLU
+from basegpt.model.feedforward import SwiGLU
 from basegpt.model.norms import LayerNorm, RMSNorm
 
 if TYPE_CHECKING:
     from basegpt.model.kv_cache import KVCache
 
 LinearFn = Callable[[torch.Tensor], torch.Tensor]          # (B, in) -> (B, out)
-
-
-def unsupported(model: nn.Module) -> str | None:
-    """Why `DecodeStep` cannot stand in for this model's forward, or None if it can."""
-    if not isinstance(model, B2lM) or type(model).forward is not B2lM.forward:
-        return f"{type(model).__name__} is not B2lM or overrides its forward"
-    if model.training:
-        return "the model is in training mode (dropout is on); generation runs in eval mode"
-    tables = [getattr(nn.modules.module, name, None)     # torch's private global hook tables
-              for name in ("_global_forward_hooks", "_global_forward_pre_hooks")]
-    if any(table is None for table in tables):
-        return "this torch keeps its global forward hooks where DecodeStep cannot check them"
-    if any(tables):
-        return "a global forward hook is registered"
-    for name, module in model.named_modules():          # one walk: it runs every generation
-        if module._forward_hooks or module._forward_pre_hooks:
-            return f"{name or 'the model'} has a forward hook"
-        if isinstance(module, nn.Linear) and type(module) is not nn.Linear:
-            return f"{name} is a {type(module).__name__}, a subclass of nn.Linear"
-    if type(model.tok_emb) is not nn.Embedding:
-        return f"tok_emb is a {type(model.tok_emb).__name__}, not nn.Embedding"
-    for i, block in enumerate(model.blocks):
-        parts = {"block": (block, (PreNormBlock, PostNormBlock)),
-                 "attention": (block.attn, (CausalSelfAttention,)),
-                 "feed-forward": (block.ff, (MLP, SwiGLU))}
-        for what, (part, known) in parts.items():
-            if type(part) not in known:
-                return f"block {i}'s {what} is a {type(part).__name__}, not one of basegpt's"
-    return None
 
 
 @functools.cache
