@@ -209,6 +209,12 @@ def test_training_on_your_own_text_samples_from_its_held_out_text(tmp_path):
     assert re.fullmatch(r"line \d+ of", prompt), f"a line start of the text: {prompt!r}"
     assert int(prompt.split()[1]) >= 0.9 * n, f"{prompt!r} is not from the held-out end"
     assert f"basegpt generate r --prompt '{prompt}'" in out, out
+    # The run finds its text again from another folder (it records the input's absolute path).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = ok(basegpt("train", "--resume", str(tmp_path / "r"), "--max-steps", "2", "--quiet",
+                     cache=tmp_path / "cache", cwd=elsewhere))
+    assert "trained 2 steps" in out, out
 
 
 def test_ctrl_c_saves_the_run_and_exits_130(world, tmp_path):

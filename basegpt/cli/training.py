@@ -23,7 +23,9 @@ _FLAG_NAMES = {"data.source": "--data"}   # `--data shakespeare` reads better th
 def _overrides(args: argparse.Namespace) -> dict[str, dict]:
     out = {section: field_values(args, section) for section in ("model", "train", "data")}
     if getattr(args, "inputs", None):
-        out["data"]["inputs"] = list(args.inputs)
+        # As absolute paths: the run records them, and a later --resume (which finds its data
+        # through them) may start in another folder. Globs stay globs.
+        out["data"]["inputs"] = [os.path.abspath(path) for path in args.inputs]
     return out
 
 
