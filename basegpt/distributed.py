@@ -148,3 +148,16 @@ def setup() -> Dist:
         atexit.register(_destroy_process_group)
     return Dist(enabled=True, rank=rank, local_rank=local_rank, world=world, device=device,
                 parallel="ddp")
+
+
+def join_alone(device: torch.device) -> None:
+    """Make a process group of this process alone, for FSDP without torchrun (one shard; what
+    it brings is offload). Without torchrun there is no rendezvous address: the group meets in
+    an in-memory store. It stays after training, since a sharded model's calls go through it,
+    and is torn down at exit as setup()'s is. Nothing to do inside a torchrun job."""
+    if torch_dist.is_initialized():
+        return
+    importlib.import_module("torch.distributed.nn")          # before the group: see setup()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    torch_dist.init_process_group(backend, store=torch_dist.HashStore(), rank=0, world_size=1)
+    atexit.register(_destroy_process_group)

@@ -30,11 +30,9 @@ moments in a safetensors file of its own (train_state.py), read back at any proc
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -197,20 +195,3 @@ def gather(tensors: dict[str, torch.Tensor], keep: bool) -> dict[str, torch.Tens
         if keep:
             whole[name] = tensor.detach().cpu()
     return whole
-
-
-@contextlib.contextmanager
-def one_process_group(device: torch.device) -> Iterator[None]:
-    """A process group of this process alone, for FSDP without torchrun (one shard; what it
-    brings is --offload), removed again at the end. Without torchrun there is no rendezvous
-    address: the group meets in an in-memory store."""
-    import torch.distributed as torch_dist
-    if torch_dist.is_initialized():
-        yield
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch_dist.init_process_group(backend, store=torch_dist.HashStore(), rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        torch_dist.destroy_process_group()

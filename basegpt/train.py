@@ -66,9 +66,9 @@ from basegpt.progress import progress_bar
 from basegpt.rundir import (begin_checkpoint, checkpoint_tmp, checkpoint_to_resume,
                             last_checkpoint, save_best, save_checkpoint, start_afresh,
                             tidy as tidy_run_dir)
-from basegpt.sharding import (choose, gather, is_dtensor, is_sharded, one_process_group,
-                              replica_bytes, shard, sharded_bytes)
 from basegpt.runlock import RunLock, run_lock
+from basegpt.sharding import (choose, gather, is_dtensor, is_sharded, replica_bytes, shard,
+                              sharded_bytes)
 from basegpt.tokenizer import Tokenizer
 from basegpt.train_state import (METRICS_FILE, append_metrics, process_rng_state,
                                  record_run_info, resume as resume_from, save_optimizer_rows,
@@ -155,10 +155,9 @@ def fit(model: B2lM, train_data: Dataset | DataLoader, val_data: Dataset | None 
     # One writer: only process 0 writes, so it alone holds the run directory's lock.
     writer = (run_lock(run_dir) if run_dir is not None and dist.is_main
               else contextlib.nullcontext())
-    # FSDP without torchrun shards over a group of this process alone (for offload).
-    group = (one_process_group(dist.device or pick_device(config.device))
-             if config.parallel == "fsdp" and not dist.enabled else contextlib.nullcontext())
-    with writer as lock, group:
+    if config.parallel == "fsdp" and not dist.enabled:
+        distributed.join_alone(pick_device(config.device))   # FSDP over one process (offload)
+    with writer as lock:
         return _fit(model, train_data, val_data, config, dist, lock, tokenizer=tokenizer,
                     run_dir=run_dir, resume=resume, overwrite=overwrite, progress=progress,
                     log=log, on_step=on_step, extra_config=extra_config, init_from=init_from)
@@ -714,8 +713,8 @@ def summary(model: B2lM, config: TrainConfig, device: torch.device, dtype: torch
         lines.append(f"memory per process, without activations: ddp {replica_bytes(n) * mb:,.1f} "
                      f"MB (a whole replica), fsdp {sharded_bytes(model, world, gathered) * mb:,.1f}"
                      f" MB (1/{world} of it + the embeddings and two blocks gathered)"
-                     + ("; offloaded to CPU memory but the gathered blocks" if config.offload
-                        else ""))
+                     + ("; with offload, all but the gathered blocks in CPU memory"
+                        if config.offload else ""))
     lines += [
         f"device {device} ({where}); {dtype_name}{scaler} ({dtype_why}); "
         f"compile {why.get('compile', config.compile)}"
