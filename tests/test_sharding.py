@@ -293,3 +293,18 @@ def test_one_process_fsdp_on_a_gpu_with_offload_follows_plain_training(tmp_path:
     b = load_tensors(tmp_path / "offload" / "model.safetensors")
     for name in a:
         assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_a_checkpoint_missing_a_processs_rows_is_passed_over(job, tmp_path: Path):
+    import shutil
+    from basegpt.rundir import checkpoint_problem, latest_checkpoint
+    root, _ = job
+    run = tmp_path / "run"
+    shutil.copytree(root / "two", run)          # checkpoints at steps 3 and 6
+    newest = run / "checkpoints" / "step_00000006"
+    (newest / "optimizer.rank1-of-2.safetensors").unlink()
+    assert checkpoint_problem(newest) == "optimizer.rank1-of-2.safetensors is missing or unreadable"
+    folder, skipped = latest_checkpoint(run)
+    assert folder == run / "checkpoints" / "step_00000003", "the resume takes the one before"
+    assert skipped == ["step_00000006: optimizer.rank1-of-2.safetensors is missing or unreadable"]
