@@ -109,8 +109,9 @@ def shard(model: B2lM, device: torch.device, dtype: torch.dtype, offload: bool) 
     """Shard `model` in place over the process group: each block one unit, then the rest
     (embeddings, final norm, head) the root unit. Its parameters become DTensors holding this
     process's rows; build the optimizer afterwards, on them. `dtype` bf16/fp16: the gathered
-    weights in that dtype, the gradient reduction in fp32. `offload`: rows, gradients and the
-    optimizer's state in CPU memory."""
+    weights in that dtype, the gradient reduction in fp32 (summed in bf16, the processes'
+    gradients would keep 8 bits of mantissa; it costs twice the bytes of a bf16 reduction).
+    `offload`: rows, gradients and the optimizer's state in CPU memory."""
     from torch.distributed.fsdp import (CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy,
                                         fully_shard)
     low = dtype in (torch.bfloat16, torch.float16)
