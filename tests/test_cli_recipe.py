@@ -98,7 +98,7 @@ def test_train_with_no_arguments_is_the_laptop_main_job(monkeypatch, tmp_path):
         "a bounded time budget, and only that"
     assert data.source == "stdlib" and not data.inputs, "the built-in corpus: works offline"
     assert (model.norm_position, model.n_block, model.n_embed) == ("pre", 4, 128), model
-    from basegpt.train import summary
+    from basegpt.train_summary import summary
     text = summary(B2lM(model.replace(vocab_size=300)), train, torch.device("cpu"),
                    torch.float32, model.n_context, 1, 1, None)
     assert "budget 4 min" in text, f"the budget is stated before training:\n{text}"

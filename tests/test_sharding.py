@@ -261,7 +261,7 @@ def test_bad_parallel_settings_are_clear_errors():
 
 
 def test_the_summary_shows_each_strategys_memory_per_process():
-    from basegpt.train import summary
+    from basegpt.train_summary import summary
     model = B2lM(vocab_size=300, **MODEL)
     n = model.num_parameters()
     text = summary(model, TrainConfig(max_steps=1, batch_size=2, parallel="fsdp"),

@@ -561,7 +561,7 @@ def test_summary_states_sizes_and_decisions(tokenizer, data, monkeypatch):
 
 def test_summary_names_fused_kernels_and_capability_on_a_gpu(tokenizer, monkeypatch):
     from basegpt.devices import dtype_decision
-    from basegpt.train import summary
+    from basegpt.train_summary import summary
     _fake_cuda(monkeypatch, (7, 0))
     assert dtype_decision("auto", torch.device("cuda"))[1] == \
         "auto: compute capability 7.0 lacks bf16 tensor cores"
