@@ -230,7 +230,8 @@ def attention_maps(model: B2lM, tokenizer: Tokenizer, prompt: str
         tokens, maps = attention_maps(model, tok, "def f(x):")   # maps[0].shape == (H, T, T)
     """
     if not isinstance(prompt, str) or not prompt:
-        raise ValueError("the prompt is empty; give some text to look at, e.g. --prompt 'def f(x):'")
+        raise ValueError("the text is empty: attention needs at least one token to look at; "
+                         "give some text, e.g. 'def f(x):'")
     ids = tokenizer.encode(prompt)
     n_context = model.config.n_context
     if len(ids) > n_context:
