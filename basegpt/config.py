@@ -75,7 +75,7 @@ class BlockOverride:
                 raise ValueError(f"{where}: {key!r} is a model-wide field that a block cannot "
                                  f"override (every block shares it); set it at the top level of "
                                  f"the config. A block may set: {', '.join(BLOCK_FIELDS)}")
-        _check_keys(d, cls, where)
+        check_keys(d, cls, where)
         return cls(**d)
 
 
@@ -192,12 +192,12 @@ class ModelConfig:
         """Build from a dict (e.g. parsed JSON); an unknown key is a ValueError naming the nearest."""
         if not isinstance(d, dict):
             raise ValueError(f"a model config must be a dict, got {type(d).__name__}")
-        _check_keys(d, cls, "ModelConfig")
+        check_keys(d, cls, "ModelConfig")
         return cls(**d)
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated again; unknown names suggest the nearest)."""
-        _check_keys(changes, type(self), "ModelConfig")
+        check_keys(changes, type(self), "ModelConfig")
         return dataclasses.replace(self, **changes)
 
 
@@ -297,7 +297,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Build from a dict; an unknown key is a ValueError naming the nearest."""
-        _check_keys(d, cls, "TrainConfig")
+        check_keys(d, cls, "TrainConfig")
         return cls(**d)
 
 
@@ -544,7 +544,9 @@ def _type_name(hint: Any) -> str:
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
-def _check_keys(d: dict[str, Any], cls: type, where: str) -> None:
+def check_keys(d: dict[str, Any], cls: type, where: str) -> None:
+    """A ValueError for the first key of `d` that is no field of the dataclass `cls`, naming
+    `where` it was found and the nearest field (or, with none near, every field)."""
     valid = [f.name for f in fields(cls)]
     for key in d:
         if key not in valid:

@@ -30,12 +30,11 @@ import json
 import math
 import os
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from basegpt._io import check_writable
-from basegpt.config import DataConfig
+from basegpt.config import DataConfig, check_keys
 from basegpt.corpus import expand_paths
 from basegpt.tokenizer import Tokenizer
 
@@ -240,7 +239,7 @@ def check_spec(spec: dict[str, Any]) -> tuple[Any, Any, DataConfig]:
     from basegpt.config import TrainConfig
     if "vocab_size" in spec["model"]:
         raise ValueError("model.vocab_size comes from the tokenizer; set data.vocab_size instead")
-    _check_keys(spec["data"], DataConfig, "data")
+    check_keys(spec["data"], DataConfig, "data")
     data = DataConfig(**spec["data"])
     try:
         model = ModelConfig.from_dict({**spec["model"], "vocab_size": max(data.vocab_size, 258)})
@@ -248,16 +247,6 @@ def check_spec(spec: dict[str, Any]) -> tuple[Any, Any, DataConfig]:
     except TypeError as error:
         raise ValueError(str(error)) from None
     return model, train, data
-
-
-def _check_keys(values: dict[str, Any], cls: type, section: str) -> None:
-    valid = [f.name for f in fields(cls)]
-    for key in values:
-        if key not in valid:
-            near = difflib.get_close_matches(key, valid, n=1)
-            raise ValueError(f"{section}: unknown key {key!r}"
-                             + (f"; did you mean {near[0]!r}?" if near else "")
-                             + f" (valid: {', '.join(valid)})")
 
 
 # ------------------------------------------------------------------------ tokenizer and data
