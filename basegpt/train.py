@@ -201,7 +201,7 @@ class Trainer:
         self.config, self.log, self.model = config, log, model
         self.device = pick_device(config.device) if not dist.enabled else dist.device
         self.dtype, self.dtype_why = dtype_decision(config.dtype, self.device)
-        self.raw = unwrap(model).to(self.device)           # the B2lM itself, no wrappers
+        self.raw = unwrap(model)             # the B2lM itself, no wrappers; on the device below
         self.tokenizer = tokenizer or getattr(train_data, "tokenizer", None) or getattr(
             getattr(train_data, "dataset", None), "tokenizer", None)
         for data in (train_data, val_data):     # prepared shards: made by this tokenizer?
@@ -230,8 +230,8 @@ class Trainer:
 
     def _spread(self, dist: Dist) -> Dist:
         """Choose how the processes share the model (sharding.choose: DDP, FSDP or neither)
-        and shard it now under FSDP, before the optimizer is built on its rows; returns
-        `dist` with the choice."""
+        and put it on the device: under FSDP sharded first, before the optimizer is built on
+        its rows. Returns `dist` with the choice."""
         raw, config = self.raw, self.config
         activations = summary_activations(raw, self.batch_size, self.T, self.dtype,
                                           config.activation_checkpointing)
@@ -241,7 +241,11 @@ class Trainer:
                 raise ValueError("parallel='fsdp' trains in bfloat16 or float32, not float16 "
                                  "(its gradient scaler would need every process's overflow "
                                  "check); pass dtype='bfloat16' (--dtype bfloat16) or 'float32'")
+            # Sharded from where it is: fully_shard moves one unit at a time to the device and
+            # keeps its rows there, so the whole model never has to fit on it.
             shard(raw, self.device, self.dtype, config.offload)
+        elif not is_sharded(raw):
+            raw.to(self.device)
         return dataclasses.replace(dist, parallel=parallel)
 
     def weights(self) -> dict[str, torch.Tensor]:
