@@ -354,7 +354,9 @@ def train_run(spec: dict[str, Any], out: str | os.PathLike, *, resume: bool = Fa
     each step's metrics record. Under torchrun, process 0 trains the tokenizer and prepares
     the shards into the cache while the others wait, then they read them from there.
 
-    Returns (fit's TrainResult, the trained model, the tokenizer).
+    Returns (fit's TrainResult, the trained model, the tokenizer). Under FSDP (torchrun,
+    --parallel fsdp) process 0's model is the whole trained model, read back from the run,
+    and the other processes' is their sharded part of it.
     """
     from basegpt import distributed
     from basegpt.checkpoint import read_config
@@ -443,9 +445,10 @@ def _train_locked(spec: dict[str, Any], out: Path, *, resume: bool,
     if before is not None and result.steps == before["step"] and result.stopped_by in BUDGET_FLAGS:
         # Only fit knows the steps in an epoch, so a used-up epochs budget shows here.
         raise budget_error(result.stopped_by, train_config, result.steps, result.seconds)
-    if is_sharded(model):
-        # FSDP left each process its rows, and calling the model would be collective: the
-        # caller (a sample from process 0) gets the whole weights fit saved last.
+    if is_sharded(model) and dist.is_main:
+        # FSDP left each process its rows, and calling the model is collective: process 0
+        # (which prints the sample) gets the whole weights fit saved last; the others keep
+        # their rows rather than load the whole model too.
         model = load_run(out).model
     return result, model, tokenizer
 
