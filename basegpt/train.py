@@ -71,9 +71,10 @@ from basegpt.runlock import RunLock, run_lock
 from basegpt.sharding import choose, gather, is_dtensor, is_sharded, shard
 from basegpt.tokenizer import Tokenizer
 from basegpt.train_summary import summary, summary_activations
+from basegpt.optimizer_state import save_optimizer_rows
 from basegpt.train_state import (METRICS_FILE, append_metrics, process_rng_state,
-                                 record_run_info, resume as resume_from, save_optimizer_rows,
-                                 truncate_metrics, update_train_config)
+                                 record_run_info, resume as resume_from, truncate_metrics,
+                                 update_train_config)
 
 if TYPE_CHECKING:
     from basegpt.distributed import Dist

@@ -7,6 +7,8 @@ random number generators (dropout draws from them) and the data position.
     train_state.safetensors   tensors: optimizer state, torch (and CUDA) RNG states
     train_state.json          everything else: step, epoch, data stream position, Python RNG,
                               optimizer hyper-parameters, scaler, best validation loss
+    optimizer.rankR-of-N.safetensors   under FSDP, each process's rows of the optimizer's
+                              state (optimizer_state.py), indexed in train_state.json
 
 Tensors go to safetensors and the rest to JSON; nothing is pickled (see checkpoint.py).
 Both files name their step, and loading checks that they agree. Where the files go, and how
@@ -16,7 +18,6 @@ run.json one entry per start or resume (versions, git commit, hardware, command 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from basegpt.checkpoint import (CONFIG_FILE, WEIGHTS_FILE, load_model_tensors, l
                                 read_config, save_tensors)
 from basegpt.devices import mps_available
 from basegpt.model import B2lM
-from basegpt.sharding import from_rows, is_dtensor, own_rows, rows
+from basegpt.optimizer_state import optimizer_from_flat, optimizer_to_flat
 from basegpt.tokenizer import Tokenizer
 
 METRICS_FILE = "metrics.jsonl"
@@ -41,149 +42,6 @@ RUN_INFO_FILE = "run.json"
 
 STATE_TENSORS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
-
-
-def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split optimizer.state_dict() into flat named tensors and a JSON-able rest.
-
-        state[3]["exp_avg"] -> tensors["optimizer.3.exp_avg"]
-
-    Under FSDP a moment is a DTensor, of which each process holds some rows: those rows go
-    into each process's own file (save_optimizer_rows), and the rest records where they are,
-    as meta["sharded"] = {"files": [file of process 0, 1, ...], "tensors": {name: {"shape":
-    whole shape, "rows": [[start, stop] of process 0, 1, ...]}}}.
-    """
-    state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    plain: dict[str, dict[str, Any]] = {}
-    sharded: dict[str, dict[str, Any]] = {}
-    world = 1
-    for index, slots in state["state"].items():
-        for name, value in slots.items():
-            key = f"optimizer.{index}.{name}"
-            if is_dtensor(value):
-                world = value.device_mesh.size()
-                sharded[key] = {"shape": list(value.shape),
-                                "rows": [list(rows(value.shape[0], world, r)) for r in range(world)]}
-            elif isinstance(value, torch.Tensor):
-                tensors[key] = value
-            else:
-                plain.setdefault(str(index), {})[name] = value
-    meta: dict[str, Any] = {"param_groups": state["param_groups"], "plain_state": plain}
-    if sharded:
-        meta["sharded"] = {"files": [shard_file(r, world) for r in range(world)],
-                           "tensors": sharded}
-    return tensors, meta
-
-
-def shard_file(rank: int, world: int) -> str:
-    """The file of process `rank`'s rows of the optimizer's state in a checkpoint of an FSDP
-    run of `world` processes."""
-    return f"optimizer.rank{rank}-of-{world}.safetensors"
-
-
-def save_optimizer_rows(directory: Path, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """Under FSDP, every process writes its rows of the optimizer's state into its own file
-    in `directory` (see optimizer_to_flat); nothing without sharded state."""
-    own = {f"optimizer.{index}.{name}": value.to_local()
-           for index, slots in optimizer.state_dict()["state"].items()
-           for name, value in slots.items() if is_dtensor(value)}
-    if own:
-        mesh = next(v for slots in optimizer.state.values() for v in slots.values()
-                    if is_dtensor(v)).device_mesh
-        save_tensors(directory / shard_file(mesh.get_local_rank(), mesh.size()), own,
-                     metadata={"step": str(step)})
-
-
-def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                        meta: dict, directory: Path | None = None) -> None:
-    """Inverse of optimizer_to_flat: load the state back into `optimizer`, whatever the number
-    of processes now and when it was saved. Each moment takes the rows its parameter holds:
-    all of them for a whole parameter, this process's for an FSDP one (a DTensor), read from
-    the whole tensor or from the saved processes' files (in `directory`) that hold them."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    saved = _SavedRows(tensors, meta.get("sharded"), directory)
-    state: dict[int, dict[str, Any]] = {}
-    with saved:
-        for key in saved.names():
-            _, index, name = key.split(".", 2)
-            param = params[int(index)]
-            if name == "step" or saved.shape(key) != tuple(param.shape):   # not per row
-                value = tensors[key]
-            elif is_dtensor(param):
-                value = from_rows(saved.rows(key, *own_rows(param)), param)
-            else:
-                value = saved.rows(key, 0, param.shape[0])
-            state.setdefault(int(index), {})[name] = value
-    for index, slots in meta["plain_state"].items():
-        state.setdefault(int(index), {}).update(slots)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    _match_param_layouts(optimizer)
-
-
-class _SavedRows:
-    """The optimizer's saved tensors, read by rows: whole ones from train_state.safetensors,
-    and FSDP ones from the saved processes' files, each read only where it overlaps."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor], sharded: dict | None,
-                 directory: Path | None) -> None:
-        self.tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
-        self.sharded = sharded["tensors"] if sharded else {}
-        self.paths = [directory / name for name in sharded["files"]] if sharded else []
-        self._stack = contextlib.ExitStack()
-        self.files: list[Any] = []
-
-    def __enter__(self) -> _SavedRows:
-        from safetensors import SafetensorError, safe_open
-        for path in self.paths:
-            try:
-                self.files.append(self._stack.enter_context(safe_open(path, "pt")))
-            except (SafetensorError, OSError) as error:
-                raise ValueError(f"{path} is not a readable safetensors file ({error}); the "
-                                 "checkpoint is damaged, resume from another one in "
-                                 "checkpoints/") from None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stack.close()
-
-    def names(self) -> list[str]:
-        return [*self.tensors, *self.sharded]
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        if key in self.tensors:
-            return tuple(self.tensors[key].shape)
-        return tuple(self.sharded[key]["shape"])
-
-    def rows(self, key: str, start: int, stop: int) -> torch.Tensor:
-        """Rows [start, stop) of saved tensor `key`."""
-        if key in self.tensors:
-            return self.tensors[key][start:stop]
-        parts = []
-        for file, (first, end) in zip(self.files, self.sharded[key]["rows"]):
-            lo, hi = max(start, first), min(stop, end)
-            if lo < hi:
-                parts.append(file.get_slice(key)[lo - first:hi - first])
-        if not parts:                  # no rows here: an empty part of the right width
-            return torch.empty((0, *self.sharded[key]["shape"][1:]))
-        return torch.cat(parts)
-
-
-def _match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give every loaded moment its parameter's memory layout.
-
-    Tensors come back from safetensors contiguous, while a parameter may be laid out otherwise
-    (basegpt.fast.store_transposed keeps B2lM's matrices in (in, out) memory order). Fused Adam on CPU updates parameter and
-    moments as flat memory, element i of one with element i of the other, so a moment laid out
-    differently from its parameter would be paired with the wrong weights: a resumed run would
-    train on silently wrong updates (on CUDA the fused kernel refuses mismatched layouts with
-    an error instead; foreach kernels index by position and are unaffected).
-    """
-    for param, slots in optimizer.state.items():
-        for name, value in slots.items():
-            if (isinstance(value, torch.Tensor) and value.shape == param.shape
-                    and value.stride() != param.stride()):
-                slots[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def process_rng_state(device: torch.device | None = None) -> dict[str, torch.Tensor]:

@@ -180,7 +180,7 @@ def test_saved_optimizer_state_resumes_the_same_updates(kernels):
     """The moments come back from safetensors contiguous; a parameter stored (in, out) (as
     B2lM keeps its matrices) must get them in its own layout, or fused Adam, which pairs
     parameter and moment elements by memory position, applies them to the wrong weights."""
-    from basegpt.train_state import optimizer_from_flat, optimizer_to_flat
+    from basegpt.optimizer_state import optimizer_from_flat, optimizer_to_flat
     if kernels == "fused" and not fused_adam_available(torch.device("cpu")):
         pytest.skip(f"torch {torch.__version__} has no fused Adam on CPU")
     torch.manual_seed(0)

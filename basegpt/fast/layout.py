@@ -29,7 +29,7 @@ def store_transposed(model: nn.Module) -> None:
 
     Parameters keep their layout through .to() and load_state_dict (which copies into them),
     and an optimizer's moments are made like them; a moment loaded from a file is given its
-    parameter's layout (train_state.optimizer_from_flat), since fused Adam on a CPU pairs
+    parameter's layout (optimizer_state.optimizer_from_flat), since fused Adam on a CPU pairs
     parameter and moment elements by memory position.
     """
     for module in model.modules():
