@@ -4,14 +4,17 @@ after a kill at any moment, leftovers of interrupted saves cleaned, a run replac
     run_dir/
       config.json, tokenizer.json        written when the run starts
       model.safetensors                  the latest checkpoint's weights (what generate reads)
-      checkpoints/step_00000040/         a checkpoint: model.safetensors, train_state.*
+      checkpoints/step_00000040/         a checkpoint: model.safetensors, train_state.* (and
+                                         under FSDP optimizer.rankR-of-N.safetensors)
       checkpoints/step_00000080/         (the latest keep_checkpoints are kept)
       best/                              the weights with the best validation loss
       metrics.jsonl, run.json, loss.png
       run.lock                           while a writer holds it (runlock.py)
 
 A checkpoint is written into a hidden temporary folder, checkpoints/.step_N.tmp/, and
-renamed to checkpoints/step_N/ once all of its files are on disk. That rename is the commit
+renamed to checkpoints/step_N/ once all of its files are on disk (under FSDP every process
+writes its rows of the optimizer's state into it first: begin_checkpoint, then
+save_checkpoint with begun=True). That rename is the commit
 point: a step_N folder is complete by construction, and a kill before it leaves only a
 temporary folder, which the next writer removes. Just before the rename, the weights at the
 top are replaced (atomically, _io.py) for readers; nothing resumes from them, so a kill
