@@ -138,14 +138,7 @@ def setup() -> Dist:
         backend = "nccl"
     else:
         device, backend = torch.device("cpu"), "gloo"
-    if not torch_dist.is_initialized():
-        # torch.distributed.nn's functions take `group=group.WORLD` as a default argument,
-        # evaluated at import. Imported after the group exists (DistributedDataParallel's
-        # constructor imports it, through torch._dynamo), they would hold the group for good:
-        # destroy_process_group would leave gloo's worker threads running into shutdown.
-        importlib.import_module("torch.distributed.nn")
-        torch_dist.init_process_group(backend=backend)
-        atexit.register(_destroy_process_group)
+    _start_group(backend)
     return Dist(enabled=True, rank=rank, local_rank=local_rank, world=world, device=device,
                 parallel="ddp")
 
@@ -155,9 +148,18 @@ def join_alone(device: torch.device) -> None:
     it brings is offload). Without torchrun there is no rendezvous address: the group meets in
     an in-memory store. It stays after training, since a sharded model's calls go through it,
     and is torn down at exit as setup()'s is. Nothing to do inside a torchrun job."""
+    _start_group("nccl" if device.type == "cuda" else "gloo", store=torch_dist.HashStore(),
+                 rank=0, world_size=1)
+
+
+def _start_group(backend: str, **options: Any) -> None:
+    """Start the process group (unless one exists), to be torn down at exit."""
     if torch_dist.is_initialized():
         return
-    importlib.import_module("torch.distributed.nn")          # before the group: see setup()
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    torch_dist.init_process_group(backend, store=torch_dist.HashStore(), rank=0, world_size=1)
+    # torch.distributed.nn's functions take `group=group.WORLD` as a default argument,
+    # evaluated at import. Imported after the group exists (DistributedDataParallel's
+    # constructor imports it, through torch._dynamo), they would hold the group for good:
+    # destroy_process_group would leave gloo's worker threads running into shutdown.
+    importlib.import_module("torch.distributed.nn")
+    torch_dist.init_process_group(backend=backend, **options)
     atexit.register(_destroy_process_group)
