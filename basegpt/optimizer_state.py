@@ -12,6 +12,7 @@ now, at whatever process count.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,15 @@ def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     plain: dict[str, dict[str, Any]] = {}
     sharded: dict[str, dict[str, Any]] = {}
     world = 1
-    for index, slots in state["state"].items():
-        for name, value in slots.items():
-            key = f"optimizer.{index}.{name}"
-            if is_dtensor(value):
-                world = value.device_mesh.size()
-                sharded[key] = {"shape": list(value.shape),
-                                "rows": [list(rows(value.shape[0], world, r)) for r in range(world)]}
-            elif isinstance(value, torch.Tensor):
-                tensors[key] = value
-            else:
-                plain.setdefault(str(index), {})[name] = value
+    for key, index, name, value in _slots(state):
+        if is_dtensor(value):
+            world = value.device_mesh.size()
+            sharded[key] = {"shape": list(value.shape),
+                            "rows": [list(rows(value.shape[0], world, r)) for r in range(world)]}
+        elif isinstance(value, torch.Tensor):
+            tensors[key] = value
+        else:
+            plain.setdefault(str(index), {})[name] = value
     meta: dict[str, Any] = {"param_groups": state["param_groups"], "plain_state": plain}
     if sharded:
         meta["sharded"] = {"files": [shard_file(r, world) for r in range(world)],
@@ -63,14 +62,21 @@ def shard_file(rank: int, world: int) -> str:
 def save_optimizer_rows(directory: Path, optimizer: torch.optim.Optimizer, step: int) -> None:
     """Under FSDP, every process writes its rows of the optimizer's state into its own file
     in `directory` (see optimizer_to_flat); nothing without sharded state."""
-    own = {f"optimizer.{index}.{name}": value.to_local()
-           for index, slots in optimizer.state_dict()["state"].items()
-           for name, value in slots.items() if is_dtensor(value)}
-    if own:
-        mesh = next(v for slots in optimizer.state.values() for v in slots.values()
-                    if is_dtensor(v)).device_mesh
+    own, mesh = {}, None
+    for key, _, _, value in _slots(optimizer.state_dict()):
+        if is_dtensor(value):
+            own[key], mesh = value.to_local(), value.device_mesh
+    if mesh is not None:
         save_tensors(directory / shard_file(mesh.get_local_rank(), mesh.size()), own,
                      metadata={"step": str(step)})
+
+
+def _slots(state: dict[str, Any]) -> Iterator[tuple[str, int, str, Any]]:
+    """(flat name, parameter index, slot name, value) of every slot of an optimizer's
+    state_dict: ("optimizer.3.exp_avg", 3, "exp_avg", tensor)."""
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            yield f"optimizer.{index}.{name}", index, name, value
 
 
 def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
