@@ -193,16 +193,30 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
                              aliases=p["aliases"]) for p in plans]
     todo = [(i, run_dir, run_spec) for i, plan in enumerate(plans)
             for run_dir, run_spec in plan["runs"]]
+    numbers = _train_runs(todo, [r.name for r in results], jobs, dist, progress, log)
+    for i, run_dir, _ in todo:                                          # in plan order
+        results[i].runs.append(numbers[run_dir])
+    table = CompareTable(results, budget, seeds, match_params, command, out)
+    if dist.is_main:
+        write_outputs(table, out)
+    return table
+
+
+def _train_runs(todo: list[tuple[int, Path, dict[str, Any]]], names: list[str], jobs: int,
+                dist: Any, progress: bool, log: Callable[[str], None]
+                ) -> dict[Path, dict[str, Any]]:
+    """Train (or resume, or keep) every run of `todo` ((variant index, run dir, spec)), one
+    after another here or `jobs` at once in workers, under one bar; each run's numbers by
+    its folder, each logged as it finishes."""
     numbers: dict[Path, dict[str, Any]] = {}
 
     def finished(i: int, run_dir: Path, run: dict[str, Any]) -> None:
         numbers[run_dir] = run
-        name = results[i].name
         if run.get("diverged"):
-            log(f"{name} seed {run['seed']}: diverged at step {run['steps']:,}, recorded; "
+            log(f"{names[i]} seed {run['seed']}: diverged at step {run['steps']:,}, recorded; "
                 f"going on ({run['diverged'].splitlines()[0]})")
         else:
-            log(f"{name} seed {run['seed']}: val bits/byte {run['val_bpb']:.4f} after "
+            log(f"{names[i]} seed {run['seed']}: val bits/byte {run['val_bpb']:.4f} after "
                 f"{run['tokens']:,} tokens -> {run_dir}")
         bar.update(1)
 
@@ -213,12 +227,7 @@ def compare(variants: Sequence[Variant] | dict[str, dict[str, Any]], *,
                 finished(i, run_dir, train_one(run_dir, run_spec, progress, log, dist=dist))
         else:
             train_in_workers(todo, min(jobs, len(todo)), finished, log, progress)
-    for i, run_dir, _ in todo:                                          # in plan order
-        results[i].runs.append(numbers[run_dir])
-    table = CompareTable(results, budget, seeds, match_params, command, out)
-    if dist.is_main:
-        write_outputs(table, out)
-    return table
+    return numbers
 
 
 def _check_counts(seeds: int, jobs: int | None) -> None:
